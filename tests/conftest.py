@@ -1,0 +1,94 @@
+"""Fixtures for the real services.
+
+PostgreSQL and Redis tests are marked ``services``.  Without the servers they are skipped with the
+reason; under ``CI=true`` a missing server is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fakes.pytest_plugin"]
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CALLPUSH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("CALLPUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _unavailable(what: str, error: Exception) -> None:
+    message = f"{what} is not reachable ({error.__class__.__name__}: {error})"
+    if IN_CI:
+        pytest.fail(f"{message}; under CI=true the real-service tests must run", pytrace=False)
+    pytest.skip(f"{message}; start it to run this test")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as error:
+        _unavailable("PostgreSQL at " + POSTGRES_ADMIN_URL, error)
+    return POSTGRES_ADMIN_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    from sqlalchemy import create_engine, make_url, text
+
+    name = f"callpush_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+    except Exception as error:
+        _unavailable("Redis at " + REDIS_URL, error)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """A Redis database (index 9..14 by worker) emptied before and after the test."""
+    import redis
+
+    base = redis_server_url.rsplit("/", 1)[0]
+    url = f"{base}/{9 + (os.getpid() % 6)}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'callpush.db'}"

@@ -1,0 +1,1 @@
+"""Local fakes of APNs and FCM, their credentials, and the pytest fixtures that run them."""

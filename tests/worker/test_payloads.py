@@ -1,0 +1,73 @@
+"""Payload shape, without a network: the keys Stream's SDKs parse (stream-protocol.md §3)."""
+
+from worker import payloads, sample_events
+from worker.push.base import Platform, PushKind
+from worker.storage.devices import DeviceTarget
+from worker.stream_events import parse_call_event
+
+STREAM_KEYS = {
+    "sender",
+    "type",
+    "version",
+    "call_cid",
+    "call_display_name",
+    "created_by_id",
+    "created_by_display_name",
+    "receiver_id",
+    "video",
+}
+IOS = DeviceTarget(7, "bob", Platform.APNS, "a" * 64, True, None)
+ANDROID = DeviceTarget(8, "bob", Platform.FCM, "fcm-token", False, None)
+
+
+def _ring(video=True):
+    return parse_call_event(sample_events.ring_event("alice", ["bob"], video=video))
+
+
+def test_voip_ring_payload():
+    event = _ring()
+    message = payloads.apns_voip_ring(
+        event, IOS, bundle_id="com.example.app", time_to_live=30, event_id=1
+    )
+    assert message.kind is PushKind.VOIP and message.platform is Platform.APNS
+    assert message.topic == "com.example.app.voip"
+    assert message.priority == 10 and message.time_to_live == 30
+    stream = message.payload["stream"]
+    assert set(stream) >= STREAM_KEYS
+    assert stream["sender"] == "stream.video" and stream["type"] == "call.ring"
+    assert stream["version"] == "v2"
+    assert stream["call_cid"] == event.call_cid
+    assert stream["created_by_id"] == "alice" and stream["created_by_display_name"] == "Alice"
+    assert stream["receiver_id"] == "bob"
+    assert stream["video"] == "true"  # a string: RN iOS compares it as NSString
+    assert stream["title"] == "Alice is calling you"
+    aps = message.payload["aps"]
+    assert aps["category"] == "stream.video" and aps["mutable-content"] == 1
+    assert aps["thread-id"] == f"video-{event.call_cid}"
+
+
+def test_device_app_id_overrides_the_bundle():
+    device = DeviceTarget(9, "bob", Platform.APNS, "b" * 64, True, "com.other.app")
+    message = payloads.apns_voip_ring(
+        _ring(), device, bundle_id="com.example.app", time_to_live=5, event_id=1
+    )
+    assert message.topic == "com.other.app.voip"
+
+
+def test_fcm_ring_is_data_only_with_string_values():
+    message = payloads.fcm_ring(_ring(video=False), ANDROID, time_to_live=30, event_id=1)
+    assert message.kind is PushKind.DATA
+    assert set(message.payload) == STREAM_KEYS
+    assert all(isinstance(v, str) for v in message.payload.values())
+    assert message.payload["video"] == "false"
+    assert message.priority == 10
+
+
+def test_message_ids_are_stable_per_event_and_device():
+    assert payloads.message_id(1, 7) == payloads.message_id(1, 7)
+    assert payloads.message_id(1, 7) != payloads.message_id(2, 7)
+
+
+def test_collapse_id_fits_apns_limit():
+    long_cid = "default:" + "x" * 200
+    assert len(payloads.collapse_id(long_cid).encode()) <= 64

@@ -1,0 +1,220 @@
+"""call.ring processing (worker.event_processing + worker.ringing) on a real database, with the
+provider seam scripted.  Runs on SQLite and, when it is there, PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+
+from tests.worker.scripted_provider import ScriptedProvider
+from worker import sample_events
+from worker.event_processing import process_event, stored_status
+from worker.push.base import Platform, PushKind, PushOutcome, PushResult, redact_token
+from worker.push.sender import PushSender
+from worker.services import Services
+from worker.settings import load_settings
+from worker.storage import deliveries, devices
+from worker.storage.database import Database
+from worker.storage.inbox import NewWebhook, store_webhook
+from worker.storage.migrations import upgrade_to_head
+from worker.storage.models import Delivery, Device, WebhookEvent, utcnow
+from worker.stream_events import parse_call_event
+
+BOB_VOIP = "b0b" + "1" * 61
+BOB_PLAIN_APNS = "b0b" + "2" * 61
+BOB_ANDROID = "bob-fcm-token"
+CAROL_ANDROID = "carol-fcm-token"
+ALICE_ANDROID = "alice-fcm-token"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request):
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def world(database_url, monkeypatch):
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    upgrade_to_head(database_url)
+    settings = load_settings(
+        database_url=database_url,
+        apps=[{"api_key": "k", "api_secrets": ["s"]}],
+        apns={"bundle_id": "com.example.app"},
+        ring={"retry_delays_ms": [20, 20, 20]},
+    )
+    apns, fcm = ScriptedProvider("apns"), ScriptedProvider("fcm")
+    db = Database(database_url)
+    services = Services(settings, db, PushSender({Platform.APNS: apns, Platform.FCM: fcm}))
+    with db.transaction() as session:
+        devices.add_device(
+            session, user_id="bob", platform=Platform.APNS, token=BOB_VOIP, voip=True
+        )
+        devices.add_device(session, user_id="bob", platform=Platform.APNS, token=BOB_PLAIN_APNS)
+        devices.add_device(session, user_id="bob", platform=Platform.FCM, token=BOB_ANDROID)
+        devices.add_device(session, user_id="carol", platform=Platform.FCM, token=CAROL_ANDROID)
+        devices.add_device(session, user_id="alice", platform=Platform.FCM, token=ALICE_ANDROID)
+    yield services, apns, fcm
+    services.close()
+
+
+def store(services, event: dict) -> int:
+    status, reason = stored_status(event["type"])
+    call = event.get("call_cid")
+    parsed = parse_call_event(event) if call else None
+    with services.db.transaction() as session:
+        return store_webhook(
+            session,
+            NewWebhook(
+                webhook_id=f"wh-{time.time_ns()}",
+                api_key="k",
+                event_type=event["type"],
+                body=json.dumps(event),
+                call_cid=call,
+                session_id=parsed.session_id if parsed else None,
+                event_created_at=parsed.created_at if parsed else None,
+                status=status,
+                status_reason=reason,
+            ),
+        ).event_id
+
+
+def outcomes_of(services, event_id) -> dict[str, str]:
+    with services.db.transaction() as session:
+        return {d.token_hint: d.status for d in deliveries.deliveries_for_event(session, event_id)}
+
+
+def test_ring_sends_voip_and_fcm_to_callees_only(world):
+    services, apns, fcm = world
+    event_id = store(services, sample_events.ring_event("alice", ["alice", "bob", "carol"]))
+    assert process_event(services, event_id) == "processed"
+    assert apns.tokens() == [BOB_VOIP]  # not the plain APNs token: only PushKit rings
+    assert sorted(fcm.tokens()) == [BOB_ANDROID, CAROL_ANDROID]  # never the caller
+    assert apns.sent[0].kind is PushKind.VOIP and apns.sent[0].topic == "com.example.app.voip"
+    assert all(m.kind is PushKind.DATA for m in fcm.sent)
+    assert {m.payload["receiver_id"] for m in fcm.sent} == {"bob", "carol"}
+    assert set(outcomes_of(services, event_id).values()) == {"sent"}
+    with services.db.transaction() as session:
+        row = session.get(WebhookEvent, event_id)
+        assert row.status == "processed" and row.processed_at is not None
+        latencies = [d.latency_ms for d in deliveries.deliveries_for_event(session, event_id)]
+        assert all(lat is not None and lat >= 0 for lat in latencies)
+
+
+def test_processing_twice_sends_nothing_twice(world):
+    services, apns, fcm = world
+    event_id = store(services, sample_events.ring_event("alice", ["bob"]))
+    process_event(services, event_id)
+    with services.db.transaction() as session:  # as if the worker died before marking it done
+        session.get(WebhookEvent, event_id).status = "processing"
+    assert process_event(services, event_id) == "processed"
+    assert len(apns.sent) == 1 and len(fcm.sent) == 1
+
+
+def test_finished_event_is_skipped(world):
+    services, apns, _fcm = world
+    event_id = store(services, sample_events.ring_event("alice", ["bob"]))
+    process_event(services, event_id)
+    assert process_event(services, event_id) == "skipped"
+    assert len(apns.sent) == 1
+
+
+def test_members_who_accepted_or_rejected_are_not_rung(world):
+    services, _apns, fcm = world
+    event = sample_events.ring_event("alice", ["bob", "carol"])
+    event["call"]["session"]["rejected_by"] = {"bob": "2026-01-01T00:00:00Z"}
+    process_event(services, store(services, event))
+    assert fcm.tokens() == [CAROL_ANDROID]
+
+
+def test_invalid_token_is_disabled_and_not_pushed_again(world):
+    services, apns, _fcm = world
+    apns._answer = lambda _m, _n: PushOutcome(PushResult.TOKEN_INVALID, "Unregistered", 410)
+    first = store(services, sample_events.ring_event("alice", ["bob"]))
+    process_event(services, first)
+    assert outcomes_of(services, first)[redact_token(BOB_VOIP)] == "token_invalid"
+    assert outcomes_of(services, first)[redact_token(BOB_ANDROID)] == "sent"
+    with services.db.transaction() as session:
+        dev = session.query(Device).filter_by(token=BOB_VOIP).one()
+        assert dev.disabled_at is not None and "Unregistered" in dev.disabled_reason
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
+    assert apns.tokens() == [BOB_VOIP]  # only the first ring reached the dead token
+
+
+def test_transient_failure_is_retried_inline_then_sent(world):
+    services, _apns, fcm = world
+    fcm._answer = lambda _m, n: (
+        PushOutcome(PushResult.RETRY, "UNAVAILABLE", 503) if n == 1 else PushOutcome.sent()
+    )
+    event_id = store(services, sample_events.ring_event("alice", ["carol"]))
+    assert process_event(services, event_id) == "processed"
+    assert fcm.tokens() == [CAROL_ANDROID, CAROL_ANDROID]
+    with services.db.transaction() as session:
+        (delivery,) = deliveries.deliveries_for_event(session, event_id)
+        assert delivery.status == "sent" and delivery.attempts == 2
+
+
+def test_retries_stop_at_the_ring_deadline(world):
+    services, _apns, fcm = world
+    fcm._answer = lambda _m, _n: PushOutcome(PushResult.RETRY, "UNAVAILABLE", 503)
+    event = sample_events.ring_event("alice", ["carol"], ring_timeout_ms=150)
+    services.settings.ring.retry_delays_ms[:] = [100, 100, 100, 100]
+    event_id = store(services, event)
+    process_event(services, event_id)
+    assert len(fcm.sent) <= 2
+    assert list(outcomes_of(services, event_id).values()) == ["expired"]
+
+
+def test_a_ring_that_is_already_over_is_not_sent(world):
+    services, apns, fcm = world
+    event = sample_events.ring_event("alice", ["bob"], ring_timeout_ms=5000)
+    event["created_at"] = time.time_ns() - 6 * 10**9  # Stream's retries held it back 6 s
+    event_id = store(services, event)
+    process_event(services, event_id)
+    assert apns.sent == [] and fcm.sent == []
+    assert set(outcomes_of(services, event_id).values()) == {"expired"}
+
+
+def test_accepted_before_the_ring_task_runs_means_no_push_for_that_member(world):
+    services, _apns, fcm = world
+    ring = sample_events.ring_event("alice", ["bob", "carol"])
+    ring_id = store(services, ring)
+    store(services, sample_events.call_event("call.accepted", ring["call_cid"], "carol"))
+    process_event(services, ring_id)
+    assert fcm.tokens() == [BOB_ANDROID]
+    assert "cancelled" in outcomes_of(services, ring_id).values()
+
+
+@pytest.mark.parametrize(
+    ("stop_type", "actor"),
+    [("call.ended", None), ("call.session_ended", None), ("call.rejected", "alice")],
+)
+def test_a_call_that_is_over_rings_nobody(world, stop_type, actor):
+    services, apns, fcm = world
+    ring = sample_events.ring_event("alice", ["bob", "carol"])
+    ring_id = store(services, ring)
+    store(services, sample_events.call_event(stop_type, ring["call_cid"], actor))
+    process_event(services, ring_id)
+    assert apns.sent == [] and fcm.sent == []
+    assert set(outcomes_of(services, ring_id).values()) == {"cancelled"}
+
+
+def test_a_stale_sending_claim_is_taken_over_but_a_fresh_one_is_not(world):
+    services, _apns, fcm = world
+    event_id = store(services, sample_events.ring_event("alice", ["carol"]))
+    with services.db.transaction() as session:
+        (carol,) = devices.active_devices_for(session, ["carol"])
+        deliveries.claim_deliveries(
+            session, event_id, [(carol, PushKind.DATA, "fcm")], timedelta(seconds=30)
+        )
+    process_event(services, event_id)
+    assert fcm.sent == []  # another worker holds a live claim
+    with services.db.transaction() as session:
+        session.query(Delivery).update({"claimed_at": utcnow() - timedelta(minutes=5)})
+        session.get(WebhookEvent, event_id).status = "received"
+    process_event(services, event_id)
+    assert fcm.tokens() == [CAROL_ANDROID]

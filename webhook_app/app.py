@@ -1,0 +1,55 @@
+"""Flask app factory (the Flask tutorial's pattern): no globals, everything from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import Flask, current_app, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from worker.settings import Settings
+from worker.storage.database import Database
+
+
+@dataclass
+class Receiver:
+    """What the request handlers need, reachable as ``receiver()`` inside a request."""
+
+    settings: Settings
+    db: Database
+    celery: Celery
+
+
+def receiver() -> Receiver:
+    found: Receiver = current_app.extensions["callpush"]
+    return found
+
+
+def create_app(
+    settings: Settings, *, db: Database | None = None, celery: Celery | None = None
+) -> Flask:
+    from webhook_app import stream_webhook
+    from worker.celery_app import create_celery
+
+    app = Flask("callpush")
+    # Werkzeug answers 413 itself when the body is larger, before we read it.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["callpush"] = Receiver(
+        settings=settings,
+        db=db or Database(settings.database_url),
+        celery=celery or create_celery(settings),
+    )
+    app.register_blueprint(stream_webhook.blueprint)
+
+    @app.get("/healthz")
+    def healthz() -> ResponseReturnValue:
+        return jsonify(status="ok")
+
+    @app.errorhandler(HTTPException)
+    def json_error(error: HTTPException) -> ResponseReturnValue:
+        # Short JSON errors everywhere, including werkzeug's own 404/405/413.
+        return jsonify(error=error.description or error.name), error.code or 500
+
+    return app

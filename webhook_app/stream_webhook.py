@@ -1,0 +1,109 @@
+"""POST /webhooks/stream: verify over the raw bytes → parse → store → enqueue → answer.
+
+Stream retries on 408/429/5xx and network errors with the same X-Webhook-Id, for up to ~15 s
+(stream-protocol.md §1.4), so: 2xx only once the event is committed to the inbox; 503 when the
+database is down (Stream retries); 4xx for requests no retry can fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import SQLAlchemyError
+
+from webhook_app.app import receiver
+from worker.event_processing import stored_status
+from worker.storage.inbox import NewWebhook, store_webhook
+from worker.storage.models import EventStatus
+from worker.stream_events import InvalidEvent, parse_call_event, parse_event_type
+from worker.tasks import enqueue_event
+from worker.webhook_signature import WebhookRejected, verify_webhook
+
+log = logging.getLogger("callpush.webhook")
+blueprint = Blueprint("stream_webhook", __name__)
+
+
+def _error(status: int, message: str) -> ResponseReturnValue:
+    return jsonify(error=message), status
+
+
+@blueprint.post("/webhooks/stream")
+def receive_stream_webhook() -> ResponseReturnValue:
+    ctx = receiver()
+    raw = request.get_data(cache=False)
+    api_key = request.headers.get("X-Api-Key", "")
+    stream_app = ctx.settings.app_for_key(api_key)
+    if stream_app is None:
+        return _error(401, "missing or unknown X-Api-Key")
+    try:
+        body = verify_webhook(
+            raw,
+            request.headers.get("X-Signature"),
+            [s.get_secret_value() for s in stream_app.api_secrets],
+            ctx.settings.max_body_bytes,
+        )
+    except WebhookRejected as rejected:
+        return _error(rejected.status, rejected.message)
+
+    try:
+        document = json.loads(body)
+        event_type = parse_event_type(document)
+    except (ValueError, InvalidEvent) as error:
+        return _error(400, f"malformed event: {error}")
+    status, reason = stored_status(event_type)
+    call_cid = session_id = created_at = None
+    try:
+        event = parse_call_event(document)
+        call_cid, session_id, created_at = event.call_cid, event.session_id, event.created_at
+    except InvalidEvent as error:
+        if status == EventStatus.RECEIVED:  # an event we must act on, but cannot read
+            return _error(400, f"malformed {event_type} event: {error}")
+
+    webhook = NewWebhook(
+        webhook_id=_webhook_id(body),
+        api_key=api_key,
+        event_type=event_type[:64],
+        body=body.decode("utf-8", "replace"),
+        call_cid=call_cid,
+        session_id=session_id,
+        event_created_at=created_at,
+        attempt=_attempt(),
+        status=status,
+        status_reason=reason,
+    )
+    try:
+        with ctx.db.transaction() as session:
+            stored = store_webhook(session, webhook)
+    except SQLAlchemyError:
+        log.exception("could not store webhook %s", webhook.webhook_id)
+        return _error(503, "storage unavailable, retry later")
+
+    if stored.duplicate:
+        return jsonify(status="duplicate", event_id=stored.event_id), 200
+    if stored.status == EventStatus.RECEIVED:
+        try:
+            enqueue_event(ctx.celery, stored.event_id, event_type)
+        except Exception:
+            # Committed already: the inbox sweeper enqueues it once the broker is back.
+            log.exception("could not enqueue event %s; left for the sweeper", stored.event_id)
+        return jsonify(status="accepted", event_id=stored.event_id), 202
+    return jsonify(status=stored.status, event_id=stored.event_id), 200
+
+
+def _webhook_id(body: bytes) -> str:
+    header = request.headers.get("X-Webhook-Id", "").strip()
+    if header:
+        return header[:128]
+    # No id (an import, or a proxy that dropped it): the body itself deduplicates.
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _attempt() -> int:
+    try:
+        return max(1, int(request.headers.get("X-Webhook-Attempt", "1")))
+    except ValueError:
+        return 1

@@ -1,0 +1,1 @@
+"""callpush domain: Stream call events in, VoIP / FCM / alert pushes out."""

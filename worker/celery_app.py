@@ -1,0 +1,88 @@
+"""Celery app factory: two queues so a big fan-out never delays a ring.
+
+``ring`` is latency-critical and served by its own workers (prefetch 1); ``bulk`` takes
+everything else.  Tasks are acked late and re-queued when a worker dies, so they run at least
+once; the delivery records make that exactly one push per device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+from kombu import Exchange, Queue
+
+from worker.services import ProcessLocalServices, Services, build_services
+from worker.settings import Settings
+
+RING_QUEUE = "ring"
+BULK_QUEUE = "bulk"
+EMBEDDED_BROKER = "memory://"
+
+
+def create_celery(settings: Settings) -> Celery:
+    from worker import tasks
+
+    broker = settings.broker_url or EMBEDDED_BROKER
+    app = Celery("callpush", broker=broker, set_as_current=False)
+    transport_options: dict[str, Any] = {}
+    if broker.startswith("redis"):
+        # A message not acked within this time is delivered again (a worker lost mid-task).
+        # It must exceed the longest countdown a bulk retry may use.
+        transport_options = {
+            "visibility_timeout": 3600,
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+        }
+    elif broker == EMBEDDED_BROKER:
+        # The in-memory transport polls; the default 1 s would add up to 1 s to every ring.
+        transport_options = {"polling_interval": 0.002}
+    app.conf.update(
+        # Each queue with its own exchange and key, so a message lands in exactly one queue.
+        task_queues=[
+            Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (RING_QUEUE, BULK_QUEUE)
+        ],
+        task_default_queue=BULK_QUEUE,
+        task_default_exchange=BULK_QUEUE,
+        task_default_routing_key=BULK_QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        # The receiver must not hang when the broker is down: the inbox already holds the
+        # event and the sweeper enqueues it later (README: guarantees).
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+        beat_schedule={
+            "sweep-inbox": {
+                "task": "callpush.sweep_inbox",
+                "schedule": settings.sweeper.interval_seconds,
+            }
+        },
+    )
+    services = ProcessLocalServices(lambda: build_services(settings))
+    app.callpush_services = services  # type: ignore[attr-defined]
+    tasks.register(app)
+
+    def _init(**_: Any) -> None:
+        services.get()
+
+    def _close(**_: Any) -> None:
+        services.close()
+
+    # Prefork: build the APNs client and DB pool in each child, after the fork.
+    worker_process_init.connect(_init, weak=False)
+    worker_process_shutdown.connect(_close, weak=False)
+    return app
+
+
+def services_of(app: Celery) -> Services:
+    local: ProcessLocalServices = app.callpush_services  # type: ignore[attr-defined]
+    return local.get()

@@ -1,0 +1,31 @@
+"""The `callpush` command line: the composition root that wires settings, storage, Celery and the
+web app together."""
+
+from __future__ import annotations
+
+import click
+
+from worker.commands import config as config_commands
+from worker.commands import db as db_commands
+from worker.commands import devices as device_commands
+from worker.commands import serve, simulate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """callpush: Stream Video webhooks in, VoIP and FCM call pushes out."""
+    ctx.ensure_object(dict)
+
+
+for command in (
+    serve.run,
+    serve.web,
+    serve.worker,
+    serve.beat,
+    device_commands.devices,
+    simulate.simulate,
+    db_commands.db,
+    config_commands.config,
+):
+    main.add_command(command)

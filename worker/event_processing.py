@@ -1,0 +1,62 @@
+"""Processing one stored webhook: load it, hand it to the handler of its type, record the result.
+
+Takes plain values (an event id) and a :class:`Services`, so it is tested without Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from worker.ringing import StoredEvent, deliver_ring
+from worker.services import Services
+from worker.storage import inbox
+from worker.storage.models import EventStatus
+from worker.stream_events import RING, RING_STOPPERS, CallEvent, InvalidEvent, parse_call_event
+
+log = logging.getLogger("callpush.events")
+
+Handler = Callable[[Services, StoredEvent, CallEvent], tuple[str, str]]
+
+HANDLERS: dict[str, Handler] = {RING: deliver_ring}
+
+
+def needs_processing(event_type: str) -> bool:
+    """Whether a webhook of this type is queued for the worker; others are stored as ignored.
+    Ring stoppers need no work of their own: the ring handler reads them from the inbox."""
+    return event_type in HANDLERS
+
+
+def stored_status(event_type: str) -> tuple[str, str | None]:
+    """The status a new webhook of this type is stored with."""
+    if needs_processing(event_type):
+        return EventStatus.RECEIVED, None
+    if event_type in RING_STOPPERS:
+        return EventStatus.PROCESSED, "stops pending ring pushes of the call"
+    return EventStatus.IGNORED, "no push for this event type"
+
+
+def process_event(services: Services, event_id: int) -> str:
+    """Process one inbox event; returns its final status.  Safe to call again for the same id
+    (a redelivered task): finished events are skipped and pushes are claimed per device."""
+    with services.db.transaction() as session:
+        row = inbox.start_processing(session, event_id)
+        if row is None:
+            return "skipped"
+        stored = StoredEvent(row.id, row.received_at)
+        body, event_type = row.body, row.event_type
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        status, reason = EventStatus.IGNORED, "no push for this event type"
+    else:
+        try:
+            event = parse_call_event(json.loads(body))
+        except (ValueError, InvalidEvent) as error:
+            status, reason = EventStatus.FAILED, f"unreadable event: {error}"
+        else:
+            status, reason = handler(services, stored, event)
+    with services.db.transaction() as session:
+        inbox.finish_event(session, event_id, status, reason)
+    log.info("event %s (%s) %s: %s", event_id, event_type, status, reason)
+    return status

@@ -1,0 +1,257 @@
+"""call.ring: where a ring becomes an APNs VoIP push and an FCM data message.
+
+The phones must ring within milliseconds, exactly once, and never after the ring is over:
+  1. recipients = members minus the caller and anyone who already answered (recipients.py);
+  2. their active devices: APNs VoIP tokens and FCM tokens;
+  3. each (event, device) push is claimed in the deliveries table before it is sent;
+  4. everything is sent in one concurrent batch per platform;
+  5. transient failures are retried quickly, inline, until the ring deadline, checking before
+     each attempt that the call was not accepted, rejected or ended in the meantime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from worker import payloads
+from worker.push.base import Platform, PushKind, PushMessage, PushOutcome, PushResult
+from worker.recipients import ring_recipients
+from worker.services import Services
+from worker.storage import deliveries, devices, inbox
+from worker.storage.deliveries import Claim
+from worker.storage.devices import DeviceTarget
+from worker.storage.models import DeliveryStatus, EventStatus
+from worker.stream_events import (
+    ACCEPTED,
+    ENDED,
+    LIVE_STARTED,
+    REJECTED,
+    RING_STOPPERS,
+    SESSION_ENDED,
+    CallEvent,
+)
+
+log = logging.getLogger("callpush.ring")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """The inbox row's facts, detached from any session."""
+
+    event_id: int
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RingStops:
+    everyone: str | None  # the reason the whole ring is over, if it is
+    users: frozenset[str]  # callees who accepted or rejected already
+
+
+def ring_deadline(event: CallEvent, stored: StoredEvent, default_timeout_ms: int) -> datetime:
+    """When the callee's phone stops ringing anyway (stream-protocol.md §5).  Counted from the
+    earlier of Stream's created_at and our receipt, so a clock skew never extends a ring."""
+    started = min(filter(None, (event.created_at, stored.received_at)))
+    return started + timedelta(milliseconds=event.ring_timeout_ms or default_timeout_ms)
+
+
+def ring_targets(found: Sequence[DeviceTarget]) -> list[tuple[DeviceTarget, PushKind]]:
+    """iOS rings through PushKit only (a plain APNs token cannot start CallKit); Android through
+    a data message."""
+    targets = []
+    for device in found:
+        if device.platform is Platform.APNS and device.voip:
+            targets.append((device, PushKind.VOIP))
+        elif device.platform is Platform.FCM:
+            targets.append((device, PushKind.DATA))
+    return targets
+
+
+def build_ring_message(
+    event: CallEvent, claim: Claim, *, bundle_id: str, time_to_live: int, event_id: int
+) -> PushMessage:
+    if claim.kind is PushKind.VOIP:
+        return payloads.apns_voip_ring(
+            event, claim.device, bundle_id=bundle_id, time_to_live=time_to_live, event_id=event_id
+        )
+    return payloads.fcm_ring(event, claim.device, time_to_live=time_to_live, event_id=event_id)
+
+
+def find_ring_stops(session: Session, event: CallEvent, stored: StoredEvent) -> RingStops:
+    """Accepted / rejected / ended events of this call that came after the ring."""
+    everyone: str | None = None
+    users: set[str] = set()
+    for stop in inbox.stop_events_for_call(
+        session, event.call_cid, RING_STOPPERS, since=stored.received_at - timedelta(minutes=10)
+    ):
+        if stop.session_id and event.session_id and stop.session_id != event.session_id:
+            continue  # a stop for another session of the same call
+        if stop.event_created_at and event.created_at:
+            if stop.event_created_at < event.created_at:
+                continue
+        elif stop.received_at < stored.received_at:
+            continue
+        actor = _actor_of(stop.body)
+        if stop.event_type in (ENDED, SESSION_ENDED, LIVE_STARTED):
+            everyone = stop.event_type
+        elif stop.event_type == REJECTED and actor == event.created_by_id:
+            everyone = "call.rejected by the caller"
+        elif stop.event_type in (ACCEPTED, REJECTED) and actor:
+            users.add(actor)
+    return RingStops(everyone, frozenset(users))
+
+
+def _actor_of(body: str) -> str | None:
+    try:
+        user = json.loads(body).get("user") or {}
+    except (ValueError, AttributeError):
+        return None
+    actor = user.get("id") if isinstance(user, dict) else None
+    return actor if isinstance(actor, str) else None
+
+
+def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> tuple[str, str]:
+    """Send the ring pushes of one call.ring event; return the event's final status and reason."""
+    settings = services.settings
+    deadline = ring_deadline(event, stored, settings.ring.default_timeout_ms)
+    recipients = ring_recipients(event)
+    with services.db.transaction() as session:
+        targets = ring_targets(devices.active_devices_for(session, recipients))
+        claims = deliveries.claim_deliveries(
+            session,
+            stored.event_id,
+            [(d, kind, services.sender.provider_name(d.platform)) for d, kind in targets],
+            lease=_claim_lease(services),
+        )
+    if not claims:
+        return EventStatus.PROCESSED, f"{len(recipients)} recipients, nothing left to send"
+
+    retry_delays = [ms / 1000 for ms in settings.ring.retry_delays_ms]
+    counts: dict[str, int] = {}
+    while claims:
+        claims = _drop_stopped(services, event, stored, claims, counts)
+        remaining = (deadline - services.now()).total_seconds()
+        if remaining <= 0:
+            _settle(services, claims, DeliveryStatus.EXPIRED, "ring over before it could be sent")
+            counts[DeliveryStatus.EXPIRED] = counts.get(DeliveryStatus.EXPIRED, 0) + len(claims)
+            break
+        if not claims:
+            break
+        ttl = max(1, math.ceil(remaining))
+        messages = [
+            build_ring_message(
+                event,
+                claim,
+                bundle_id=settings.apns.bundle_id,
+                time_to_live=ttl,
+                event_id=stored.event_id,
+            )
+            for claim in claims
+        ]
+        outcomes = services.sender.send(messages)
+        _record(services, stored, claims, outcomes, counts)
+        to_retry = [
+            c for c, o in zip(claims, outcomes, strict=True) if o.result is PushResult.RETRY
+        ]
+        if not to_retry:
+            break
+        delay = _next_delay(retry_delays, outcomes)
+        if delay is None or services.now() + timedelta(seconds=delay) >= deadline:
+            _settle(services, to_retry, DeliveryStatus.EXPIRED, "retries ran past the ring")
+            counts[DeliveryStatus.EXPIRED] = counts.get(DeliveryStatus.EXPIRED, 0) + len(to_retry)
+            break
+        time.sleep(delay)
+        with services.db.transaction() as session:
+            claims = deliveries.claim_deliveries(
+                session,
+                stored.event_id,
+                [
+                    (c.device, c.kind, services.sender.provider_name(c.device.platform))
+                    for c in to_retry
+                ],
+                lease=_claim_lease(services),
+            )
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    failed = counts.get(DeliveryStatus.FAILED, 0)
+    return (EventStatus.FAILED if failed else EventStatus.PROCESSED), summary
+
+
+def _drop_stopped(
+    services: Services,
+    event: CallEvent,
+    stored: StoredEvent,
+    claims: list[Claim],
+    counts: dict[str, int],
+) -> list[Claim]:
+    with services.db.transaction() as session:
+        stops = find_ring_stops(session, event, stored)
+        if stops.everyone:
+            cancelled, keep = claims, []
+        else:
+            cancelled = [c for c in claims if c.device.user_id in stops.users]
+            keep = [c for c in claims if c.device.user_id not in stops.users]
+        if cancelled:
+            reason = stops.everyone or "callee already answered"
+            deliveries.settle_without_sending(session, cancelled, DeliveryStatus.CANCELLED, reason)
+            counts[DeliveryStatus.CANCELLED] = counts.get(DeliveryStatus.CANCELLED, 0) + len(
+                cancelled
+            )
+    return keep
+
+
+def _record(
+    services: Services,
+    stored: StoredEvent,
+    claims: Sequence[Claim],
+    outcomes: Sequence[PushOutcome],
+    counts: dict[str, int],
+) -> None:
+    pairs = list(zip(claims, outcomes, strict=True))
+    with services.db.transaction() as session:
+        deliveries.record_outcomes(session, pairs, stored.received_at)
+        dead: dict[str, list[int]] = {}
+        for claim, outcome in pairs:
+            if outcome.result is PushResult.TOKEN_INVALID:
+                dead.setdefault(outcome.reason or "invalid token", []).append(
+                    claim.device.device_id
+                )
+        for reason, ids in dead.items():
+            devices.disable_devices(session, ids, f"{reason} (event {stored.event_id})")
+    for _claim, outcome in pairs:
+        status = deliveries.RESULT_STATUS[outcome.result]
+        counts[status] = counts.get(status, 0) + 1
+    if outcomes:
+        log.info(
+            "ring event %s: %s",
+            stored.event_id,
+            ", ".join(
+                f"{o.result.value}" + (f"({o.reason})" if o.reason else "") for o in outcomes
+            ),
+        )
+
+
+def _settle(services: Services, claims: Sequence[Claim], status: str, reason: str) -> None:
+    with services.db.transaction() as session:
+        deliveries.settle_without_sending(session, claims, status, reason)
+
+
+def _next_delay(delays: list[float], outcomes: Sequence[PushOutcome]) -> float | None:
+    if not delays:
+        return None
+    delay = delays.pop(0)
+    hinted = [o.retry_after for o in outcomes if o.retry_after]
+    return max([delay, *hinted])
+
+
+def _claim_lease(services: Services) -> timedelta:
+    # A SENDING claim older than this belongs to a worker that died mid-send.
+    longest = max(services.settings.apns.timeout_seconds, services.settings.fcm.timeout_seconds)
+    return timedelta(seconds=longest * 2 + 5)

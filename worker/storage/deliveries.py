@@ -1,0 +1,141 @@
+"""Delivery records: one row per (event, device), claimed before the push and settled after.
+
+The unique (event_id, device_id) key is what makes a redelivered task or a retried webhook send
+nothing twice: whoever inserts the row owns the push.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from worker.push.base import PushKind, PushOutcome, PushResult, redact_token
+from worker.storage.devices import DeviceTarget
+from worker.storage.models import Delivery, DeliveryStatus, utcnow
+from worker.storage.upsert import insert_ignoring_conflicts
+
+RESULT_STATUS = {
+    PushResult.SENT: DeliveryStatus.SENT,
+    PushResult.TOKEN_INVALID: DeliveryStatus.TOKEN_INVALID,
+    PushResult.RETRY: DeliveryStatus.RETRY,
+    PushResult.FAILED: DeliveryStatus.FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    delivery_id: int
+    device: DeviceTarget
+    kind: PushKind
+
+
+def claim_deliveries(
+    session: Session,
+    event_id: int,
+    targets: Sequence[tuple[DeviceTarget, PushKind, str]],
+    lease: timedelta,
+) -> list[Claim]:
+    """Claim the pushes of ``targets`` (device, kind, provider name) for this event.
+
+    Returns only the ones this caller now owns: new rows, rows a previous attempt left as RETRY,
+    and SENDING rows whose lease ran out (their worker died before recording an answer).
+    """
+    if not targets:
+        return []
+    now = utcnow()
+    by_device = {device.device_id: (device, kind) for device, kind, _ in targets}
+    rows = [
+        {
+            "event_id": event_id,
+            "device_id": device.device_id,
+            "user_id": device.user_id,
+            "platform": device.platform.value,
+            "kind": kind.value,
+            "token_hint": redact_token(device.token),
+            "provider": provider,
+            "status": DeliveryStatus.SENDING,
+            "attempts": 1,
+            "created_at": now,
+            "claimed_at": now,
+        }
+        for device, kind, provider in targets
+    ]
+    statement = insert_ignoring_conflicts(session, Delivery, ["event_id", "device_id"]).returning(
+        Delivery.id, Delivery.device_id
+    )
+    claimed = {row.device_id: row.id for row in session.execute(statement, rows)}
+
+    unclaimed = [device_id for device_id in by_device if device_id not in claimed]
+    if unclaimed:
+        takeover = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.event_id == event_id,
+                Delivery.device_id.in_(unclaimed),
+                or_(
+                    Delivery.status == DeliveryStatus.RETRY,
+                    and_(
+                        Delivery.status == DeliveryStatus.SENDING,
+                        Delivery.claimed_at < now - lease,
+                    ),
+                ),
+            )
+            .values(
+                status=DeliveryStatus.SENDING,
+                claimed_at=now,
+                attempts=Delivery.attempts + 1,
+            )
+            .returning(Delivery.id, Delivery.device_id)
+        )
+        claimed.update({row.device_id: row.id for row in takeover})
+    return [
+        Claim(delivery_id, by_device[device_id][0], by_device[device_id][1])
+        for device_id, delivery_id in claimed.items()
+    ]
+
+
+def record_outcomes(
+    session: Session,
+    outcomes: Iterable[tuple[Claim, PushOutcome]],
+    received_at: datetime,
+) -> None:
+    now = utcnow()
+    latency_ms = (now - received_at).total_seconds() * 1000
+    session.execute(
+        update(Delivery),
+        [
+            {
+                "id": claim.delivery_id,
+                "status": RESULT_STATUS[outcome.result],
+                "reason": outcome.reason[:255] or None,
+                "status_code": outcome.status_code,
+                "finished_at": now,
+                "latency_ms": latency_ms,
+            }
+            for claim, outcome in outcomes
+        ],
+    )
+
+
+def settle_without_sending(
+    session: Session, claims: Iterable[Claim], status: str, reason: str
+) -> None:
+    """Close claims that must not be sent: the ring is over (EXPIRED) or the call was answered
+    (CANCELLED)."""
+    ids = [claim.delivery_id for claim in claims]
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(status=status, reason=reason[:255], finished_at=utcnow())
+        )
+
+
+def deliveries_for_event(session: Session, event_id: int) -> list[Delivery]:
+    return list(
+        session.scalars(select(Delivery).where(Delivery.event_id == event_id).order_by(Delivery.id))
+    )

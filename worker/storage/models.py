@@ -1,0 +1,169 @@
+"""SQLAlchemy 2 models.  The Alembic migrations in worker/migrations must produce exactly this."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so migrations are the same on PostgreSQL and SQLite.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite so autoincrement works there.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class EventStatus:
+    RECEIVED = "received"  # stored, not yet (fully) processed
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    IGNORED = "ignored"  # a type that needs no push, or switched off
+    FAILED = "failed"  # processing or deliveries exhausted their retries
+
+
+class WebhookEvent(Base):
+    """The durable inbox: one row per webhook Stream delivered (retries collapse on webhook_id)."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    # X-Webhook-Id, or "sha256:<body digest>" when Stream sent none.
+    webhook_id: Mapped[str] = mapped_column(String(128), unique=True)
+    api_key: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64), index=True)
+    call_cid: Mapped[str | None] = mapped_column(String(255), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(128))
+    event_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    body: Mapped[str] = mapped_column(Text)  # the verified, uncompressed JSON as received
+    status: Mapped[str] = mapped_column(String(16), default=EventStatus.RECEIVED, index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    processing_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Device(Base):
+    """A push token of a user: an APNs token (VoIP or not) or an FCM registration token."""
+
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("platform", "token"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    platform: Mapped[str] = mapped_column(String(8))  # "apns" | "fcm"
+    token: Mapped[str] = mapped_column(String(512))
+    voip: Mapped[bool] = mapped_column(Boolean, default=False)
+    # iOS bundle id (APNs topic) or FCM project; None = the configured default.
+    app_id: Mapped[str | None] = mapped_column(String(255))
+    # "local" (registered with callpush) or "stream" (mirrored from Stream's devices API).
+    source: Mapped[str] = mapped_column(String(16), default="local")
+    # Stream's stable physical-device id: one phone with a VoIP and an FCM token rings once.
+    hardware_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+
+
+class UserPreference(Base):
+    """A user's choice about call pushes: off for good (muted_until = None, muted) or until a
+    time."""
+
+    __tablename__ = "user_preferences"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    muted: Mapped[bool] = mapped_column(Boolean, default=False)
+    muted_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DeliveryStatus:
+    SENDING = "sending"  # claimed; the provider call is under way
+    SENT = "sent"
+    TOKEN_INVALID = "token_invalid"
+    RETRY = "retry"  # a transient failure; will be tried again
+    FAILED = "failed"
+    EXPIRED = "expired"  # a ring that could no longer arrive before the ring was over
+    CANCELLED = "cancelled"  # the call was accepted/rejected/ended first
+    SKIPPED = "skipped"  # the user muted call pushes
+
+    FINAL = frozenset({SENT, TOKEN_INVALID, FAILED, EXPIRED, CANCELLED, SKIPPED})
+
+
+class Delivery(Base):
+    """One push for one (event, device): claimed before sending, its outcome stored after."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "device_id"),
+        Index("ix_deliveries_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    user_id: Mapped[str] = mapped_column(String(255))
+    platform: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(8))  # voip | alert | data
+    token_hint: Mapped[str] = mapped_column(String(32))  # redacted; never the whole token
+    provider: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.SENDING)
+    reason: Mapped[str | None] = mapped_column(String(255))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the current attempt was claimed: a SENDING claim older than the lease belongs to a
+    # worker that died mid-send and may be taken over.
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # From the webhook's arrival to the provider's answer.
+    latency_ms: Mapped[float | None] = mapped_column(Float)
