@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fakes.pytest_plugin"]
+pytest_plugins = ["tests.fakes.pytest_plugin", "tests.fakes.stream_api_plugin"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CALLPUSH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -30,7 +30,7 @@ def receiver() -> Receiver:
 def create_app(
     settings: Settings, *, db: Database | None = None, celery: Celery | None = None
 ) -> Flask:
-    from webhook_app import stream_webhook
+    from webhook_app import devices_api, stream_webhook
     from worker.celery_app import create_celery
 
     app = Flask("callpush")
@@ -42,6 +42,7 @@ def create_app(
         celery=celery or create_celery(settings),
     )
     app.register_blueprint(stream_webhook.blueprint)
+    app.register_blueprint(devices_api.blueprint)
 
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:

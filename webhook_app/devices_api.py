@@ -21,6 +21,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_app.app import receiver
 from worker.push.base import Platform, redact_token
@@ -58,6 +59,14 @@ def _api_error(error: ApiError) -> ResponseReturnValue:
     if error.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="callpush", error="invalid_token"'
     return response
+
+
+@blueprint.errorhandler(SQLAlchemyError)
+def _storage_error(error: SQLAlchemyError) -> ResponseReturnValue:
+    # Only the class: SQLAlchemy's message carries the statement's parameters (device tokens).
+    rule = request.url_rule.rule if request.url_rule is not None else "?"
+    log.error("%s %s: storage error %s", request.method, rule, type(error).__name__)
+    return jsonify(error="storage unavailable, retry later"), 503
 
 
 # --- devices ----------------------------------------------------------------------------------
@@ -155,7 +164,9 @@ def _authenticate() -> Caller:
     try:
         return verify_authorization(request.headers.get("Authorization"), receiver().settings.apps)
     except TokenRejected as rejected:
-        log.info("%s %s: token rejected: %s", request.method, request.path, rejected.message)
+        # The rule, not the path: DELETE's path holds a whole device token.
+        rule = request.url_rule.rule if request.url_rule is not None else "?"
+        log.info("%s %s: token rejected: %s", request.method, rule, rejected.message)
         raise ApiError(401, rejected.message) from None
 
 

@@ -67,8 +67,13 @@ def create_celery(settings: Settings) -> Celery:
             }
         },
     )
-    services = ProcessLocalServices(lambda: build_services(settings))
-    app.callpush_services = services  # type: ignore[attr-defined]
+    services = ProcessLocalServices(
+        lambda: build_services(
+            settings,
+            enqueue_chunk=lambda event_id, index: tasks.enqueue_chunk(app, event_id, index),
+        )
+    )
+    app.callpush_services = services
     tasks.register(app)
 
     def _init(**_: Any) -> None:
@@ -84,5 +89,5 @@ def create_celery(settings: Settings) -> Celery:
 
 
 def services_of(app: Celery) -> Services:
-    local: ProcessLocalServices = app.callpush_services  # type: ignore[attr-defined]
+    local: ProcessLocalServices = app.callpush_services
     return local.get()

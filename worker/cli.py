@@ -9,6 +9,7 @@ from worker.commands import config as config_commands
 from worker.commands import db as db_commands
 from worker.commands import devices as device_commands
 from worker.commands import serve, simulate
+from worker.commands import users as user_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +25,7 @@ for command in (
     serve.worker,
     serve.beat,
     device_commands.devices,
+    user_commands.users,
     simulate.simulate,
     db_commands.db,
     config_commands.config,

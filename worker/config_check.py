@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -155,6 +156,11 @@ def render_toml(data: dict[str, Any]) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
+def _toml_key(key: str) -> str:
+    # Bare keys are letters, digits, - and _; others ("call.missed", "*") must be quoted.
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def _render_table(data: dict[str, Any], path: list[str], lines: list[str]) -> None:
     tables: list[tuple[str, dict[str, Any]]] = []
     arrays: list[tuple[str, list[dict[str, Any]]]] = []
@@ -164,16 +170,16 @@ def _render_table(data: dict[str, Any], path: list[str], lines: list[str]) -> No
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             arrays.append((key, value))
         elif value is None:
-            lines.append(f"# {key} = (unset)")
+            lines.append(f"# {_toml_key(key)} = (unset)")
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     for key, table in tables:
-        lines += ["", f"[{'.'.join([*path, key])}]"]
-        _render_table(table, [*path, key], lines)
+        lines += ["", f"[{'.'.join([*path, _toml_key(key)])}]"]
+        _render_table(table, [*path, _toml_key(key)], lines)
     for key, items in arrays:
         for item in items:
-            lines += ["", f"[[{'.'.join([*path, key])}]]"]
-            _render_table(item, [*path, key], lines)
+            lines += ["", f"[[{'.'.join([*path, _toml_key(key)])}]]"]
+            _render_table(item, [*path, _toml_key(key)], lines)
 
 
 def _toml_value(value: Any) -> str:

@@ -52,7 +52,7 @@ def run_embedded(settings: Settings, *, host: str, port: int, concurrency: int =
         log.info(
             "callpush listening on http://%s:%s/webhooks/stream (embedded, %d recovered events)",
             host,
-            server.effective_port,  # type: ignore[union-attr]
+            server.effective_port,
             recovered,
         )
         try:

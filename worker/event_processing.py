@@ -5,21 +5,40 @@ Takes plain values (an event id) and a :class:`Services`, so it is tested withou
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
+from worker.notifications import plan_fanout
 from worker.ringing import StoredEvent, deliver_ring
 from worker.services import Services
 from worker.storage import inbox
 from worker.storage.models import EventStatus
-from worker.stream_events import RING, RING_STOPPERS, CallEvent, InvalidEvent, parse_call_event
+from worker.stream_events import (
+    LIVE_STARTED,
+    MISSED,
+    NOTIFICATION,
+    RING,
+    RING_STOPPERS,
+    SESSION_STARTED,
+    CallEvent,
+    InvalidEvent,
+    parse_stored_body,
+)
 
 log = logging.getLogger("callpush.events")
 
-Handler = Callable[[Services, StoredEvent, CallEvent], tuple[str, str]]
+# A handler returns the event's final (status, reason), or None when the event is finished
+# later (a fan-out's last chunk finishes it).
+Handler = Callable[[Services, StoredEvent, CallEvent], tuple[str, str] | None]
 
-HANDLERS: dict[str, Handler] = {RING: deliver_ring}
+# stream-protocol.md §6, the event -> action table.
+HANDLERS: dict[str, Handler] = {
+    RING: deliver_ring,
+    NOTIFICATION: plan_fanout,
+    MISSED: plan_fanout,
+    SESSION_STARTED: plan_fanout,
+    LIVE_STARTED: plan_fanout,
+}
 
 
 def needs_processing(event_type: str) -> bool:
@@ -44,18 +63,23 @@ def process_event(services: Services, event_id: int) -> str:
         row = inbox.start_processing(session, event_id)
         if row is None:
             return "skipped"
-        stored = StoredEvent(row.id, row.received_at)
+        stored = StoredEvent(row.id, row.received_at, row.api_key)
         body, event_type = row.body, row.event_type
     handler = HANDLERS.get(event_type)
+    result: tuple[str, str] | None
     if handler is None:
-        status, reason = EventStatus.IGNORED, "no push for this event type"
+        result = EventStatus.IGNORED, "no push for this event type"
     else:
         try:
-            event = parse_call_event(json.loads(body))
-        except (ValueError, InvalidEvent) as error:
-            status, reason = EventStatus.FAILED, f"unreadable event: {error}"
+            event = parse_stored_body(body)
+        except InvalidEvent as error:
+            result = EventStatus.FAILED, f"unreadable event: {error}"
         else:
-            status, reason = handler(services, stored, event)
+            result = handler(services, stored, event)
+    if result is None:
+        log.info("event %s (%s) fanned out", event_id, event_type)
+        return EventStatus.PROCESSING
+    status, reason = result
     with services.db.transaction() as session:
         inbox.finish_event(session, event_id, status, reason)
     log.info("event %s (%s) %s: %s", event_id, event_type, status, reason)

@@ -16,7 +16,7 @@ from celery.worker import WorkController
 from worker.celery_app import BULK_QUEUE, RING_QUEUE
 
 
-class _ReadyWorkController(WorkController):  # type: ignore[misc]
+class _ReadyWorkController(WorkController):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.ready = threading.Event()
         super().__init__(*args, **kwargs)

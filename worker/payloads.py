@@ -12,12 +12,25 @@ import uuid
 
 from worker.push.base import Platform, PushKind, PushMessage
 from worker.storage.devices import DeviceTarget
-from worker.stream_events import RING, CallEvent
+from worker.stream_events import (
+    LIVE_STARTED,
+    MISSED,
+    NOTIFICATION,
+    RING,
+    SESSION_STARTED,
+    CallEvent,
+)
+from worker.templates import RenderedText as PushText
+from worker.templates import cap_utf8, default_book
 
 SENDER = "stream.video"  # Android/Flutter/RN drop pushes without it (§3.2 to §3.5)
 VERSION = "v2"
 CATEGORY = "stream.video"
 APNS_COLLAPSE_ID_MAX_BYTES = 64  # Apple: apns-collapse-id must not exceed 64 bytes
+# Display names come from call.custom / user.name, unbounded; with the template caps
+# (worker/templates.py: title 256, body 1024, each sent twice on iOS) this keeps every payload
+# far below APNs' 4096-byte alert / 5120-byte VoIP limits and FCM's 4096-byte data limit.
+DISPLAY_NAME_MAX_BYTES = 256
 
 
 def stream_fields(event: CallEvent, push_type: str, receiver_id: str) -> dict[str, str]:
@@ -28,20 +41,14 @@ def stream_fields(event: CallEvent, push_type: str, receiver_id: str) -> dict[st
         "type": push_type,
         "version": VERSION,
         "call_cid": event.call_cid,
-        "call_display_name": event.call_name,
+        "call_display_name": cap_utf8(event.call_name, DISPLAY_NAME_MAX_BYTES),
         "created_by_id": event.created_by_id,
-        "created_by_display_name": event.created_by_name,
+        "created_by_display_name": cap_utf8(event.created_by_name, DISPLAY_NAME_MAX_BYTES),
         "receiver_id": receiver_id,
     }
     if push_type == RING:
         fields["video"] = "true" if event.video else "false"
     return fields
-
-
-def ring_title(event: CallEvent) -> str:
-    # Stream's wording in its iOS example payload (§3.6): "<caller> is calling you".
-    caller = event.actor_name or event.created_by_name or "Someone"
-    return f"{caller} is calling you"
 
 
 def message_id(event_id: int, device_id: int) -> str:
@@ -56,6 +63,74 @@ def collapse_id(call_cid: str) -> str:
     return "video-" + hashlib.sha256(call_cid.encode()).hexdigest()[:48]
 
 
+# How long APNs/FCM may hold a non-ring push for an offline phone: a missed call stays news for
+# a day, "a call is starting" for minutes.
+ALERT_TIME_TO_LIVE = {
+    NOTIFICATION: 600,
+    MISSED: 86_400,
+    SESSION_STARTED: 600,
+    LIVE_STARTED: 600,
+}
+
+
+def apns_alert(
+    event: CallEvent,
+    device: DeviceTarget,
+    text: PushText,
+    *,
+    bundle_id: str,
+    event_id: int,
+) -> PushMessage:
+    """A regular alert (never VoIP: a VoIP push must report a call to CallKit, §3.3, §3.6).
+    Shape of Stream's documented missed-call payload (§3.6)."""
+    stream = stream_fields(event, event.type, device.user_id) | {
+        "title": text.title,
+        "body": text.body,
+    }
+    payload = {
+        "aps": {
+            "alert": {"title": text.title, "body": text.body},
+            "category": CATEGORY,
+            "mutable-content": 1,
+            "sound": "default",
+            "thread-id": f"video-{event.call_cid}",
+        },
+        "stream": stream,
+    }
+    return PushMessage(
+        platform=Platform.APNS,
+        kind=PushKind.ALERT,
+        token=device.token,
+        payload=payload,
+        topic=device.app_id or bundle_id,
+        priority=10,
+        time_to_live=ALERT_TIME_TO_LIVE.get(event.type, 600),
+        # A resent alert replaces the first on the lock screen instead of showing twice.
+        collapse_id=collapse_id(f"{event.type}:{event.call_cid}"),
+        message_id=message_id(event_id, device.device_id),
+    )
+
+
+def fcm_data(
+    event: CallEvent, device: DeviceTarget, text: PushText, *, event_id: int
+) -> PushMessage:
+    """Data message with the same keys (§3.6); Android's SDK builds its own notification, and
+    ``title``/``body`` are there for apps that render it themselves (React Native)."""
+    data = stream_fields(event, event.type, device.user_id) | {
+        "title": text.title,
+        "body": text.body,
+    }
+    return PushMessage(
+        platform=Platform.FCM,
+        kind=PushKind.DATA,
+        token=device.token,
+        payload=data,
+        priority=10,
+        time_to_live=ALERT_TIME_TO_LIVE.get(event.type, 600),
+        message_id=message_id(event_id, device.device_id),
+    )
+
+
 def apns_voip_ring(
     event: CallEvent,
     device: DeviceTarget,
@@ -63,14 +138,17 @@ def apns_voip_ring(
     bundle_id: str,
     time_to_live: int,
     event_id: int,
+    text: PushText | None = None,
 ) -> PushMessage:
     """PushKit VoIP push for CallKit (§3.3, §3.6): the SDK reads the ``stream`` dict; ``aps``
-    carries the alert some apps show when CallKit is unavailable."""
-    title = ring_title(event)
-    stream = stream_fields(event, RING, device.user_id) | {"title": title, "body": ""}
+    carries the alert some apps show when CallKit is unavailable.  ``text`` is the receiver's
+    rendered call.ring template (``TemplateBook.render``); None = the built-in wording."""
+    if text is None:
+        text = default_book().render(event, device.user_id)
+    stream = stream_fields(event, RING, device.user_id) | {"title": text.title, "body": text.body}
     payload = {
         "aps": {
-            "alert": {"title": title, "body": ""},
+            "alert": {"title": text.title, "body": text.body},
             "badge": 0,
             "category": CATEGORY,
             "mutable-content": 1,

@@ -12,9 +12,9 @@ The phones must ring within milliseconds, exactly once, and never after the ring
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,13 +22,16 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from worker import payloads
+from worker.device_sources import one_ring_per_phone
 from worker.push.base import Platform, PushKind, PushMessage, PushOutcome, PushResult
+from worker.push_outcomes import record_push_outcomes
 from worker.recipients import ring_recipients
 from worker.services import Services
-from worker.storage import deliveries, devices, inbox
+from worker.storage import deliveries, inbox, preferences
 from worker.storage.deliveries import Claim
 from worker.storage.devices import DeviceTarget
 from worker.storage.models import DeliveryStatus, EventStatus
+from worker.stream_api import StreamApiError
 from worker.stream_events import (
     ACCEPTED,
     ENDED,
@@ -39,8 +42,6 @@ from worker.stream_events import (
     CallEvent,
 )
 
-log = logging.getLogger("callpush.ring")
-
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
@@ -48,6 +49,7 @@ class StoredEvent:
 
     event_id: int
     received_at: datetime
+    api_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +78,20 @@ def ring_targets(found: Sequence[DeviceTarget]) -> list[tuple[DeviceTarget, Push
 
 
 def build_ring_message(
-    event: CallEvent, claim: Claim, *, bundle_id: str, time_to_live: int, event_id: int
+    services: Services, event: CallEvent, claim: Claim, *, time_to_live: int, event_id: int
 ) -> PushMessage:
     if claim.kind is PushKind.VOIP:
+        names = {m.user_id: m.display_name for m in event.members}
+        text = services.templates.render(
+            event, claim.device.user_id, names.get(claim.device.user_id, "")
+        )
         return payloads.apns_voip_ring(
-            event, claim.device, bundle_id=bundle_id, time_to_live=time_to_live, event_id=event_id
+            event,
+            claim.device,
+            bundle_id=services.settings.apns.bundle_id,
+            time_to_live=time_to_live,
+            event_id=event_id,
+            text=text,
         )
     return payloads.fcm_ring(event, claim.device, time_to_live=time_to_live, event_id=event_id)
 
@@ -120,54 +131,88 @@ def _actor_of(body: str) -> str | None:
 
 def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> tuple[str, str]:
     """Send the ring pushes of one call.ring event; return the event's final status and reason."""
-    settings = services.settings
-    deadline = ring_deadline(event, stored, settings.ring.default_timeout_ms)
+    deadline = ring_deadline(event, stored, services.settings.ring.default_timeout_ms)
     recipients = ring_recipients(event)
-    with services.db.transaction() as session:
-        targets = ring_targets(devices.active_devices_for(session, recipients))
-        claims = deliveries.claim_deliveries(
-            session,
-            stored.event_id,
-            [(d, kind, services.sender.provider_name(d.platform)) for d, kind in targets],
-            lease=_claim_lease(services),
-        )
-    if not claims:
-        return EventStatus.PROCESSED, f"{len(recipients)} recipients, nothing left to send"
+    if not services.templates.enabled(event.call_type, event.type):
+        return EventStatus.IGNORED, f"call.ring switched off for call type {event.call_type}"
+    source = services.device_source(stored.api_key)
+    try:
+        with services.db.transaction() as session:
+            muted = preferences.muted_users(session, recipients, services.now())
+            found = source.devices_for(session, [r for r in recipients if r not in muted])
+    except StreamApiError as error:
+        # No retry after the ring: by the time Stream answers again the phone should have rung.
+        return EventStatus.FAILED, f"could not list devices from Stream: {error}"
+    targets = [
+        (device, kind, services.sender.provider_name(device.platform))
+        for device, kind in ring_targets(one_ring_per_phone(found))
+    ]
+    counts: Counter[str] = Counter()
+    lease = services.claim_lease()
+    while True:
+        with services.db.transaction() as session:
+            claims = deliveries.claim_deliveries(session, stored.event_id, targets, lease)
+        if claims:
+            _send_until_deadline(services, event, stored, claims, deadline, counts)
+        # Pushes another worker claimed and has not settled: a live one finishes them; a dead
+        # one's (kill -9 mid-send) are taken over once their lease runs out, within the ring.
+        with services.db.transaction() as session:
+            held = deliveries.unsettled_claim_times(session, stored.event_id)
+        if not held:
+            break
+        takeover_at = min(held) + lease
+        if takeover_at >= deadline:
+            counts["held by another worker"] += len(held)
+            break
+        time.sleep(max(0.0, (takeover_at - services.now()).total_seconds()) + 0.01)
+    if not targets:
+        note = f", {len(muted)} muted" if muted else ""
+        return EventStatus.PROCESSED, f"{len(recipients)} recipients{note}, no ring devices"
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    failed = counts.get(DeliveryStatus.FAILED, 0)
+    return (EventStatus.FAILED if failed else EventStatus.PROCESSED), summary or "nothing to send"
 
-    retry_delays = [ms / 1000 for ms in settings.ring.retry_delays_ms]
-    counts: dict[str, int] = {}
+
+def _send_until_deadline(
+    services: Services,
+    event: CallEvent,
+    stored: StoredEvent,
+    claims: list[Claim],
+    deadline: datetime,
+    counts: Counter[str],
+) -> None:
+    """Send the claimed pushes; retry transient failures quickly until the ring is over."""
+    retry_delays = [ms / 1000 for ms in services.settings.ring.retry_delays_ms]
     while claims:
         claims = _drop_stopped(services, event, stored, claims, counts)
         remaining = (deadline - services.now()).total_seconds()
         if remaining <= 0:
             _settle(services, claims, DeliveryStatus.EXPIRED, "ring over before it could be sent")
-            counts[DeliveryStatus.EXPIRED] = counts.get(DeliveryStatus.EXPIRED, 0) + len(claims)
-            break
+            counts[DeliveryStatus.EXPIRED] += len(claims)
+            return
         if not claims:
-            break
+            return
         ttl = max(1, math.ceil(remaining))
         messages = [
-            build_ring_message(
-                event,
-                claim,
-                bundle_id=settings.apns.bundle_id,
-                time_to_live=ttl,
-                event_id=stored.event_id,
-            )
+            build_ring_message(services, event, claim, time_to_live=ttl, event_id=stored.event_id)
             for claim in claims
         ]
         outcomes = services.sender.send(messages)
-        _record(services, stored, claims, outcomes, counts)
+        recorded = record_push_outcomes(
+            services.db, stored.event_id, stored.received_at, claims, outcomes
+        )
+        # A retried push is counted once it settles (sent, or expired).
+        counts.update({s: n for s, n in recorded.items() if s != DeliveryStatus.RETRY})
         to_retry = [
             c for c, o in zip(claims, outcomes, strict=True) if o.result is PushResult.RETRY
         ]
         if not to_retry:
-            break
+            return
         delay = _next_delay(retry_delays, outcomes)
         if delay is None or services.now() + timedelta(seconds=delay) >= deadline:
             _settle(services, to_retry, DeliveryStatus.EXPIRED, "retries ran past the ring")
-            counts[DeliveryStatus.EXPIRED] = counts.get(DeliveryStatus.EXPIRED, 0) + len(to_retry)
-            break
+            counts[DeliveryStatus.EXPIRED] += len(to_retry)
+            return
         time.sleep(delay)
         with services.db.transaction() as session:
             claims = deliveries.claim_deliveries(
@@ -177,11 +222,8 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
                     (c.device, c.kind, services.sender.provider_name(c.device.platform))
                     for c in to_retry
                 ],
-                lease=_claim_lease(services),
+                lease=services.claim_lease(),
             )
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    failed = counts.get(DeliveryStatus.FAILED, 0)
-    return (EventStatus.FAILED if failed else EventStatus.PROCESSED), summary
 
 
 def _drop_stopped(
@@ -189,7 +231,7 @@ def _drop_stopped(
     event: CallEvent,
     stored: StoredEvent,
     claims: list[Claim],
-    counts: dict[str, int],
+    counts: Counter[str],
 ) -> list[Claim]:
     with services.db.transaction() as session:
         stops = find_ring_stops(session, event, stored)
@@ -201,41 +243,8 @@ def _drop_stopped(
         if cancelled:
             reason = stops.everyone or "callee already answered"
             deliveries.settle_without_sending(session, cancelled, DeliveryStatus.CANCELLED, reason)
-            counts[DeliveryStatus.CANCELLED] = counts.get(DeliveryStatus.CANCELLED, 0) + len(
-                cancelled
-            )
+            counts[DeliveryStatus.CANCELLED] += len(cancelled)
     return keep
-
-
-def _record(
-    services: Services,
-    stored: StoredEvent,
-    claims: Sequence[Claim],
-    outcomes: Sequence[PushOutcome],
-    counts: dict[str, int],
-) -> None:
-    pairs = list(zip(claims, outcomes, strict=True))
-    with services.db.transaction() as session:
-        deliveries.record_outcomes(session, pairs, stored.received_at)
-        dead: dict[str, list[int]] = {}
-        for claim, outcome in pairs:
-            if outcome.result is PushResult.TOKEN_INVALID:
-                dead.setdefault(outcome.reason or "invalid token", []).append(
-                    claim.device.device_id
-                )
-        for reason, ids in dead.items():
-            devices.disable_devices(session, ids, f"{reason} (event {stored.event_id})")
-    for _claim, outcome in pairs:
-        status = deliveries.RESULT_STATUS[outcome.result]
-        counts[status] = counts.get(status, 0) + 1
-    if outcomes:
-        log.info(
-            "ring event %s: %s",
-            stored.event_id,
-            ", ".join(
-                f"{o.result.value}" + (f"({o.reason})" if o.reason else "") for o in outcomes
-            ),
-        )
 
 
 def _settle(services: Services, claims: Sequence[Claim], status: str, reason: str) -> None:
@@ -249,9 +258,3 @@ def _next_delay(delays: list[float], outcomes: Sequence[PushOutcome]) -> float |
     delay = delays.pop(0)
     hinted = [o.retry_after for o in outcomes if o.retry_after]
     return max([delay, *hinted])
-
-
-def _claim_lease(services: Services) -> timedelta:
-    # A SENDING claim older than this belongs to a worker that died mid-send.
-    longest = max(services.settings.apns.timeout_seconds, services.settings.fcm.timeout_seconds)
-    return timedelta(seconds=longest * 2 + 5)

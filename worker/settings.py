@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -124,6 +124,15 @@ class CallTypeSettings(BaseModel):
     templates: dict[str, PushTemplate] = {}
 
 
+class FanoutSettings(BaseModel):
+    # Recipients per bulk task: big enough to batch pushes, small enough to retry cheaply.
+    chunk_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    # Transient failures of non-ring pushes: exponential backoff with full jitter, capped.
+    max_retries: int = 6
+    retry_backoff_seconds: float = 2.0
+    retry_backoff_max_seconds: float = 300.0
+
+
 class SweeperSettings(BaseModel):
     # Every interval, inbox events still unprocessed after min_age are queued again (a broker
     # outage, a lost worker).  min_age must exceed a normal processing time.
@@ -144,6 +153,7 @@ class Settings(BaseSettings):
     fcm: FcmSettings = FcmSettings()
     ring: RingSettings = RingSettings()
     sweeper: SweeperSettings = SweeperSettings()
+    fanout: FanoutSettings = FanoutSettings()
     devices: DeviceSettings = DeviceSettings()
     call_types: dict[str, CallTypeSettings] = {}
     stream_api_timeout_seconds: float = 5.0

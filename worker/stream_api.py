@@ -21,7 +21,7 @@ import jwt
 import requests
 from requests.adapters import HTTPAdapter
 
-from worker.push.fcm import parse_retry_after
+from worker.http_retry import parse_retry_after
 from worker.settings import StreamAppSettings
 from worker.stream_events import user_display_name
 
@@ -231,7 +231,9 @@ def _call_member(item: Any) -> CallMember | None:
     """A ``MemberResponse``; entries without a user id are skipped."""
     if not isinstance(item, Mapping):
         return None
-    user = item.get("user") if isinstance(item.get("user"), Mapping) else {}
+    user = item.get("user")
+    if not isinstance(user, Mapping):
+        user = {}
     user_id = _text(item.get("user_id")) or _text(user.get("id"))
     if not user_id:
         return None

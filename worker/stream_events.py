@@ -6,6 +6,7 @@ rejects RFC 3339 timestamps (§2.1) and production payloads may use either form.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -128,6 +129,7 @@ class CallEvent:
     members: tuple[Member, ...]
     accepted_by: frozenset[str]
     rejected_by: frozenset[str]
+    participants: frozenset[str]  # users already in the call's session
     ring_timeout_ms: int | None
     ended: bool
     raw: Mapping[str, Any] = field(repr=False)
@@ -170,6 +172,7 @@ def parse_call_event(body: Mapping[str, Any]) -> CallEvent:
         members=members,
         accepted_by=frozenset(_mapping(session.get("accepted_by"))),
         rejected_by=frozenset(_mapping(session.get("rejected_by"))),
+        participants=frozenset(_participants(session.get("participants"))),
         ring_timeout_ms=_ring_timeout_ms(call),
         ended=bool(call.get("ended_at")) or bool(session.get("ended_at")),
         raw=body,
@@ -189,6 +192,18 @@ def _members(value: Any) -> list[Member]:
             seen.add(user_id)
             members.append(Member(user_id, user_display_name(user) or user_id))
     return members
+
+
+def _participants(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    ids = []
+    for item in value:
+        entry = _mapping(item)
+        user_id = _text(_mapping(entry.get("user")).get("id")) or _text(entry.get("user_id"))
+        if user_id:
+            ids.append(user_id)
+    return ids
 
 
 def _video_flag(body: Mapping[str, Any], call: Mapping[str, Any]) -> bool:
@@ -211,3 +226,12 @@ def _ring_timeout_ms(call: Mapping[str, Any]) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             values.append(value)
     return min(values) if values else None
+
+
+def parse_stored_body(body: str) -> CallEvent:
+    """A call event from the JSON text the inbox holds."""
+    try:
+        document = json.loads(body)
+    except ValueError as error:
+        raise InvalidEvent(f"not JSON: {error}") from error
+    return parse_call_event(document)

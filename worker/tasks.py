@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 
 from worker.event_processing import process_event
-
-log = logging.getLogger("callpush.tasks")
+from worker.notifications import deliver_chunk
 
 PROCESS_RING = "callpush.process_ring_event"
 PROCESS_EVENT = "callpush.process_event"
+DELIVER_CHUNK = "callpush.deliver_chunk"
 SWEEP_INBOX = "callpush.sweep_inbox"
 
 
@@ -27,6 +26,12 @@ def register(app: Celery) -> None:
     @app.task(name=PROCESS_EVENT, queue=BULK_QUEUE, acks_late=True)
     def process_bulk_event(event_id: int) -> str:
         return process_event(services_of(app), event_id)
+
+    @app.task(name=DELIVER_CHUNK, queue=BULK_QUEUE, acks_late=True, bind=True, max_retries=None)
+    def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
+        run = deliver_chunk(services_of(app), event_id, chunk_index, self.request.retries)
+        if run.retry_in is not None:  # the domain bounds the attempts and picks the delay
+            raise self.retry(countdown=run.retry_in)
 
     @app.task(name=SWEEP_INBOX, queue=BULK_QUEUE)
     def sweep_inbox() -> int:
@@ -45,3 +50,9 @@ def enqueue_event(app: Celery, event_id: int, event_type: str) -> None:
     name, queue = (PROCESS_RING, RING_QUEUE) if event_type == RING else (PROCESS_EVENT, BULK_QUEUE)
     options: dict[str, Any] = {"queue": queue}
     app.send_task(name, args=[event_id], **options)
+
+
+def enqueue_chunk(app: Celery, event_id: int, chunk_index: int) -> None:
+    from worker.celery_app import BULK_QUEUE
+
+    app.send_task(DELIVER_CHUNK, args=[event_id, chunk_index], queue=BULK_QUEUE)

@@ -6,7 +6,7 @@ the iOS ``stream`` dict as ``title``/``body`` (§3.1, §3.6).  We send the pushe
 render the same variables here, configured per call type in ``Settings.call_types``:
 
 * lookup order: ``call_types[<call type>].templates[<event>]`` → ``call_types."*".templates[...]``
-  → :data:`DEFAULT_TEMPLATES`; an override that omits ``body`` inherits the next level's body;
+  → :data:`DEFAULT_TEMPLATES`; an override is a whole template (an omitted ``body`` is "");
 * the engine is Jinja2's immutable sandbox (Stream's engine looks Handlebars-like, §4.1, but the
   ``{{ a.b }}`` variables it documents are the same in Jinja; Handlebars helpers such as
   ``{{ truncate x 20 }}`` are written ``{{ x | truncate(20) }}`` here);
@@ -62,8 +62,8 @@ ELLIPSIS = "\u2026"  # "…", 3 bytes of UTF-8
 
 
 @dataclass(frozen=True, slots=True)
-class PushText:
-    """One default template, with where its wording comes from."""
+class DefaultTemplate:
+    """One built-in template, with where its wording comes from."""
 
     title: str
     body: str
@@ -74,30 +74,30 @@ class PushText:
 # them, and add an ``or`` fallback where a variable can be empty: ``user`` is absent from
 # session_started / live_started (§2.2, we then use the call's creator) and a call has a display
 # name only when its custom data names it (§3.1).
-DEFAULT_TEMPLATES: Mapping[str, PushText] = {
-    RING: PushText(
+DEFAULT_TEMPLATES: Mapping[str, DefaultTemplate] = {
+    RING: DefaultTemplate(
         title="{{ user.display_name or 'Someone' }} is calling you",
         body="",
         source="§3.6 iOS VoIP example: title 'Alice is calling you', body ''",
     ),
-    NOTIFICATION: PushText(
+    NOTIFICATION: DefaultTemplate(
         title="{{ user.display_name or 'Someone' }} invites you to a call",
         body="{{ call.display_name }}",
         source="§4.1 [OLDDOCS] '{{ user.display_name }} invites you to a call'; "
         "body: the call's name, '' when it has none",
     ),
-    MISSED: PushText(
+    MISSED: DefaultTemplate(
         title="Missed call",
         body="You missed a call from {{ user.display_name or 'someone' }}",
         source="§3.6 missed-call example, verbatim: 'Missed call' / "
         "'You missed a call from John Doe'",
     ),
-    SESSION_STARTED: PushText(
+    SESSION_STARTED: DefaultTemplate(
         title="{{ call.display_name or 'A call you are a member of' }} has started",
         body="",
         source="§4.1 live_started example '{{ call.display_name }} started'; DERIVED fallback",
     ),
-    LIVE_STARTED: PushText(
+    LIVE_STARTED: DefaultTemplate(
         title="{{ call.display_name or user.display_name or 'A livestream' }} is live",
         body="",
         source="§4.1 '{{ call.display_name }} started'; DERIVED: falls back to the host's name",
@@ -159,7 +159,8 @@ def cap_utf8(text: str, max_bytes: int) -> str:
     text = clean_text(text)
     if json_utf8_length(text) <= max_bytes:
         return text
-    budget = max_bytes - len(ELLIPSIS.encode("utf-8"))
+    ellipsis = ELLIPSIS if max_bytes >= len(ELLIPSIS.encode("utf-8")) else ""
+    budget = max_bytes - len(ellipsis.encode("utf-8"))
     used = 0
     end = 0
     for index, char in enumerate(text):
@@ -168,7 +169,7 @@ def cap_utf8(text: str, max_bytes: int) -> str:
             break
         end = index + 1
     # A cut right after a zero-width joiner would leave half an emoji sequence dangling.
-    return text[:end].rstrip().rstrip("\u200d") + ELLIPSIS
+    return text[:end].rstrip().rstrip("\u200d") + ellipsis
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,7 +208,9 @@ def template_context(event: CallEvent, receiver_id: str, receiver_name: str = ""
     * ``receiver``: ``id``, ``name`` and ``display_name`` (the name, else the id).
     * ``event``: ``type``, ``created_at`` (RFC 3339, UTC, "" if unknown), ``call_cid``, ``video``.
 
-    Anything missing renders as "" (ChainableUndefined), as Stream renders unknown variables.
+    Anything missing renders as "" (ChainableUndefined), as Handlebars-style engines print it;
+    Stream's engine looks like one (§4.1) and documents no variable list, so an operator's
+    template may name fields an event lacks.
     """
     raw = event.raw
     call = _mapping(raw.get("call"))
@@ -330,10 +333,11 @@ def _unsafe_constructs(tree: nodes.Template) -> str | None:
     # The sandbox already renders {{ user.__class__ }} as "" at run time; refusing it here tells
     # the operator instead of silently dropping text.
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name: Any = None
         if isinstance(node, nodes.Getattr):
-            name: Any = node.attr
-        else:
-            name = node.arg.value if isinstance(node.arg, nodes.Const) else None
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
         if isinstance(name, str) and name.startswith("_"):
             return f"access to {name!r} is not allowed (names starting with '_' are private)"
     loaders = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
@@ -402,38 +406,30 @@ class TemplateBook:
                         f"{event_type!r}; valid: {', '.join(sorted(PUSH_EVENT_TYPES))}"
                     )
 
-        # Compile each configured (call type, event) once; None = absent from the config.
-        titles: dict[tuple[str, str], _Compiled | None] = {}
-        bodies: dict[tuple[str, str], _Compiled | None] = {}
+        # Compile each configured (call type, event) once.  An override replaces the whole
+        # template: an omitted body is "" (PushTemplate.body's default), not inherited.
+        configured: dict[tuple[str, str], _Pair] = {}
+        samples = _sample_events()
         for call_type, config in call_types.items():
             for event_type, template in config.templates.items():
                 if event_type not in PUSH_EVENT_TYPES:
                     continue
-                key = (call_type, event_type)
-                titles[key] = _compile(
-                    template.title, _setting(call_type, event_type, "title"), problems
-                )
-                # An omitted body inherits ("*" then the default); an explicit "" is kept.
-                if "body" in template.model_fields_set:
-                    bodies[key] = _compile(
-                        template.body, _setting(call_type, event_type, "body"), problems
-                    )
-
-        samples = _sample_events()
-        for (_, event_type), compiled in [*titles.items(), *bodies.items()]:
-            if compiled is not None:
-                _trial_render(compiled, samples[event_type], problems)
+                title = _compile(template.title, _setting(call_type, event_type, "title"), problems)
+                body = _compile(template.body, _setting(call_type, event_type, "body"), problems)
+                for compiled in (title, body):
+                    if compiled is not None:
+                        _trial_render(compiled, samples[event_type], problems)
+                if title is not None and body is not None:
+                    configured[(call_type, event_type)] = _Pair(title, body)
         if problems:
             raise TemplateConfigError(problems)
 
         def resolve(levels: Sequence[str], event_type: str) -> _Pair:
-            title = next(
-                (titles[(lv, event_type)] for lv in levels if (lv, event_type) in titles), None
-            )
-            body = next(
-                (bodies[(lv, event_type)] for lv in levels if (lv, event_type) in bodies), None
-            )
-            return _Pair(title or defaults[event_type].title, body or defaults[event_type].body)
+            for level in levels:
+                pair = configured.get((level, event_type))
+                if pair is not None:
+                    return pair
+            return defaults[event_type]
 
         fallback = {ev: resolve([ALL_CALL_TYPES], ev) for ev in PUSH_EVENT_TYPES}
         by_call_type = {

@@ -61,7 +61,8 @@ class FakeFcm:
         self.hits: dict[str, int] = {}
         self.revoked: set[str] = set()
         self.port = 0
-        self._counter = itertools.count(1)
+        self._access_tokens = itertools.count(1)
+        self._message_ids = itertools.count(1)
         self._lock = threading.Lock()
         self.app = self._create_app()
 
@@ -89,9 +90,9 @@ class FakeFcm:
             time.sleep(0.005)
         return True
 
-    def _next(self) -> int:
+    def _next(self, counter: itertools.count[int]) -> int:
         with self._lock:
-            return next(self._counter)
+            return next(counter)
 
     def _create_app(self) -> Flask:
         app = Flask("fake_fcm")
@@ -104,7 +105,9 @@ class FakeFcm:
                 claims = jwt.decode(form["assertion"], options={"verify_signature": False})
             self.token_requests.append({"form": form, "claims": claims})
             return jsonify(
-                access_token=f"fake-at-{self._next()}", expires_in=3600, token_type="Bearer"
+                access_token=f"fake-at-{self._next(self._access_tokens)}",
+                expires_in=3600,
+                token_type="Bearer",
             )
 
         @app.post("/v1/projects/<project>/messages:send")
@@ -184,7 +187,7 @@ class FakeFcm:
             return jsonify(fcm_error(500, "INTERNAL", "INTERNAL", "Internal error.")), 500
         if token.startswith("slow"):
             time.sleep(self.slow_delay)
-        return jsonify(name=f"projects/{project}/messages/{self._next()}")
+        return jsonify(name=f"projects/{project}/messages/{self._next(self._message_ids)}")
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -198,7 +201,10 @@ def running_fake_fcm(**options: Any) -> Iterator[FakeFcm]:
     fake = FakeFcm(**options)
     server = make_server("127.0.0.1", 0, fake.app, threaded=True, request_handler=_QuietHandler)
     fake.port = server.server_port
-    thread = threading.Thread(target=server.serve_forever, name="fake-fcm", daemon=True)
+    # A short poll interval: shutdown() waits up to one interval (default 0.5 s per test).
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-fcm", daemon=True
+    )
     thread.start()
     try:
         yield fake

@@ -9,14 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-from sqlalchemy import create_engine
 
 from webhook_app import create_app, devices_api
 from worker.celery_app import create_celery
 from worker.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
-from worker.storage.models import Base
 
 API_KEY = "test-key"
 SECRET = "test-secret-0123456789abcdef0123456789abcdef0123456789abcdef0123"
@@ -49,10 +47,6 @@ def client(sqlite_url, monkeypatch):
         database_url=sqlite_url, apps=[{"api_key": API_KEY, "api_secrets": [SECRET, OLD_SECRET]}]
     )
     upgrade_to_head(sqlite_url)
-    # user_preferences has no migration yet: create the missing model tables.
-    engine = create_engine(sqlite_url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
     db = Database(sqlite_url)
     app = create_app(settings, db=db, celery=create_celery(settings))
     if "devices_api" not in app.blueprints:  # until create_app registers it
@@ -62,7 +56,9 @@ def client(sqlite_url, monkeypatch):
 
 
 def register(client, headers, token=APNS_TOKEN, **fields):
-    return client.post("/devices", json={"token": token, "platform": "apns", **fields}, headers=headers)
+    return client.post(
+        "/devices", json={"token": token, "platform": "apns", **fields}, headers=headers
+    )
 
 
 def tokens_of(client, headers, query=""):
@@ -150,7 +146,7 @@ def test_server_token_must_name_the_user(client):
     assert client.get("/preferences", headers=SERVER).json["field"] == "user_id"
 
 
-# --- authentication ---------------------------------------------------------------------------------
+# --- authentication ------------------------------------------------------------------------
 
 
 def rejected(client, headers, method="get", path="/devices"):
@@ -246,10 +242,13 @@ def test_device_tokens_are_never_logged_whole(client, caplog):
     caplog.set_level(logging.DEBUG)
     register(client, ALICE)
     client.delete(f"/devices/{APNS_TOKEN}", headers=ALICE)
-    client.get("/devices", headers=auth({"user_id": "alice"}, secret=WRONG_SECRET))
+    forged = auth({"user_id": "alice"}, secret=WRONG_SECRET)
+    client.get("/devices", headers=forged)
+    client.delete(f"/devices/{BOB_TOKEN}", headers=forged)
     logged = caplog.text
     assert "registered" in logged and "removed" in logged and "rejected" in logged
-    assert APNS_TOKEN not in logged
+    assert APNS_TOKEN not in logged and BOB_TOKEN not in logged
+    assert "DELETE /devices/<path:token>: token rejected" in logged
     assert ALICE["Authorization"].split()[1] not in logged
 
 
@@ -259,7 +258,12 @@ def test_device_tokens_are_never_logged_whole(client, caplog):
 def test_preferences_round_trip(client):
     initial = client.get("/preferences", headers=ALICE)
     assert initial.status_code == 200
-    assert initial.json == {"user_id": "alice", "call_pushes": "on", "until": None, "updated_at": None}
+    assert initial.json == {
+        "user_id": "alice",
+        "call_pushes": "on",
+        "until": None,
+        "updated_at": None,
+    }
 
     off = client.put("/preferences", json={"call_pushes": "off"}, headers=ALICE)
     assert off.status_code == 200
@@ -316,3 +320,16 @@ def test_bad_preference_bodies_are_400_naming_the_field(client, body, field):
     response = client.put("/preferences", json=body, headers=ALICE)
     assert response.status_code == 400
     assert response.json["field"] == field
+
+
+def test_storage_errors_are_503_json_and_not_logged_with_the_token(client, monkeypatch, caplog):
+    from sqlalchemy.exc import OperationalError
+
+    def broken(*args, **kwargs):
+        raise OperationalError("INSERT INTO devices ...", {"token": APNS_TOKEN}, Exception("down"))
+
+    monkeypatch.setattr(devices_api.registry, "add_device", broken)
+    response = register(client, ALICE)
+    assert response.status_code == 503
+    assert response.json == {"error": "storage unavailable, retry later"}
+    assert "OperationalError" in caplog.text and APNS_TOKEN not in caplog.text

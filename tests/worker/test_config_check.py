@@ -128,7 +128,7 @@ def test_good_configuration_passes(tmp_path: Path) -> None:
     assert [c for c in checks if c.status != "OK"] == []
     names = {check.name for check in checks}
     assert names == {"urls", "database", "migrations", "broker", "stream apps", "apns", "fcm"}
-    assert head_revision() in by_name(checks, "migrations")[0].detail
+    assert str(head_revision()) in by_name(checks, "migrations")[0].detail
 
 
 def test_a_crashing_check_is_reported_and_the_others_still_run(
@@ -168,7 +168,15 @@ def test_redacted_settings_hide_every_secret(tmp_path: Path) -> None:
 
 
 def test_render_toml_parses_back(tmp_path: Path) -> None:
-    data = config_check.redacted_settings(good_settings(tmp_path, broker_url="redis://r:6379/0"))
+    call_types = {
+        "default": {
+            "disabled_events": ["call.missed"],
+            "templates": {"call.notification": {"title": 'Call from "{{ user.name }}"'}},
+        },
+        "*": {},
+    }
+    settings = good_settings(tmp_path, broker_url="redis://r:6379/0", call_types=call_types)
+    data = config_check.redacted_settings(settings)
     parsed = tomllib.loads(config_check.render_toml(data))
 
     def without_none(value: Any) -> Any:
@@ -299,7 +307,10 @@ def test_dev_secret_fails_in_production_mode() -> None:
 
 
 def test_duplicate_api_key_fails() -> None:
-    apps = [{"api_key": "k", "api_secrets": ["a-secret"]}, {"api_key": "k", "api_secrets": ["b"]}]
+    apps: list[Any] = [
+        {"api_key": "k", "api_secrets": ["a-secret"]},
+        {"api_key": "k", "api_secrets": ["b"]},
+    ]
     checks = config_check.check_apps(Settings(apps=apps))
     assert_fails_with(checks, "stream apps", "apps[1].api_key 'k' is listed twice")
 

@@ -4,6 +4,7 @@ provider seam scripted.  Runs on SQLite and, when it is there, PostgreSQL."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import timedelta
 
@@ -22,6 +23,7 @@ from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, Device, WebhookEvent, utcnow
 from worker.stream_events import parse_call_event
+from worker.templates import TemplateBook
 
 BOB_VOIP = "b0b" + "1" * 61
 BOB_PLAIN_APNS = "b0b" + "2" * 61
@@ -49,7 +51,8 @@ def world(database_url, monkeypatch):
     )
     apns, fcm = ScriptedProvider("apns"), ScriptedProvider("fcm")
     db = Database(database_url)
-    services = Services(settings, db, PushSender({Platform.APNS: apns, Platform.FCM: fcm}))
+    sender = PushSender({Platform.APNS: apns, Platform.FCM: fcm})
+    services = Services(settings, db, sender, TemplateBook.from_settings(settings))
     with db.transaction() as session:
         devices.add_device(
             session, user_id="bob", platform=Platform.APNS, token=BOB_VOIP, voip=True
@@ -203,18 +206,49 @@ def test_a_call_that_is_over_rings_nobody(world, stop_type, actor):
     assert set(outcomes_of(services, ring_id).values()) == {"cancelled"}
 
 
-def test_a_stale_sending_claim_is_taken_over_but_a_fresh_one_is_not(world):
-    services, _apns, fcm = world
-    event_id = store(services, sample_events.ring_event("alice", ["carol"]))
+def claim_for_another_worker(services, event_id, claimed_ago: timedelta) -> None:
     with services.db.transaction() as session:
         (carol,) = devices.active_devices_for(session, ["carol"])
         deliveries.claim_deliveries(
             session, event_id, [(carol, PushKind.DATA, "fcm")], timedelta(seconds=30)
         )
-    process_event(services, event_id)
-    assert fcm.sent == []  # another worker holds a live claim
-    with services.db.transaction() as session:
-        session.query(Delivery).update({"claimed_at": utcnow() - timedelta(minutes=5)})
-        session.get(WebhookEvent, event_id).status = "received"
-    process_event(services, event_id)
+        session.query(Delivery).update({"claimed_at": utcnow() - claimed_ago})
+
+
+def test_a_claim_of_a_dead_worker_is_taken_over(world):
+    services, _apns, fcm = world
+    event_id = store(services, sample_events.ring_event("alice", ["carol"]))
+    claim_for_another_worker(services, event_id, timedelta(minutes=5))
+    assert process_event(services, event_id) == "processed"
     assert fcm.tokens() == [CAROL_ANDROID]
+    assert list(outcomes_of(services, event_id).values()) == ["sent"]
+
+
+def test_a_claim_is_taken_over_when_its_lease_runs_out_within_the_ring(world):
+    services, _apns, fcm = world
+    event_id = store(services, sample_events.ring_event("alice", ["carol"]))
+    lease = services.claim_lease()
+    claim_for_another_worker(services, event_id, lease - timedelta(seconds=0.3))
+    started = time.monotonic()
+    process_event(services, event_id)
+    assert time.monotonic() - started >= 0.25  # it waited for the lease, then sent
+    assert fcm.tokens() == [CAROL_ANDROID]
+
+
+def test_a_live_worker_settling_its_claim_is_not_duplicated(world):
+    services, _apns, fcm = world
+    event_id = store(services, sample_events.ring_event("alice", ["carol"]))
+    lease = services.claim_lease()
+    claim_for_another_worker(services, event_id, lease - timedelta(seconds=1))
+
+    def other_worker_finishes():
+        time.sleep(0.3)
+        with services.db.transaction() as session:
+            session.query(Delivery).update({"status": "sent"})
+
+    finisher = threading.Thread(target=other_worker_finishes)
+    finisher.start()
+    process_event(services, event_id)
+    finisher.join()
+    assert fcm.sent == []
+    assert list(outcomes_of(services, event_id).values()) == ["sent"]

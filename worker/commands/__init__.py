@@ -14,7 +14,11 @@ def cli_settings(ctx: click.Context) -> Settings:
     if "settings" not in root.obj:
         try:
             root.obj["settings"] = load_settings()
-        except Exception as error:  # pydantic's message names the setting and the problem
-            raise click.ClickException(f"configuration error:\n{error}") from error
+        except Exception as error:
+            from worker.config_check import format_settings_error
+
+            # Names the setting and the problem, never the value (it may be a secret).
+            message = format_settings_error(error)
+            raise click.ClickException(f"configuration error:\n{message}") from error
     settings: Settings = root.obj["settings"]
     return settings

@@ -47,7 +47,7 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
     _require_production(settings)
     _logging(settings.log_level)
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             options: dict[str, Any] = {
                 "bind": bind,
@@ -57,7 +57,8 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
                 "timeout": 30,
                 # SIGTERM: stop accepting, let in-flight webhooks finish (rolling restarts).
                 "graceful_timeout": 20,
-                "accesslog": "-",
+                # No access log: DELETE /devices/<token> would write whole device tokens.
+                "accesslog": None,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

@@ -11,7 +11,6 @@ with ``max_retries=0`` and map the raw response to the closed :class:`PushResult
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import json
 import logging
 import math
@@ -28,6 +27,7 @@ import requests
 from pyfcm import FCMNotification
 from requests.adapters import HTTPAdapter
 
+from worker.http_retry import parse_retry_after
 from worker.push.base import (
     Platform,
     PushKind,
@@ -124,26 +124,6 @@ class _SharedTokenFCM(FCMNotification):
                 self._stale_token = token
         # pyfcm caches the header per thread until token_expiry: make this thread renew it.
         self.thread_local.token_expiry = 0
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def string_data(payload: dict[str, Any]) -> dict[str, str]:
@@ -247,6 +227,7 @@ class FcmProvider:
         self._credentials = credentials
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._closed = False
         self._fcm, self._adapter, self._executor = self._build()
         # Loads the service account and resolves the project now: fail at start-up.
         self._endpoint: str = self._fcm.fcm_end_point
@@ -274,21 +255,24 @@ class FcmProvider:
         )
         return fcm, adapter, executor
 
-    def _ensure_process(self) -> None:
-        # After fork the pool's threads are gone and the adapter's sockets are the parent's.
-        if self._pid == os.getpid():
-            return
-        self._lock = threading.Lock()
-        self._fcm, self._adapter, self._executor = self._build()
-        self._endpoint = self._fcm.fcm_end_point
-        self._pid = os.getpid()
+    def _ensure_open(self) -> None:
+        if self._pid != os.getpid():
+            # After fork the pool's threads are gone and the adapter's sockets are the parent's:
+            # never touch them, build new ones.
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+            self._closed = True
+        with self._lock:
+            if self._closed:  # after close() (or fork): reopen lazily, like ApnsProvider
+                self._fcm, self._adapter, self._executor = self._build()
+                self._endpoint = self._fcm.fcm_end_point
+                self._closed = False
 
     def send_batch(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
         if not messages:
             return []
-        self._ensure_process()
-        with self._lock:
-            futures = [self._executor.submit(self._send_one, m) for m in messages]
+        self._ensure_open()
+        futures = [self._executor.submit(self._send_one, m) for m in messages]
         # Each message: at most two posts (401 -> refresh -> retry), each bounded by a connect
         # and a read timeout, plus a token refresh (google-auth retries it up to 3 times).
         timeout = self._settings.timeout_seconds
@@ -316,8 +300,12 @@ class FcmProvider:
     def close(self) -> None:
         if self._pid != os.getpid():
             return
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._adapter.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._adapter.close()
 
     # -- on a pool thread ------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker.push.base import PushKind, PushOutcome, PushResult, redact_token
@@ -98,6 +98,17 @@ def claim_deliveries(
     ]
 
 
+def unsettled_claim_times(session: Session, event_id: int) -> list[datetime]:
+    """When each still-SENDING claim of the event was taken."""
+    return list(
+        session.scalars(
+            select(Delivery.claimed_at).where(
+                Delivery.event_id == event_id, Delivery.status == DeliveryStatus.SENDING
+            )
+        )
+    )
+
+
 def record_outcomes(
     session: Session,
     outcomes: Iterable[tuple[Claim, PushOutcome]],
@@ -138,4 +149,20 @@ def settle_without_sending(
 def deliveries_for_event(session: Session, event_id: int) -> list[Delivery]:
     return list(
         session.scalars(select(Delivery).where(Delivery.event_id == event_id).order_by(Delivery.id))
+    )
+
+
+def count_failed(session: Session, event_id: int, user_ids: Sequence[str]) -> int:
+    """Failed deliveries of the event to these users (one fan-out chunk's)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
+                Delivery.event_id == event_id,
+                Delivery.user_id.in_(list(user_ids)),
+                Delivery.status == DeliveryStatus.FAILED,
+            )
+        )
+        or 0
     )

@@ -22,6 +22,7 @@ class DeviceTarget:
     token: str
     voip: bool
     app_id: str | None
+    hardware_id: str | None = None  # one physical phone (Stream's devices API, §4.3)
 
 
 def add_device(
@@ -65,7 +66,7 @@ def remove_device(session: Session, token: str, user_id: str | None = None) -> i
     statement = delete(Device).where(Device.token == token)
     if user_id is not None:
         statement = statement.where(Device.user_id == user_id)
-    return session.execute(statement).rowcount  # type: ignore[attr-defined, no-any-return]
+    return session.execute(statement).rowcount  # type: ignore[attr-defined]
 
 
 def active_devices_for(session: Session, user_ids: Iterable[str]) -> list[DeviceTarget]:
@@ -78,7 +79,10 @@ def active_devices_for(session: Session, user_ids: Iterable[str]) -> list[Device
         .order_by(Device.id)
     )
     return [
-        DeviceTarget(d.id, d.user_id, Platform(d.platform), d.token, d.voip, d.app_id) for d in rows
+        DeviceTarget(
+            d.id, d.user_id, Platform(d.platform), d.token, d.voip, d.app_id, d.hardware_id
+        )
+        for d in rows
     ]
 
 

@@ -87,7 +87,31 @@ class WebhookEvent(Base):
     status: Mapped[str] = mapped_column(String(16), default=EventStatus.RECEIVED, index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     processing_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Set once a fan-out has planned all its chunks: the event is done when they all are.
+    fanout_chunks: Mapped[int | None] = mapped_column(Integer)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ChunkStatus:
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class FanoutChunk(Base):
+    """A slice of a big fan-out's recipients, delivered by one bulk task (loaded by id)."""
+
+    __tablename__ = "fanout_chunks"
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    recipients: Mapped[str] = mapped_column(Text)  # JSON [[user_id, display_name], ...]
+    status: Mapped[str] = mapped_column(String(16), default=ChunkStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Device(Base):

@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine
 
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
-from worker.storage.models import Base
 from worker.storage.preferences import (
     get_preference,
     is_muted,
@@ -21,20 +19,11 @@ from worker.storage.preferences import (
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
-def create_schema(url: str) -> None:
-    """The migrations, plus any model table they do not create yet (user_preferences)."""
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def db(request):
+    url = request.getfixturevalue(f"{request.param}_url")
     upgrade_to_head(url)
-    engine = create_engine(url)
-    try:
-        Base.metadata.create_all(engine)
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def db(sqlite_url):
-    create_schema(sqlite_url)
-    database = Database(sqlite_url)
+    database = Database(url)
     yield database
     database.dispose()
 
@@ -111,7 +100,7 @@ def test_set_preference_refuses_contradictions(db):
     with db.transaction() as session, pytest.raises(ValueError, match="only meaningful"):
         set_preference(session, "alice", False, NOW)
     with db.transaction() as session, pytest.raises(ValueError, match="timezone-aware"):
-        set_preference(session, "alice", True, datetime(2026, 1, 1))  # noqa: DTZ001
+        set_preference(session, "alice", True, datetime(2026, 1, 1))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,38 @@
+# Developer tasks.  `make` lists them.  VENV=/path/to/venv to use another virtualenv.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+MESSAGE ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install lint typecheck test run migration bench
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## create the virtualenv (VENV, default .venv) and pip install -e ".[test]"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[test]'
+
+lint: ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: ## mypy (configured in pyproject.toml)
+	$(BIN)/mypy
+
+test: ## the test suite (Redis/PostgreSQL tests skip when those are absent, fail under CI=true)
+	$(BIN)/pytest
+
+run: ## receiver + worker in one process (SQLite, in-process queue)
+	$(BIN)/callpush run
+
+migration: ## autogenerate a migration from the models: make migration MESSAGE="add x"
+	@test -n "$(MESSAGE)" || { echo 'usage: make migration MESSAGE="what changed"'; exit 2; }
+	$(BIN)/python -m worker.storage.migrations revision -m "$(MESSAGE)"
+	$(BIN)/ruff format worker/migrations/versions
+	$(BIN)/ruff check --fix-only --quiet worker/migrations/versions
+	$(BIN)/python -m worker.storage.migrations check
+
+bench: ## the benchmarks
+	$(BIN)/python -m bench all

@@ -1,0 +1,181 @@
+"""docker/compose.yaml and docker/Dockerfile: the structure a deployment relies on.
+
+No Docker engine is needed: the files are parsed.  `docker compose config` runs only where the
+compose plugin is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse compose.yaml")
+
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
+COMPOSE = DOCKER / "compose.yaml"
+DOCKERFILE = DOCKER / "Dockerfile"
+
+CALLPUSH_SERVICES = ("web", "worker-ring", "worker-bulk", "beat")
+ALL_SERVICES = (*CALLPUSH_SERVICES, "migrate", "redis", "postgres")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())  # resolves the << merge keys
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = compose["services"]
+    return found
+
+
+def test_all_services_present(services: dict[str, Any]) -> None:
+    assert set(ALL_SERVICES) <= set(services)
+
+
+def test_long_running_services_have_healthchecks(services: dict[str, Any]) -> None:
+    # migrate is a one-shot job: "healthy" means nothing for it; others wait for its exit 0.
+    for name in (*CALLPUSH_SERVICES, "redis", "postgres"):
+        test = services[name].get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name}: no healthcheck"
+    assert "healthcheck" not in services["migrate"]
+
+
+def test_callpush_services_run_one_image(services: dict[str, Any]) -> None:
+    images = {services[name]["image"] for name in (*CALLPUSH_SERVICES, "migrate")}
+    assert len(images) == 1
+    builds = {
+        (services[name]["build"]["context"], services[name]["build"]["dockerfile"])
+        for name in (*CALLPUSH_SERVICES, "migrate")
+    }
+    assert builds == {("..", "docker/Dockerfile")}
+
+
+def test_commands(services: dict[str, Any]) -> None:
+    def command(name: str) -> list[str]:
+        value: list[str] = services[name]["command"]
+        return value
+
+    assert command("web")[0] == "web"
+    assert command("beat") == ["beat"]
+    assert command("migrate") == ["db", "upgrade"]
+    for name, queue in (("worker-ring", "ring"), ("worker-bulk", "bulk")):
+        args = command(name)
+        assert args[0] == "worker"
+        assert args[args.index("--queues") + 1] == queue, f"{name} must serve only {queue}"
+        assert queue in " ".join(services[name]["healthcheck"]["test"])
+
+
+def test_start_order(services: dict[str, Any]) -> None:
+    for name in CALLPUSH_SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    migrate = services["migrate"]
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert migrate.get("restart") == "no"
+
+
+def test_secrets_are_files_not_inline(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    declared = compose["secrets"]
+    for name, secret in declared.items():
+        assert set(secret) == {"file"}, f"secret {name} must come from a file"
+        assert not Path(secret["file"]).is_absolute()
+
+    for name in (*CALLPUSH_SERVICES, "migrate"):
+        service = services[name]
+        env = service["environment"]
+        assert set(service["secrets"]) >= {"apns_key.p8", "fcm_service_account.json"}
+        assert env["CALLPUSH_APNS__KEY_FILE"] == "/run/secrets/apns_key.p8"
+        assert env["CALLPUSH_FCM__SERVICE_ACCOUNT_FILE"] == "/run/secrets/fcm_service_account.json"
+        # The Stream apps (api_secrets) arrive as a TOML secret file.
+        assert env["CALLPUSH_CONFIG"] == "/run/secrets/stream_apps.toml"
+        assert "stream_apps.toml" in service["secrets"]
+        for key, value in env.items():
+            assert "SECRET" not in key, f"{name}: {key} passes a secret inline"
+            # A password may only come from docker/.env interpolation, never literally.
+            if "://" in str(value) and "@" in str(value):
+                assert re.search(r":\$\{[A-Z_]+:\?[^}]*\}@", value), f"{name}: {key}"
+        for path_value in (v for k, v in env.items() if k.endswith("_FILE")):
+            assert path_value.startswith("/run/secrets/")
+            assert Path(path_value).name in service["secrets"]
+
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in postgres["environment"]
+
+
+def test_urls_come_from_the_environment(services: dict[str, Any]) -> None:
+    env = services["web"]["environment"]
+    assert env["CALLPUSH_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert "@postgres:5432/" in env["CALLPUSH_DATABASE_URL"]
+    assert env["CALLPUSH_BROKER_URL"].startswith("redis://redis:6379/")
+
+
+def test_dockerfile() -> None:
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\w+))?", text, re.M | re.I)
+    assert len(stages) >= 2, "multi-stage: build, then runtime"
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.search(r"pip wheel", text)
+    # The last USER is not root.
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r'^ENTRYPOINT \["callpush"\]$', text, re.M)
+    assert re.search(r'^CMD \["web"\]$', text, re.M)
+    # Every file the build copies from the context passes the dockerignore allow-list.
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text()
+    for source in re.findall(r"^COPY (?!--from)(?:--\S+\s+)*(.+)\s+\S+$", text, re.M):
+        for path in source.split():
+            assert f"!{path.rstrip('/').removeprefix('./')}" in ignore, path
+
+
+def test_healthcheck_script_is_valid_python() -> None:
+    source = (DOCKER / "healthcheck.py").read_text()
+    compile(source, "healthcheck.py", "exec")
+
+
+def _compose_plugin() -> str | None:
+    docker = shutil.which("docker")
+    if docker is None:
+        return None
+    try:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return docker if probe.returncode == 0 else None
+
+
+def test_docker_compose_config_accepts_it(tmp_path: Path) -> None:
+    docker = _compose_plugin()
+    if docker is None:
+        pytest.skip("the docker compose plugin is not installed: `docker compose config` not run")
+    # Required variables get dummy values; the secret files must exist for compose to accept
+    # the file, so a copy of docker/ with empty ones is checked.
+    copy = tmp_path / "docker"
+    shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns(".env"))
+    for secret in yaml.safe_load(COMPOSE.read_text())["secrets"].values():
+        target = copy / secret["file"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", COMPOSE.read_text()))
+    env = {**os.environ, **dict.fromkeys(required, "dummy")}
+    result = subprocess.run(
+        [docker, "compose", "-f", str(copy / "compose.yaml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

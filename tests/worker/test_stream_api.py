@@ -1,0 +1,251 @@
+"""worker.stream_api against the fake Stream REST API over real HTTP."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import socket
+import time
+
+import jwt
+import pytest
+from pydantic import SecretStr
+
+from tests.fakes.fake_stream_api import DEVICES, MEMBERS, FakeStreamApi, device, member
+from tests.fakes.stream_api_plugin import STREAM_API_KEY, STREAM_API_SECRET, stream_app_for
+from worker.settings import StreamAppSettings
+from worker.stream_api import CallMember, StreamApi, StreamApiError, StreamDevice
+
+
+def test_pages_through_ten_thousand_members_a_page_at_a_time(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi
+) -> None:
+    fake_stream_api.set_members("default:big", [f"user-{i:05d}" for i in range(10_000)])
+
+    pages = stream_api.iter_call_member_pages("default", "big")
+    # A generator: nothing is asked before the first page is taken, one request per page.
+    is_generator = inspect.isgenerator(pages)  # (kept out of assert: mypy would narrow it)
+    assert is_generator
+    assert fake_stream_api.calls.get(MEMBERS, 0) == 0
+    first = next(pages)
+    assert len(first) == 100
+    assert fake_stream_api.calls[MEMBERS] == 1
+
+    seen = {m.user_id for m in first}
+    page_count = 1
+    for page in pages:
+        assert 0 < len(page) <= 100
+        seen.update(m.user_id for m in page)
+        page_count += 1
+        assert fake_stream_api.calls[MEMBERS] == page_count
+
+    assert page_count == 100
+    assert len(seen) == 10_000
+    assert fake_stream_api.calls[MEMBERS] == 100
+    bodies = [r.json for r in fake_stream_api.requests_to(MEMBERS)]
+    assert bodies[0] == {"type": "default", "id": "big", "limit": 100}
+    assert all(b["limit"] == 100 and b["next"] for b in bodies[1:])
+    assert len({b["next"] for b in bodies[1:]}) == 99
+
+
+def test_member_fields_and_small_pages(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi
+) -> None:
+    fake_stream_api.set_members(
+        "livestream:x",
+        [
+            member("alice", "Alice A.", role="host"),
+            {"user_id": "bob", "user": {"id": "bob"}, "role": "call_member"},
+            {"user": {"id": "carol", "name": "  "}},
+            {"role": "no user id"},
+        ],
+    )
+    pages = list(stream_api.iter_call_member_pages("livestream", "x", page_size=2))
+    assert pages == [
+        [CallMember("alice", "Alice A.", "host"), CallMember("bob", "bob", "call_member")],
+        [CallMember("carol", "carol", "")],
+    ]
+    assert fake_stream_api.calls[MEMBERS] == 2
+
+
+def test_a_call_without_members_yields_no_page(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi
+) -> None:
+    assert list(stream_api.iter_call_member_pages("default", "empty")) == []
+    assert fake_stream_api.calls[MEMBERS] == 1
+
+
+def test_page_size_is_bounded_by_streams_limit(stream_api: StreamApi) -> None:
+    for size in (0, 101):
+        with pytest.raises(ValueError, match="page_size"):
+            next(stream_api.iter_call_member_pages("default", "x", page_size=size))
+
+
+def test_a_repeated_cursor_stops_the_paging(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi
+) -> None:
+    fake_stream_api.set_members("default:loop", ["a", "b", "c"])
+    fake_stream_api.repeat_cursor = True
+    pages = stream_api.iter_call_member_pages("default", "loop", page_size=1)
+    with pytest.raises(StreamApiError, match="repeated a next cursor") as caught:
+        for _ in pages:
+            pass
+    assert caught.value.retryable is False
+    assert fake_stream_api.calls[MEMBERS] == 2
+
+
+def test_server_auth_headers_are_exactly_streams(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi
+) -> None:
+    fake_stream_api.set_devices("alice", [])
+    stream_api.list_devices("alice")
+    list(stream_api.iter_call_member_pages("default", "x"))
+
+    for recorded in fake_stream_api.requests:
+        headers = {k.lower(): v for k, v in recorded.headers.items()}
+        token = headers["authorization"]
+        assert not token.lower().startswith("bearer")
+        assert token == stream_api.server_token()
+        assert headers["stream-auth-type"] == "jwt"
+        assert recorded.query["api_key"] == STREAM_API_KEY
+        assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+        # {"server": true}, no iat/exp (push-libraries.md §4).
+        claims = jwt.decode(token, STREAM_API_SECRET, algorithms=["HS256"])
+        assert claims == {"server": True}
+    assert fake_stream_api.requests_to(DEVICES)[0].query == {
+        "api_key": STREAM_API_KEY,
+        "user_id": "alice",
+    }
+
+
+def test_the_server_token_is_made_once(stream_api: StreamApi) -> None:
+    assert stream_api.server_token() is stream_api.server_token()
+
+
+def test_the_first_secret_signs(fake_stream_api: FakeStreamApi) -> None:
+    app = StreamAppSettings(
+        api_key=STREAM_API_KEY,
+        api_secrets=[
+            SecretStr(STREAM_API_SECRET),
+            SecretStr("an-older-secret-still-accepted-0123"),
+        ],
+        base_url=fake_stream_api.url,
+    )
+    api = StreamApi(app, timeout=2)
+    try:
+        assert api.list_devices("nobody") == []
+    finally:
+        api.close()
+
+
+def test_a_wrong_secret_is_refused_and_not_retryable(
+    fake_stream_api: FakeStreamApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "wrong-secret-wrong-secret-wrong-secret"
+    app = StreamAppSettings(
+        api_key=STREAM_API_KEY, api_secrets=[SecretStr(wrong)], base_url=fake_stream_api.url
+    )
+    api = StreamApi(app, timeout=2)
+    caplog.set_level(logging.DEBUG)
+    try:
+        with pytest.raises(StreamApiError) as caught:
+            api.list_devices("alice")
+        token = api.server_token()
+    finally:
+        api.close()
+    error = caught.value
+    assert (error.status, error.retryable) == (401, False)
+    assert "invalid token" in error.message
+    # Neither the secret nor the token may leak into the error or the logs.
+    for text in (str(error), caplog.text):
+        assert wrong not in text
+        assert token not in text
+
+
+def test_server_errors_and_429_are_retryable_with_retry_after(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi
+) -> None:
+    fake_stream_api.fail_next(1, 500)
+    with pytest.raises(StreamApiError) as caught:
+        stream_api.list_devices("alice")
+    assert (caught.value.status, caught.value.retryable) == (500, True)
+    assert caught.value.retry_after is None
+
+    fake_stream_api.fail_next(1, 429, retry_after="7")
+    with pytest.raises(StreamApiError) as caught:
+        next(stream_api.iter_call_member_pages("default", "x"))
+    assert (caught.value.status, caught.value.retryable) == (429, True)
+    assert caught.value.retry_after == 7.0
+
+    fake_stream_api.fail_next(1, 503, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")
+    with pytest.raises(StreamApiError) as caught:
+        stream_api.list_devices("alice")
+    assert caught.value.retryable is True
+    assert caught.value.retry_after == 0.0  # a date in the past: retry now
+
+    # The failures were used up: the next request succeeds.
+    assert stream_api.list_devices("alice") == []
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_client_errors_are_not_retryable(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi, status: int
+) -> None:
+    fake_stream_api.fail_next(1, status)
+    with pytest.raises(StreamApiError) as caught:
+        stream_api.list_devices("alice")
+    assert (caught.value.status, caught.value.retryable) == (status, False)
+    assert "injected failure" in caught.value.message
+
+
+def test_a_timeout_is_retryable(fake_stream_api: FakeStreamApi) -> None:
+    fake_stream_api.delay = 2.0
+    api = StreamApi(stream_app_for(fake_stream_api), timeout=0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StreamApiError) as caught:
+            api.list_devices("alice")
+    finally:
+        api.close()
+    assert time.monotonic() - started < 1.5
+    assert (caught.value.status, caught.value.retryable) == (None, True)
+    assert "timed out after 0.2 s" in caught.value.message
+
+
+def test_a_refused_connection_is_retryable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = StreamAppSettings(
+        api_key=STREAM_API_KEY,
+        api_secrets=[SecretStr(STREAM_API_SECRET)],
+        base_url=f"http://127.0.0.1:{port}",
+    )
+    api = StreamApi(app, timeout=1)
+    try:
+        with pytest.raises(StreamApiError) as caught:
+            api.list_devices("alice")
+    finally:
+        api.close()
+    assert (caught.value.status, caught.value.retryable) == (None, True)
+
+
+def test_list_devices_reads_every_field(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi
+) -> None:
+    fake_stream_api.set_devices(
+        "alice",
+        [
+            device("voip-1", "apn", voip=True, hardware_id="hw-1", push_provider_name="ios-voip"),
+            device("fcm-1", "firebase", hardware_id="hw-1"),
+            device("old-1", "apn", disabled=True),
+            device("hms-1", "huawei"),
+            {"push_provider": "apn"},  # no id: not a device
+        ],
+    )
+    assert stream_api.list_devices("alice") == [
+        StreamDevice("voip-1", "apn", True, False, "hw-1", "ios-voip"),
+        StreamDevice("fcm-1", "firebase", False, False, "hw-1"),
+        StreamDevice("old-1", "apn", False, True, None),
+        StreamDevice("hms-1", "huawei", False, False, None),
+    ]

@@ -1,0 +1,165 @@
+"""Non-ring call pushes (call.notification, call.missed, call.session_started,
+call.live_started) at any call size.
+
+Planning pages through the recipients (the event's members, or Stream's QueryCallMembers) and
+stores them in chunks, each delivered by its own task on the ``bulk`` queue, so a 10,000-member
+call is never held in memory at once and never delays a ring.  A chunk claims its pushes per
+(event, device) like a ring does; transient failures are retried by the task with exponential
+backoff and full jitter, up to a cap, after which they are recorded as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from worker import payloads
+from worker.push.base import Platform, PushKind, PushMessage, PushResult
+from worker.push_outcomes import record_push_outcomes
+from worker.recipients import recipient_pages
+from worker.ringing import StoredEvent
+from worker.services import Services
+from worker.storage import deliveries, fanout, inbox, preferences
+from worker.storage.deliveries import Claim
+from worker.storage.devices import DeviceTarget
+from worker.storage.models import ChunkStatus, DeliveryStatus, EventStatus
+from worker.stream_events import CallEvent, parse_stored_body
+
+log = logging.getLogger("callpush.notifications")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRun:
+    """What a chunk task should do next: nothing (finished) or run again after a delay."""
+
+    retry_in: float | None
+
+
+def plan_fanout(
+    services: Services, stored: StoredEvent, event: CallEvent
+) -> tuple[str, str] | None:
+    """Store the recipients in chunks and queue one bulk task per chunk.  Returns None: the event
+    is finished by its last chunk (:func:`deliver_chunk`)."""
+    if not services.templates.enabled(event.call_type, event.type):
+        return EventStatus.IGNORED, f"{event.type} switched off for call type {event.call_type}"
+    size = services.settings.fanout.chunk_size
+    index, buffer = 0, list[tuple[str, str]]()
+    queued: list[int] = []
+    for page in recipient_pages(event, services.stream_api(stored.api_key)):
+        buffer.extend((r.user_id, r.display_name) for r in page)
+        while len(buffer) >= size:
+            queued += _store_chunk(services, stored.event_id, index, buffer[:size])
+            buffer, index = buffer[size:], index + 1
+    if buffer:
+        queued += _store_chunk(services, stored.event_id, index, buffer)
+        index += 1
+    with services.db.transaction() as session:
+        fanout.set_planned(session, stored.event_id, index)
+        # A redelivered planning task re-queues the chunks a lost worker left pending.
+        queued = sorted(set(queued) | set(fanout.pending_chunks(session, stored.event_id)))
+    for chunk_index in queued:
+        services.enqueue_chunk(stored.event_id, chunk_index)
+    if index == 0:
+        return EventStatus.PROCESSED, "no recipients"
+    _finish_if_complete(services, stored.event_id)
+    return None
+
+
+def _store_chunk(
+    services: Services, event_id: int, index: int, recipients: Sequence[tuple[str, str]]
+) -> list[int]:
+    with services.db.transaction() as session:
+        return [index] if fanout.add_chunk(session, event_id, index, recipients) else []
+
+
+def deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: int) -> ChunkRun:
+    """Send one chunk's pushes.  ``attempt`` counts from 0; the caller re-runs the chunk after
+    ``retry_in`` seconds while transient failures remain."""
+    settings = services.settings
+    with services.db.transaction() as session:
+        recipients = fanout.load_chunk_recipients(session, event_id, chunk_index)
+        row = inbox.load_event(session, event_id)
+        if recipients is None or row is None:
+            return ChunkRun(None)
+        stored = StoredEvent(row.id, row.received_at, row.api_key)
+        event = parse_stored_body(row.body)
+        names = dict(recipients)
+        muted = preferences.muted_users(session, list(names), services.now())
+        found = services.device_source(row.api_key).devices_for(session, list(names))
+        targets = alert_targets(found)
+        claims = deliveries.claim_deliveries(
+            session,
+            event_id,
+            [(d, kind, services.sender.provider_name(d.platform)) for d, kind in targets],
+            lease=services.claim_lease(),
+        )
+        skipped = [c for c in claims if c.device.user_id in muted]
+        deliveries.settle_without_sending(
+            session, skipped, DeliveryStatus.SKIPPED, "the user muted call pushes"
+        )
+    claims = [c for c in claims if c.device.user_id not in muted]
+    if claims:
+        messages = [
+            _message(services, event, claim, names[claim.device.user_id], event_id)
+            for claim in claims
+        ]
+        outcomes = services.sender.send(messages)
+        record_push_outcomes(services.db, event_id, stored.received_at, claims, outcomes)
+        retry = [c for c, o in zip(claims, outcomes, strict=True) if o.result is PushResult.RETRY]
+        if retry:
+            if attempt < settings.fanout.max_retries:
+                hinted = max((o.retry_after or 0.0) for o in outcomes)
+                return ChunkRun(max(hinted, backoff_with_jitter(services, attempt)))
+            with services.db.transaction() as session:
+                deliveries.settle_without_sending(
+                    session, retry, DeliveryStatus.FAILED, "retries exhausted"
+                )
+    with services.db.transaction() as session:
+        failed = deliveries.count_failed(session, event_id, list(names))
+        status = ChunkStatus.FAILED if failed else ChunkStatus.DONE
+        fanout.finish_chunk(
+            session, event_id, chunk_index, status, f"{failed} failed" if failed else None
+        )
+    _finish_if_complete(services, event_id)
+    return ChunkRun(None)
+
+
+def alert_targets(found: Sequence[DeviceTarget]) -> list[tuple[DeviceTarget, PushKind]]:
+    """Plain APNs tokens get alerts, FCM tokens data messages; VoIP tokens get nothing but
+    rings (Apple ends apps whose VoIP pushes do not report a call, §3.3)."""
+    targets = []
+    for device in found:
+        if device.platform is Platform.APNS and not device.voip:
+            targets.append((device, PushKind.ALERT))
+        elif device.platform is Platform.FCM:
+            targets.append((device, PushKind.DATA))
+    return targets
+
+
+def _message(
+    services: Services, event: CallEvent, claim: Claim, receiver_name: str, event_id: int
+) -> PushMessage:
+    text = services.templates.render(event, claim.device.user_id, receiver_name)
+    if claim.kind is PushKind.ALERT:
+        return payloads.apns_alert(
+            event, claim.device, text, bundle_id=services.settings.apns.bundle_id, event_id=event_id
+        )
+    return payloads.fcm_data(event, claim.device, text, event_id=event_id)
+
+
+def backoff_with_jitter(services: Services, attempt: int) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog), never below 0.5 s."""
+    fan = services.settings.fanout
+    ceiling = min(fan.retry_backoff_max_seconds, fan.retry_backoff_seconds * 2**attempt)
+    return max(0.5, random.uniform(0, ceiling))
+
+
+def _finish_if_complete(services: Services, event_id: int) -> None:
+    with services.db.transaction() as session:
+        complete, failed_chunks = fanout.completion(session, event_id)
+        if complete:
+            summary = fanout.delivery_summary(session, event_id)
+            status = EventStatus.FAILED if failed_chunks else EventStatus.PROCESSED
+            inbox.finish_event(session, event_id, status, summary)
