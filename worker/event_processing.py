@@ -63,7 +63,7 @@ def process_event(services: Services, event_id: int) -> str:
         row = inbox.start_processing(session, event_id)
         if row is None:
             return "skipped"
-        stored = StoredEvent(row.id, row.received_at, row.api_key)
+        stored = StoredEvent(row.id, row.received_at, row.api_key, row.replay_force)
         body, event_type = row.body, row.event_type
     handler = HANDLERS.get(event_type)
     result: tuple[str, str] | None

@@ -50,6 +50,7 @@ class StoredEvent:
     event_id: int
     received_at: datetime
     api_key: str
+    replay_force: bool = False  # an operator insisted: re-ring even an expired ring
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,9 @@ def _actor_of(body: str) -> str | None:
 def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> tuple[str, str]:
     """Send the ring pushes of one call.ring event; return the event's final status and reason."""
     deadline = ring_deadline(event, stored, services.settings.ring.default_timeout_ms)
+    if stored.replay_force:
+        timeout = event.ring_timeout_ms or services.settings.ring.default_timeout_ms
+        deadline = services.now() + timedelta(milliseconds=timeout)
     recipients = ring_recipients(event)
     if not services.templates.enabled(event.call_type, event.type):
         return EventStatus.IGNORED, f"call.ring switched off for call type {event.call_type}"
@@ -233,6 +237,8 @@ def _drop_stopped(
     claims: list[Claim],
     counts: Counter[str],
 ) -> list[Claim]:
+    if stored.replay_force:
+        return claims
     with services.db.transaction() as session:
         stops = find_ring_stops(session, event, stored)
         if stops.everyone:

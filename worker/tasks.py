@@ -56,3 +56,11 @@ def enqueue_chunk(app: Celery, event_id: int, chunk_index: int) -> None:
     from worker.celery_app import BULK_QUEUE
 
     app.send_task(DELIVER_CHUNK, args=[event_id, chunk_index], queue=BULK_QUEUE)
+
+
+def enqueue_replay(app: Celery, event_id: int) -> None:
+    """A replayed event goes through the normal processing path, on the bulk queue even for a
+    ring, so replaying last night's failures never delays a live ring."""
+    from worker.celery_app import BULK_QUEUE
+
+    app.send_task(PROCESS_EVENT, args=[event_id], queue=BULK_QUEUE)

@@ -87,6 +87,9 @@ class WebhookEvent(Base):
     status: Mapped[str] = mapped_column(String(16), default=EventStatus.RECEIVED, index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     processing_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # An operator's `events replay --force`: re-send even what was sent, re-ring expired rings.
+    replay_force: Mapped[bool] = mapped_column(Boolean, default=False)
+    replays: Mapped[int] = mapped_column(Integer, default=0)
     # Set once a fan-out has planned all its chunks: the event is done when they all are.
     fanout_chunks: Mapped[int | None] = mapped_column(Integer)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
