@@ -7,14 +7,17 @@ once; the delivery records make that exactly one push per device.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery import Celery, Task
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_process_shutdown
 from kombu import Exchange, Queue
 
 from worker.services import ProcessLocalServices, Services, build_services
 from worker.settings import Settings
+
+_services: ProcessLocalServices | None = None
 
 RING_QUEUE = "ring"
 BULK_QUEUE = "bulk"
@@ -73,7 +76,8 @@ def create_celery(settings: Settings) -> Celery:
             enqueue_chunk=lambda event_id, index: tasks.enqueue_chunk(app, event_id, index),
         )
     )
-    app.callpush_services = services
+    global _services
+    _services = services
     tasks.register(app)
 
     def _init(**_: Any) -> None:
@@ -81,13 +85,41 @@ def create_celery(settings: Settings) -> Celery:
 
     def _close(**_: Any) -> None:
         services.close()
+        from worker.metrics import mark_process_dead
+
+        mark_process_dead(os.getpid())
 
     # Prefork: build the APNs client and DB pool in each child, after the fork.
     worker_process_init.connect(_init, weak=False)
     worker_process_shutdown.connect(_close, weak=False)
+    # Process-wide signals: connected once however many apps the process creates.
+    task_prerun.connect(_bind_task_log_context, weak=False, dispatch_uid="callpush.log_context")
+    task_postrun.connect(_clear_task_log_context, weak=False, dispatch_uid="callpush.log_context")
     return app
 
 
+def _bind_task_log_context(task: Task | None = None, args: Any = None, **_: Any) -> None:
+    """Every log line of an event's task carries its event id (the first argument of the
+    event and chunk tasks); the call cid is bound by the processing code once it is loaded.
+    Both are set, never inherited: a pool thread keeps its context from one task to the next."""
+    from worker import tasks
+    from worker.logging_setup import bind_log_context
+
+    event_tasks = (tasks.PROCESS_RING, tasks.PROCESS_EVENT, tasks.DELIVER_CHUNK)
+    event_id = args[0] if task is not None and task.name in event_tasks and args else None
+    bind_log_context(event_id=event_id if isinstance(event_id, int) else None, call_cid=None)
+
+
+def _clear_task_log_context(**_: Any) -> None:
+    from worker.logging_setup import bind_log_context
+
+    bind_log_context(event_id=None, call_cid=None)
+
+
 def services_of(app: Celery) -> Services:
-    local: ProcessLocalServices = app.callpush_services
-    return local.get()
+    """The services of this process's callpush app.  Celery shares task objects between the
+    apps of a process (and ``Task.app`` may not be the app that built it), so the services are
+    held here, one callpush Celery app per process (the last one built, in tests)."""
+    if _services is None:
+        raise RuntimeError("create_celery() has not been called in this process")
+    return _services.get()

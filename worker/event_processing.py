@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from worker.notifications import plan_fanout
+from worker.notifications import RetryLater, plan_fanout
 from worker.ringing import StoredEvent, deliver_ring
 from worker.services import Services
 from worker.storage import inbox
@@ -63,7 +63,9 @@ def process_event(services: Services, event_id: int) -> str:
         row = inbox.start_processing(session, event_id)
         if row is None:
             return "skipped"
-        stored = StoredEvent(row.id, row.received_at, row.api_key, row.replay_force)
+        stored = StoredEvent(
+            row.id, row.received_at, row.api_key, row.replay_force, row.processing_attempts
+        )
         body, event_type = row.body, row.event_type
     handler = HANDLERS.get(event_type)
     result: tuple[str, str] | None
@@ -75,7 +77,12 @@ def process_event(services: Services, event_id: int) -> str:
         except InvalidEvent as error:
             result = EventStatus.FAILED, f"unreadable event: {error}"
         else:
-            result = handler(services, stored, event)
+            try:
+                result = handler(services, stored, event)
+            except RetryLater as later:
+                with services.db.transaction() as session:
+                    inbox.note_event(session, event_id, f"will retry: {later.reason}")
+                raise
     if result is None:
         log.info("event %s (%s) fanned out", event_id, event_type)
         return EventStatus.PROCESSING

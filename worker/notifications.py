@@ -25,9 +25,22 @@ from worker.storage import deliveries, fanout, inbox, preferences
 from worker.storage.deliveries import Claim
 from worker.storage.devices import DeviceTarget
 from worker.storage.models import ChunkStatus, DeliveryStatus, EventStatus
+from worker.stream_api import StreamApiError
 from worker.stream_events import CallEvent, parse_stored_body
 
 log = logging.getLogger("callpush.notifications")
+
+
+class RetryLater(Exception):
+    """Processing hit a transient failure (Stream's API down): run the task again later."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (RetryLater, (self.delay, self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +60,19 @@ def plan_fanout(
     size = services.settings.fanout.chunk_size
     index, buffer = 0, list[tuple[str, str]]()
     queued: list[int] = []
-    for page in recipient_pages(event, services.stream_api(stored.api_key)):
-        buffer.extend((r.user_id, r.display_name) for r in page)
-        while len(buffer) >= size:
-            queued += _store_chunk(services, stored.event_id, index, buffer[:size])
-            buffer, index = buffer[size:], index + 1
+    try:
+        for page in recipient_pages(event, services.stream_api(stored.api_key)):
+            buffer.extend((r.user_id, r.display_name) for r in page)
+            while len(buffer) >= size:
+                queued += _store_chunk(services, stored.event_id, index, buffer[:size])
+                buffer, index = buffer[size:], index + 1
+    except StreamApiError as error:
+        # Chunks stored so far stay; planning again skips them.  Retried with backoff while
+        # Stream's trouble is transient, then the event fails (and can be replayed).
+        if error.retryable and stored.attempt <= services.settings.fanout.max_retries:
+            delay = max(error.retry_after or 0.0, backoff_with_jitter(services, stored.attempt - 1))
+            raise RetryLater(delay, f"Stream API: {error}") from error
+        return EventStatus.FAILED, f"could not list the call's members from Stream: {error}"
     if buffer:
         queued += _store_chunk(services, stored.event_id, index, buffer)
         index += 1
@@ -100,22 +121,37 @@ def deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: 
             session, skipped, DeliveryStatus.SKIPPED, "the user muted call pushes"
         )
     claims = [c for c in claims if c.device.user_id not in muted]
-    if claims:
+    retry: list[Claim] = []
+    retry_after = 0.0
+    # Sent and recorded a slice at a time: a worker killed mid-chunk leaves at most one slice
+    # whose answers were not recorded (README: guarantees).
+    size = settings.fanout.send_batch
+    for start in range(0, len(claims), size):
+        part = claims[start : start + size]
         messages = [
             _message(services, event, claim, names[claim.device.user_id], event_id)
-            for claim in claims
+            for claim in part
         ]
         outcomes = services.sender.send(messages)
-        record_push_outcomes(services.db, event_id, stored.received_at, claims, outcomes)
-        retry = [c for c, o in zip(claims, outcomes, strict=True) if o.result is PushResult.RETRY]
-        if retry:
-            if attempt < settings.fanout.max_retries:
-                hinted = max((o.retry_after or 0.0) for o in outcomes)
-                return ChunkRun(max(hinted, backoff_with_jitter(services, attempt)))
-            with services.db.transaction() as session:
-                deliveries.settle_without_sending(
-                    session, retry, DeliveryStatus.FAILED, "retries exhausted"
-                )
+        record_push_outcomes(services.db, event_id, stored.received_at, part, outcomes)
+        for claim, outcome in zip(part, outcomes, strict=True):
+            if outcome.result is PushResult.RETRY:
+                retry.append(claim)
+                retry_after = max(retry_after, outcome.retry_after or 0.0)
+    if retry:
+        if attempt < settings.fanout.max_retries:
+            return ChunkRun(max(retry_after, backoff_with_jitter(services, attempt)))
+        with services.db.transaction() as session:
+            deliveries.settle_without_sending(
+                session, retry, DeliveryStatus.FAILED, "retries exhausted"
+            )
+    with services.db.transaction() as session:
+        held = deliveries.unsettled_claim_times(session, event_id, list(names))
+    if held:
+        # Claims of a worker that died mid-chunk (or is still sending): run again once their
+        # lease is over, to take them over; the chunk is not done before.
+        wait = (min(held) + services.claim_lease() - services.now()).total_seconds()
+        return ChunkRun(max(0.5, wait + 0.1))
     with services.db.transaction() as session:
         failed = deliveries.count_failed(session, event_id, list(names))
         status = ChunkStatus.FAILED if failed else ChunkStatus.DONE

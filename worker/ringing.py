@@ -51,6 +51,7 @@ class StoredEvent:
     received_at: datetime
     api_key: str
     replay_force: bool = False  # an operator insisted: re-ring even an expired ring
+    attempt: int = 1  # how many times processing of this event has started
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,49 @@ def ring_event(
     }
 
 
+def member_event(
+    event_type: str,
+    sender: str | None,
+    members: list[str],
+    *,
+    call_type: str = "default",
+    call_id: str | None = None,
+    created_by: str | None = None,
+    participants: list[str] | None = None,
+    display_name: str = "",
+) -> dict[str, Any]:
+    """A call.notification / call.missed (members listed) or call.session_started /
+    call.live_started (no members: the worker asks Stream's API) event."""
+    call_id = call_id or uuid.uuid4().hex
+    cid = f"{call_type}:{call_id}"
+    creator = created_by or sender or "host"
+    event: dict[str, Any] = {
+        "type": event_type,
+        "created_at": time.time_ns(),
+        "call_cid": cid,
+        "session_id": str(uuid.uuid4()),
+        "call": {
+            "type": call_type,
+            "id": call_id,
+            "cid": cid,
+            "created_by": _user(creator),
+            "custom": {"display_name": display_name} if display_name else {},
+            "session": {
+                "participants": [{"user": _user(p), "role": "user"} for p in participants or []],
+                "accepted_by": {},
+                "rejected_by": {},
+            },
+        },
+    }
+    if sender:
+        event["user"] = _user(sender)
+    if members:
+        event["members"] = [
+            {"user_id": m, "user": _user(m), "role": "call_member", "custom": {}} for m in members
+        ]
+    return event
+
+
 def call_event(event_type: str, call_cid: str, user_id: str | None = None) -> dict[str, Any]:
     """A minimal call.accepted / call.rejected / call.ended / … event."""
     call_type, call_id = call_cid.split(":", 1)

@@ -73,6 +73,16 @@ class StreamApiError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments: the default pickling (Celery ships exceptions) would fail.
+        return (_rebuild_error, (self.status, self.message, self.retryable, self.retry_after))
+
+
+def _rebuild_error(
+    status: int | None, message: str, retryable: bool, retry_after: float | None
+) -> StreamApiError:
+    return StreamApiError(status, message, retryable=retryable, retry_after=retry_after)
+
 
 def _is_retryable(status: int) -> bool:
     # The codes Stream itself retries webhooks on (stream-protocol.md §1.4): 408, 429 and 5xx.

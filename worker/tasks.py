@@ -1,4 +1,9 @@
-"""Celery tasks: adapters that load by id and call one domain function."""
+"""Celery tasks: adapters that load by id and call one domain function.
+
+The task functions are module-level and reach their app through ``self.app`` (bind=True): a
+Celery app registers its tasks on every app in the process (shared tasks), so a closure over one
+app would serve another app's messages with the wrong services.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 from celery import Celery, Task
 
 from worker.event_processing import process_event
-from worker.notifications import deliver_chunk
+from worker.notifications import RetryLater, deliver_chunk
 
 PROCESS_RING = "callpush.process_ring_event"
 PROCESS_EVENT = "callpush.process_event"
@@ -16,30 +21,53 @@ DELIVER_CHUNK = "callpush.deliver_chunk"
 SWEEP_INBOX = "callpush.sweep_inbox"
 
 
+def process_ring_event(self: Task, event_id: int) -> str:
+    from worker.celery_app import services_of
+
+    return process_event(services_of(self.app), event_id)
+
+
+def process_bulk_event(self: Task, event_id: int) -> str:
+    from worker.celery_app import services_of
+
+    try:
+        return process_event(services_of(self.app), event_id)
+    except RetryLater as later:  # the domain bounds the attempts and picks the delay
+        raise self.retry(countdown=later.delay, max_retries=None) from later
+
+
+def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
+    from worker.celery_app import services_of
+
+    run = deliver_chunk(services_of(self.app), event_id, chunk_index, self.request.retries)
+    if run.retry_in is not None:  # the domain bounds the attempts and picks the delay
+        raise self.retry(countdown=run.retry_in)
+
+
+def sweep_inbox(self: Task) -> int:
+    from worker.celery_app import services_of
+    from worker.inbox_sweeper import requeue_unfinished
+
+    services = services_of(self.app)
+    min_age = timedelta(seconds=services.settings.sweeper.min_age_seconds)
+    return requeue_unfinished(services.db, self.app, older_than=min_age)
+
+
 def register(app: Celery) -> None:
-    from worker.celery_app import BULK_QUEUE, RING_QUEUE, services_of
+    from worker.celery_app import BULK_QUEUE, RING_QUEUE
 
-    @app.task(name=PROCESS_RING, queue=RING_QUEUE, acks_late=True)
-    def process_ring_event(event_id: int) -> str:
-        return process_event(services_of(app), event_id)
-
-    @app.task(name=PROCESS_EVENT, queue=BULK_QUEUE, acks_late=True)
-    def process_bulk_event(event_id: int) -> str:
-        return process_event(services_of(app), event_id)
-
-    @app.task(name=DELIVER_CHUNK, queue=BULK_QUEUE, acks_late=True, bind=True, max_retries=None)
-    def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
-        run = deliver_chunk(services_of(app), event_id, chunk_index, self.request.retries)
-        if run.retry_in is not None:  # the domain bounds the attempts and picks the delay
-            raise self.retry(countdown=run.retry_in)
-
-    @app.task(name=SWEEP_INBOX, queue=BULK_QUEUE)
-    def sweep_inbox() -> int:
-        from worker.inbox_sweeper import requeue_unfinished
-
-        services = services_of(app)
-        min_age = timedelta(seconds=services.settings.sweeper.min_age_seconds)
-        return requeue_unfinished(services.db, app, older_than=min_age)
+    # Queues by route, not by the deprecated task attribute: rings alone on the ring queue.
+    app.conf.task_routes = {
+        PROCESS_RING: {"queue": RING_QUEUE},
+        PROCESS_EVENT: {"queue": BULK_QUEUE},
+        DELIVER_CHUNK: {"queue": BULK_QUEUE},
+        SWEEP_INBOX: {"queue": BULK_QUEUE},
+    }
+    task = app.task
+    task(name=PROCESS_RING, acks_late=True, bind=True)(process_ring_event)
+    task(name=PROCESS_EVENT, acks_late=True, bind=True)(process_bulk_event)
+    task(name=DELIVER_CHUNK, acks_late=True, bind=True, max_retries=None)(deliver_fanout_chunk)
+    task(name=SWEEP_INBOX, bind=True)(sweep_inbox)
 
 
 def enqueue_event(app: Celery, event_id: int, event_type: str) -> None:

@@ -98,15 +98,16 @@ def claim_deliveries(
     ]
 
 
-def unsettled_claim_times(session: Session, event_id: int) -> list[datetime]:
-    """When each still-SENDING claim of the event was taken."""
-    return list(
-        session.scalars(
-            select(Delivery.claimed_at).where(
-                Delivery.event_id == event_id, Delivery.status == DeliveryStatus.SENDING
-            )
-        )
+def unsettled_claim_times(
+    session: Session, event_id: int, user_ids: Sequence[str] | None = None
+) -> list[datetime]:
+    """When each still-SENDING claim of the event (to these users) was taken."""
+    query = select(Delivery.claimed_at).where(
+        Delivery.event_id == event_id, Delivery.status == DeliveryStatus.SENDING
     )
+    if user_ids is not None:
+        query = query.where(Delivery.user_id.in_(list(user_ids)))
+    return list(session.scalars(query))
 
 
 def record_outcomes(

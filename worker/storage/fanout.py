@@ -72,22 +72,21 @@ def completion(session: Session, event_id: int) -> tuple[bool, int]:
     planned = session.scalar(select(WebhookEvent.fanout_chunks).where(WebhookEvent.id == event_id))
     if planned is None:
         return False, 0
-    counts = dict(
-        session.execute(
-            select(FanoutChunk.status, func.count())
-            .where(FanoutChunk.event_id == event_id)
-            .group_by(FanoutChunk.status)
-        ).tuples()
-    )
+    rows = session.execute(
+        select(FanoutChunk.status, func.count())
+        .where(FanoutChunk.event_id == event_id)
+        .group_by(FanoutChunk.status)
+    ).all()
+    counts: dict[str, int] = {status: n for status, n in rows}
     finished = counts.get(ChunkStatus.DONE, 0) + counts.get(ChunkStatus.FAILED, 0)
     return finished >= planned, counts.get(ChunkStatus.FAILED, 0)
 
 
 def delivery_summary(session: Session, event_id: int) -> str:
-    counts = session.execute(
+    rows = session.execute(
         select(Delivery.status, func.count())
         .where(Delivery.event_id == event_id)
         .group_by(Delivery.status)
         .order_by(Delivery.status)
-    ).tuples()
-    return ", ".join(f"{n} {status}" for status, n in counts) or "no devices"
+    ).all()
+    return ", ".join(f"{n} {status}" for status, n in rows) or "no devices"

@@ -87,6 +87,13 @@ def finish_event(session: Session, event_id: int, status: str, reason: str | Non
     )
 
 
+def note_event(session: Session, event_id: int, reason: str) -> None:
+    """Say why an event is still unfinished, for the operator (`callpush events show`)."""
+    session.execute(
+        update(WebhookEvent).where(WebhookEvent.id == event_id).values(status_reason=reason)
+    )
+
+
 def unfinished_events(
     session: Session, older_than: timedelta | None = None
 ) -> list[tuple[int, str]]:
