@@ -207,6 +207,7 @@ def run_checks(settings: Settings) -> list[Check]:
         ("stream apps", check_apps),
         ("apns", check_apns),
         ("fcm", check_fcm),
+        ("templates", check_templates),
     ):
         try:
             checks.extend(check(settings))
@@ -414,6 +415,18 @@ def check_broker(settings: Settings) -> list[Check]:
     except Exception as error:
         return [_fail("broker", f"broker_url {shown}: unreachable: {describe_error(error)}")]
     return [_ok("broker", f"reachable at {shown}")]
+
+
+def check_templates(settings: Settings) -> list[Check]:
+    """Every push template compiles (worker/templates.py), as the workers require at start-up."""
+    from worker.templates import TemplateBook, TemplateConfigError
+
+    try:
+        TemplateBook.from_settings(settings)
+    except TemplateConfigError as error:
+        return [_fail("templates", problem) for problem in error.problems]
+    configured = sum(len(c.templates) for c in settings.call_types.values())
+    return [_ok("templates", f"{configured} configured, the rest Stream's default wording")]
 
 
 def check_apps(settings: Settings) -> list[Check]:

@@ -127,7 +127,16 @@ def test_good_configuration_passes(tmp_path: Path) -> None:
     checks = config_check.run_checks(good_settings(tmp_path))
     assert [c for c in checks if c.status != "OK"] == []
     names = {check.name for check in checks}
-    assert names == {"urls", "database", "migrations", "broker", "stream apps", "apns", "fcm"}
+    assert names == {
+        "urls",
+        "database",
+        "migrations",
+        "broker",
+        "stream apps",
+        "apns",
+        "fcm",
+        "templates",
+    }
     assert str(head_revision()) in by_name(checks, "migrations")[0].detail
 
 
@@ -481,3 +490,17 @@ def test_good_urls() -> None:
 def test_bad_urls(overrides: dict[str, Any], expected: str) -> None:
     checks = config_check.check_urls(Settings(**overrides))
     assert_fails_with(checks, "urls", expected)
+
+
+def test_a_broken_template_fails_the_check_naming_the_setting():
+    from worker.config_check import check_templates
+    from worker.settings import Settings
+
+    broken = Settings(
+        call_types={"default": {"templates": {"call.ring": {"title": "{{ user.name "}}}}
+    )
+    (check,) = check_templates(broken)
+    assert not check.ok
+    assert 'call_types.default.templates."call.ring".title' in check.detail
+    (fine,) = check_templates(Settings())
+    assert fine.ok
