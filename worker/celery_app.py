@@ -21,7 +21,7 @@ _services: ProcessLocalServices | None = None
 
 RING_QUEUE = "ring"
 BULK_QUEUE = "bulk"
-EMBEDDED_BROKER = "memory://"
+EMBEDDED_BROKER = "memory://localhost/"  # a host, or kombu warns on every connection
 
 
 def create_celery(settings: Settings) -> Celery:

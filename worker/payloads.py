@@ -102,7 +102,7 @@ def apns_alert(
         kind=PushKind.ALERT,
         token=device.token,
         payload=payload,
-        topic=device.app_id or bundle_id,
+        topic=device.app_id or bundle_id or None,
         priority=10,
         time_to_live=ALERT_TIME_TO_LIVE.get(event.type, 600),
         # A resent alert replaces the first on the lock screen instead of showing twice.
@@ -162,7 +162,8 @@ def apns_voip_ring(
         kind=PushKind.VOIP,
         token=device.token,
         payload=payload,
-        topic=f"{device.app_id or bundle_id}.voip",  # Apple: VoIP topic is <bundle id>.voip
+        # Apple: the VoIP topic is <bundle id>.voip.  No bundle id: the console provider.
+        topic=f"{device.app_id or bundle_id}.voip" if (device.app_id or bundle_id) else None,
         priority=10,
         time_to_live=time_to_live,
         collapse_id=collapse_id(event.call_cid),

@@ -44,11 +44,18 @@ class MemberDirectory(Protocol):
     ) -> Iterator[Sequence[Member]]: ...
 
 
-def ring_recipients(event: CallEvent) -> list[str]:
+def ring_recipients(event: CallEvent, directory: MemberDirectory | None = None) -> list[str]:
     """The event's members minus the caller, minus anyone who already accepted or rejected
-    (§6; §2.4: Stream already leaves the creator out of call.ring members, we make sure)."""
+    (§6; §2.4: Stream already leaves the creator out of call.ring members, we make sure).
+    A list of 100 or more may be cut short: then the members come from ``directory``."""
     excluded = {event.created_by_id, event.actor_id} | event.accepted_by | event.rejected_by
-    return [m.user_id for m in event.members if m.user_id not in excluded]
+    ids = [m.user_id for m in event.members]
+    if directory is not None and len(ids) >= MAYBE_TRUNCATED:
+        call_type, call_id = event.call_cid.split(":", 1)
+        ids = [
+            m.user_id for page in directory.iter_call_member_pages(call_type, call_id) for m in page
+        ]
+    return [user_id for user_id in dict.fromkeys(ids) if user_id not in excluded]
 
 
 def recipient_pages(

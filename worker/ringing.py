@@ -12,6 +12,7 @@ The phones must ring within milliseconds, exactly once, and never after the ring
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections import Counter
@@ -41,6 +42,8 @@ from worker.stream_events import (
     SESSION_ENDED,
     CallEvent,
 )
+
+log = logging.getLogger("callpush.ring")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +140,15 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
     if stored.replay_force:
         timeout = event.ring_timeout_ms or services.settings.ring.default_timeout_ms
         deadline = services.now() + timedelta(milliseconds=timeout)
-    recipients = ring_recipients(event)
     if not services.templates.enabled(event.call_type, event.type):
         return EventStatus.IGNORED, f"call.ring switched off for call type {event.call_type}"
     source = services.device_source(stored.api_key)
+    try:
+        recipients = ring_recipients(event, services.stream_api(stored.api_key))
+    except StreamApiError as error:
+        # The ring cannot wait for Stream: ring the members the event lists.
+        log.warning("ring %s: could not list the members from Stream (%s)", event.call_cid, error)
+        recipients = ring_recipients(event)
     try:
         with services.db.transaction() as session:
             muted = preferences.muted_users(session, recipients, services.now())

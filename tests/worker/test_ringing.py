@@ -252,3 +252,20 @@ def test_a_live_worker_settling_its_claim_is_not_duplicated(world):
     finisher.join()
     assert fcm.sent == []
     assert list(outcomes_of(services, event_id).values()) == ["sent"]
+
+
+def test_a_ring_listing_100_members_or_more_reads_them_from_stream(world, fake_stream_api):
+    from tests.fakes.stream_api_plugin import stream_app_for
+
+    services, _apns, fcm = world
+    app = stream_app_for(fake_stream_api)
+    services.settings.apps = [app]
+    ring = sample_events.ring_event("alice", [f"x{i}" for i in range(100)])
+    fake_stream_api.set_members(
+        ring["call_cid"], ["alice", "carol", *[f"x{i}" for i in range(150)]]
+    )
+    event_id = store(services, ring)
+    with services.db.transaction() as session:
+        session.get(WebhookEvent, event_id).api_key = app.api_key
+    process_event(services, event_id)
+    assert fcm.tokens() == [CAROL_ANDROID]  # carol was past the first 100
