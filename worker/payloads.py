@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Any
 
 from worker.push.base import Platform, PushKind, PushMessage
 from worker.storage.devices import DeviceTarget
@@ -73,6 +74,22 @@ ALERT_TIME_TO_LIVE = {
 }
 
 
+def apns_body(event: CallEvent, push_type: str, receiver_id: str, text: PushText) -> dict[str, Any]:
+    """The APNs JSON body of Stream's examples (§3.6): ``aps`` for the system, and the ``stream``
+    dict the SDKs read, with the rendered title and body in both."""
+    return {
+        "aps": {
+            "alert": {"title": text.title, "body": text.body},
+            "category": CATEGORY,
+            "mutable-content": 1,
+            "sound": "default",
+            "thread-id": f"video-{event.call_cid}",
+        },
+        "stream": stream_fields(event, push_type, receiver_id)
+        | {"title": text.title, "body": text.body},
+    }
+
+
 def apns_alert(
     event: CallEvent,
     device: DeviceTarget,
@@ -83,25 +100,11 @@ def apns_alert(
 ) -> PushMessage:
     """A regular alert (never VoIP: a VoIP push must report a call to CallKit, §3.3, §3.6).
     Shape of Stream's documented missed-call payload (§3.6)."""
-    stream = stream_fields(event, event.type, device.user_id) | {
-        "title": text.title,
-        "body": text.body,
-    }
-    payload = {
-        "aps": {
-            "alert": {"title": text.title, "body": text.body},
-            "category": CATEGORY,
-            "mutable-content": 1,
-            "sound": "default",
-            "thread-id": f"video-{event.call_cid}",
-        },
-        "stream": stream,
-    }
     return PushMessage(
         platform=Platform.APNS,
         kind=PushKind.ALERT,
         token=device.token,
-        payload=payload,
+        payload=apns_body(event, event.type, device.user_id, text),
         topic=device.app_id or bundle_id or None,
         priority=10,
         time_to_live=ALERT_TIME_TO_LIVE.get(event.type, 600),
@@ -145,18 +148,8 @@ def apns_voip_ring(
     rendered call.ring template (``TemplateBook.render``); None = the built-in wording."""
     if text is None:
         text = default_book().render(event, device.user_id)
-    stream = stream_fields(event, RING, device.user_id) | {"title": text.title, "body": text.body}
-    payload = {
-        "aps": {
-            "alert": {"title": text.title, "body": text.body},
-            "badge": 0,
-            "category": CATEGORY,
-            "mutable-content": 1,
-            "sound": "default",
-            "thread-id": f"video-{event.call_cid}",
-        },
-        "stream": stream,
-    }
+    payload = apns_body(event, RING, device.user_id, text)
+    payload["aps"]["badge"] = 0  # as in Stream's ring example (§3.6)
     return PushMessage(
         platform=Platform.APNS,
         kind=PushKind.VOIP,
