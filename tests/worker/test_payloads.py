@@ -71,3 +71,32 @@ def test_message_ids_are_stable_per_event_and_device():
 def test_collapse_id_fits_apns_limit():
     long_cid = "default:" + "x" * 200
     assert len(payloads.collapse_id(long_cid).encode()) <= 64
+
+
+def test_alert_for_a_missed_call_matches_streams_documented_payload():
+    """stream-protocol.md §3.6, the React Native docs' missed-call example."""
+    event = parse_call_event(sample_events.member_event("call.missed", "john_doe", ["artem"]))
+    device = DeviceTarget(3, "artem", Platform.APNS, "c" * 64, False, None)
+    text = payloads.PushText("Missed call", "You missed a call from John_doe")
+    message = payloads.apns_alert(event, device, text, bundle_id="com.example.app", event_id=1)
+    assert message.kind is PushKind.ALERT and message.topic == "com.example.app"
+    assert message.payload["aps"] == {
+        "alert": {"title": "Missed call", "body": "You missed a call from John_doe"},
+        "category": "stream.video",
+        "mutable-content": 1,
+        "sound": "default",
+        "thread-id": f"video-{event.call_cid}",
+    }
+    stream = message.payload["stream"]
+    assert stream["type"] == "call.missed" and stream["receiver_id"] == "artem"
+    assert stream["title"] == "Missed call" and "video" not in stream
+    assert message.time_to_live == 86_400
+
+
+def test_fcm_data_for_non_ring_events_carries_title_and_body_as_strings():
+    event = parse_call_event(sample_events.member_event("call.notification", "alice", ["bob"]))
+    message = payloads.fcm_data(event, ANDROID, payloads.PushText("Hi", "there"), event_id=1)
+    assert message.kind is PushKind.DATA
+    assert message.payload["type"] == "call.notification"
+    assert message.payload["title"] == "Hi" and message.payload["body"] == "there"
+    assert all(isinstance(v, str) for v in message.payload.values())
