@@ -149,24 +149,27 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
         # The ring cannot wait for Stream: ring the members the event lists.
         log.warning("ring %s: could not list the members from Stream (%s)", event.call_cid, error)
         recipients = ring_recipients(event)
+    counts: Counter[str] = Counter()
+    lease = services.claim_lease()
     try:
+        # One transaction for everything before the first push: the ring path's round trips.
         with services.db.transaction() as session:
             muted = preferences.muted_users(session, recipients, services.now())
             found = source.devices_for(session, [r for r in recipients if r not in muted])
+            targets = [
+                (device, kind, services.sender.provider_name(device.platform))
+                for device, kind in ring_targets(one_ring_per_phone(found))
+            ]
+            claims = _claim_unless_stopped(session, event, stored, targets, lease, counts)
     except StreamApiError as error:
         # No retry after the ring: by the time Stream answers again the phone should have rung.
         return EventStatus.FAILED, f"could not list devices from Stream: {error}"
-    targets = [
-        (device, kind, services.sender.provider_name(device.platform))
-        for device, kind in ring_targets(one_ring_per_phone(found))
-    ]
-    counts: Counter[str] = Counter()
-    lease = services.claim_lease()
+    all_ours = len(claims) + counts[DeliveryStatus.CANCELLED] == len(targets)
     while True:
-        with services.db.transaction() as session:
-            claims = deliveries.claim_deliveries(session, stored.event_id, targets, lease)
         if claims:
             _send_until_deadline(services, event, stored, claims, deadline, counts)
+        if all_ours:
+            break
         # Pushes another worker claimed and has not settled: a live one finishes them; a dead
         # one's (kill -9 mid-send) are taken over once their lease runs out, within the ring.
         with services.db.transaction() as session:
@@ -178,6 +181,8 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
             counts["held by another worker"] += len(held)
             break
         time.sleep(max(0.0, (takeover_at - services.now()).total_seconds()) + 0.01)
+        with services.db.transaction() as session:
+            claims = _claim_unless_stopped(session, event, stored, targets, lease, counts)
     if not targets:
         note = f", {len(muted)} muted" if muted else ""
         return EventStatus.PROCESSED, f"{len(recipients)} recipients{note}, no ring devices"
@@ -197,7 +202,6 @@ def _send_until_deadline(
     """Send the claimed pushes; retry transient failures quickly until the ring is over."""
     retry_delays = [ms / 1000 for ms in services.settings.ring.retry_delays_ms]
     while claims:
-        claims = _drop_stopped(services, event, stored, claims, counts)
         remaining = (deadline - services.now()).total_seconds()
         if remaining <= 0:
             _settle(services, claims, DeliveryStatus.EXPIRED, "ring over before it could be sent")
@@ -227,38 +231,39 @@ def _send_until_deadline(
             counts[DeliveryStatus.EXPIRED] += len(to_retry)
             return
         time.sleep(delay)
+        # Claimed again, and dropped if the call was answered or ended in the meantime.
+        targets = [
+            (c.device, c.kind, services.sender.provider_name(c.device.platform)) for c in to_retry
+        ]
         with services.db.transaction() as session:
-            claims = deliveries.claim_deliveries(
-                session,
-                stored.event_id,
-                [
-                    (c.device, c.kind, services.sender.provider_name(c.device.platform))
-                    for c in to_retry
-                ],
-                lease=services.claim_lease(),
+            claims = _claim_unless_stopped(
+                session, event, stored, targets, services.claim_lease(), counts
             )
 
 
-def _drop_stopped(
-    services: Services,
+def _claim_unless_stopped(
+    session: Session,
     event: CallEvent,
     stored: StoredEvent,
-    claims: list[Claim],
+    targets: Sequence[tuple[DeviceTarget, PushKind, str]],
+    lease: timedelta,
     counts: Counter[str],
 ) -> list[Claim]:
-    if stored.replay_force:
+    """Claim the ring pushes, then cancel those the call's accepted / rejected / ended events
+    stop (stream-protocol.md §3.7): checked before every attempt, retries included."""
+    claims = deliveries.claim_deliveries(session, stored.event_id, targets, lease)
+    if stored.replay_force or not claims:
         return claims
-    with services.db.transaction() as session:
-        stops = find_ring_stops(session, event, stored)
-        if stops.everyone:
-            cancelled, keep = claims, []
-        else:
-            cancelled = [c for c in claims if c.device.user_id in stops.users]
-            keep = [c for c in claims if c.device.user_id not in stops.users]
-        if cancelled:
-            reason = stops.everyone or "callee already answered"
-            deliveries.settle_without_sending(session, cancelled, DeliveryStatus.CANCELLED, reason)
-            counts[DeliveryStatus.CANCELLED] += len(cancelled)
+    stops = find_ring_stops(session, event, stored)
+    if stops.everyone:
+        cancelled, keep = claims, []
+    else:
+        cancelled = [c for c in claims if c.device.user_id in stops.users]
+        keep = [c for c in claims if c.device.user_id not in stops.users]
+    if cancelled:
+        reason = stops.everyone or "callee already answered"
+        deliveries.settle_without_sending(session, cancelled, DeliveryStatus.CANCELLED, reason)
+        counts[DeliveryStatus.CANCELLED] += len(cancelled)
     return keep
 
 
