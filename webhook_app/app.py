@@ -30,7 +30,7 @@ def receiver() -> Receiver:
 def create_app(
     settings: Settings, *, db: Database | None = None, celery: Celery | None = None
 ) -> Flask:
-    from webhook_app import devices_api, stream_webhook
+    from webhook_app import admin_api, dashboard, devices_api, health, openapi, stream_webhook
     from worker.celery_app import create_celery
 
     app = Flask("callpush")
@@ -43,10 +43,12 @@ def create_app(
     )
     app.register_blueprint(stream_webhook.blueprint)
     app.register_blueprint(devices_api.blueprint)
-
-    @app.get("/healthz")
-    def healthz() -> ResponseReturnValue:
-        return jsonify(status="ok")
+    app.register_blueprint(health.blueprint)  # /healthz, /readyz, /metrics
+    # The operators' side, behind settings.admin_token (off, 404, when it is unset).
+    app.config["CALLPUSH_ADMIN_TOKEN"] = settings.admin_token
+    app.register_blueprint(admin_api.blueprint)  # /admin/...
+    app.register_blueprint(dashboard.blueprint)  # /dashboard/...
+    app.register_blueprint(openapi.blueprint)  # /openapi.json
 
     @app.errorhandler(HTTPException)
     def json_error(error: HTTPException) -> ResponseReturnValue:

@@ -14,9 +14,12 @@ import logging
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_app.app import receiver
+from worker import metrics
 from worker.event_processing import stored_status
+from worker.logging_setup import bind_log_context, log_context
 from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.models import EventStatus
 from worker.stream_events import InvalidEvent, parse_call_event, parse_event_type
@@ -27,14 +30,26 @@ log = logging.getLogger("callpush.webhook")
 blueprint = Blueprint("stream_webhook", __name__)
 
 
-def _error(status: int, message: str) -> ResponseReturnValue:
+def _error(status: int, message: str, event_type: str | None = None) -> ResponseReturnValue:
+    metrics.record_webhook(event_type, str(status))
     return jsonify(error=message), status
 
 
 @blueprint.post("/webhooks/stream")
 def receive_stream_webhook() -> ResponseReturnValue:
+    # The call cid and event id are bound as they become known; the block resets them, so the
+    # next request on this server thread starts without them.
+    with log_context(event_id=None, call_cid=None):
+        return _receive()
+
+
+def _receive() -> ResponseReturnValue:
     ctx = receiver()
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        metrics.record_webhook(None, "413")  # werkzeug answers it (MAX_CONTENT_LENGTH)
+        raise
     api_key = request.headers.get("X-Api-Key", "")
     stream_app = ctx.settings.app_for_key(api_key)
     if stream_app is None:
@@ -52,8 +67,10 @@ def receive_stream_webhook() -> ResponseReturnValue:
     try:
         document = json.loads(body)
         event_type = parse_event_type(document)
-    except (ValueError, InvalidEvent) as error:
-        return _error(400, f"malformed event: {error}")
+    except (ValueError, RecursionError, InvalidEvent) as error:
+        # RecursionError: JSON nested deeper than the parser's limit (~1000 levels).
+        message = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        return _error(400, f"malformed event: {message}")
     status, reason = stored_status(event_type)
     call_cid = session_id = created_at = None
     try:
@@ -61,7 +78,8 @@ def receive_stream_webhook() -> ResponseReturnValue:
         call_cid, session_id, created_at = event.call_cid, event.session_id, event.created_at
     except InvalidEvent as error:
         if status == EventStatus.RECEIVED:  # an event we must act on, but cannot read
-            return _error(400, f"malformed {event_type} event: {error}")
+            return _error(400, f"malformed {event_type} event: {error}", event_type)
+    bind_log_context(call_cid=call_cid)
 
     webhook = NewWebhook(
         webhook_id=_webhook_id(body),
@@ -80,9 +98,11 @@ def receive_stream_webhook() -> ResponseReturnValue:
             stored = store_webhook(session, webhook)
     except SQLAlchemyError:
         log.exception("could not store webhook %s", webhook.webhook_id)
-        return _error(503, "storage unavailable, retry later")
+        return _error(503, "storage unavailable, retry later", event_type)
 
+    bind_log_context(event_id=stored.event_id)
     if stored.duplicate:
+        metrics.record_webhook(event_type, "duplicate")
         return jsonify(status="duplicate", event_id=stored.event_id), 200
     if stored.status == EventStatus.RECEIVED:
         try:
@@ -90,7 +110,9 @@ def receive_stream_webhook() -> ResponseReturnValue:
         except Exception:
             # Committed already: the inbox sweeper enqueues it once the broker is back.
             log.exception("could not enqueue event %s; left for the sweeper", stored.event_id)
+        metrics.record_webhook(event_type, "accepted")
         return jsonify(status="accepted", event_id=stored.event_id), 202
+    metrics.record_webhook(event_type, stored.status)  # ignored, or processed (a ring stopper)
     return jsonify(status=stored.status, event_id=stored.event_id), 200
 
 

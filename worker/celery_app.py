@@ -67,7 +67,11 @@ def create_celery(settings: Settings) -> Celery:
             "sweep-inbox": {
                 "task": "callpush.sweep_inbox",
                 "schedule": settings.sweeper.interval_seconds,
-            }
+            },
+            "purge-old-events": {
+                "task": "callpush.purge_old_events",
+                "schedule": settings.retention.interval_seconds,
+            },
         },
     )
     services = ProcessLocalServices(

@@ -8,7 +8,8 @@ import click
 from worker.commands import config as config_commands
 from worker.commands import db as db_commands
 from worker.commands import devices as device_commands
-from worker.commands import serve, simulate
+from worker.commands import events as event_commands
+from worker.commands import serve, simulate, trace
 from worker.commands import users as user_commands
 
 
@@ -29,5 +30,7 @@ for command in (
     simulate.simulate,
     db_commands.db,
     config_commands.config,
+    event_commands.events,
+    trace.trace,
 ):
     main.add_command(command)

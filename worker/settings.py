@@ -143,6 +143,13 @@ class SweeperSettings(BaseModel):
     min_age_seconds: float = 60.0
 
 
+class RetentionSettings(BaseModel):
+    # Events older than this many days are deleted with their delivery records by the periodic
+    # purge (`callpush beat`); 0 keeps them forever.
+    days: Annotated[int, Field(ge=0)] = 30
+    interval_seconds: float = 3600.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CALLPUSH_", env_nested_delimiter="__", extra="forbid"
@@ -156,6 +163,7 @@ class Settings(BaseSettings):
     fcm: FcmSettings = FcmSettings()
     ring: RingSettings = RingSettings()
     sweeper: SweeperSettings = SweeperSettings()
+    retention: RetentionSettings = RetentionSettings()
     fanout: FanoutSettings = FanoutSettings()
     devices: DeviceSettings = DeviceSettings()
     call_types: dict[str, CallTypeSettings] = {}
@@ -163,6 +171,9 @@ class Settings(BaseSettings):
     push_provider: Literal["auto", "console"] = "auto"
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
+    # Bearer token of the admin API (/admin/...) and the ops dashboard (/dashboard/); unset =
+    # both answer 404.
+    admin_token: SecretStr | None = None
 
     # Environment shortcuts for the common single-app deployment.
     stream_api_key: str | None = None

@@ -88,7 +88,13 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    """A string field, or "".  JSON may carry lone UTF-16 surrogates ("\\ud800"), which no
+    database or push provider can encode: they become U+FFFD."""
+    if not isinstance(value, str):
+        return ""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def user_display_name(user: Mapping[str, Any]) -> str:
@@ -145,6 +151,8 @@ def parse_event_type(body: Any) -> str:
     event_type = body.get("type")
     if not isinstance(event_type, str) or not event_type.strip():
         raise InvalidEvent("the event has no 'type'")
+    if _text(event_type) != event_type:
+        raise InvalidEvent("'type' is not valid Unicode")
     return event_type
 
 
@@ -152,7 +160,7 @@ def parse_call_event(body: Mapping[str, Any]) -> CallEvent:
     event_type = parse_event_type(body)
     call = _mapping(body.get("call"))
     call_cid = _text(body.get("call_cid")) or _text(call.get("cid"))
-    if ":" not in call_cid:
+    if ":" not in call_cid or "\ufffd" in call_cid:
         raise InvalidEvent("the event has no valid 'call_cid'")
     user = _mapping(body.get("user"))
     created_by = _mapping(call.get("created_by"))

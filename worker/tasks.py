@@ -19,6 +19,7 @@ PROCESS_RING = "callpush.process_ring_event"
 PROCESS_EVENT = "callpush.process_event"
 DELIVER_CHUNK = "callpush.deliver_chunk"
 SWEEP_INBOX = "callpush.sweep_inbox"
+PURGE_OLD_EVENTS = "callpush.purge_old_events"
 
 
 def process_ring_event(self: Task, event_id: int) -> str:
@@ -53,6 +54,17 @@ def sweep_inbox(self: Task) -> int:
     return requeue_unfinished(services.db, self.app, older_than=min_age)
 
 
+def purge_old_events(self: Task) -> dict[str, int]:
+    from worker.celery_app import services_of
+    from worker.retention import purge_in_batches
+
+    services = services_of(self.app)
+    days = services.settings.retention.days
+    if not days:  # 0 = keep events forever
+        return {}
+    return purge_in_batches(services.db, timedelta(days=days)).as_dict()
+
+
 def register(app: Celery) -> None:
     from worker.celery_app import BULK_QUEUE, RING_QUEUE
 
@@ -62,12 +74,14 @@ def register(app: Celery) -> None:
         PROCESS_EVENT: {"queue": BULK_QUEUE},
         DELIVER_CHUNK: {"queue": BULK_QUEUE},
         SWEEP_INBOX: {"queue": BULK_QUEUE},
+        PURGE_OLD_EVENTS: {"queue": BULK_QUEUE},
     }
     task = app.task
     task(name=PROCESS_RING, acks_late=True, bind=True)(process_ring_event)
     task(name=PROCESS_EVENT, acks_late=True, bind=True)(process_bulk_event)
     task(name=DELIVER_CHUNK, acks_late=True, bind=True, max_retries=None)(deliver_fanout_chunk)
     task(name=SWEEP_INBOX, bind=True)(sweep_inbox)
+    task(name=PURGE_OLD_EVENTS, bind=True)(purge_old_events)
 
 
 def enqueue_event(app: Celery, event_id: int, event_type: str) -> None:

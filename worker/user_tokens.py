@@ -135,4 +135,8 @@ def _caller(claims: dict[str, Any], api_key: str) -> Caller:
     user_id = claims["user_id"]
     if not isinstance(user_id, str) or not user_id:
         raise TokenRejected("invalid token: user_id must be a non-empty string")
+    try:
+        user_id.encode("utf-8")  # a lone surrogate ("\ud800") can be stored nowhere
+    except UnicodeEncodeError:
+        raise TokenRejected("invalid token: user_id is not valid Unicode") from None
     return Caller(user_id=user_id, is_server=False, api_key=api_key)

@@ -96,14 +96,16 @@ def note_event(session: Session, event_id: int, reason: str) -> None:
 
 def unfinished_events(
     session: Session, older_than: timedelta | None = None
-) -> list[tuple[int, str]]:
-    """(id, type) of events stored but not processed: after a crash, or a broker outage."""
-    query = select(WebhookEvent.id, WebhookEvent.event_type).where(
+) -> list[tuple[int, str, bool]]:
+    """(id, type, replayed) of events stored but not processed: after a crash, or a broker
+    outage."""
+    query = select(WebhookEvent.id, WebhookEvent.event_type, WebhookEvent.replays).where(
         WebhookEvent.status.in_([EventStatus.RECEIVED, EventStatus.PROCESSING])
     )
     if older_than is not None:
         query = query.where(WebhookEvent.received_at < utcnow() - older_than)
-    return [(row.id, row.event_type) for row in session.execute(query.order_by(WebhookEvent.id))]
+    rows = session.execute(query.order_by(WebhookEvent.id))
+    return [(row.id, row.event_type, row.replays > 0) for row in rows]
 
 
 def stop_events_for_call(

@@ -1,0 +1,310 @@
+"""The admin API through the real app: the bearer token (and 404 without one configured), the
+event log, replay with dry run, device lookup and call traces, against PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, ops_app
+from tests.worker.commands.test_events_cli import (
+    BOB_FCM,
+    BOB_VOIP,
+    CAROL_FCM,
+    queued_tasks,
+    seed_world,
+)
+from webhook_app.admin_auth import bearer_token, token_matches
+from worker.celery_app import create_celery
+from worker.settings import load_settings
+from worker.storage.database import Database
+from worker.storage.migrations import upgrade_to_head
+from worker.storage.models import Delivery, WebhookEvent
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def build(database_url: str, broker_url: str | None, admin_token: str | None = ADMIN_TOKEN):
+    settings = load_settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        apps=[{"api_key": API_KEY, "api_secrets": [SECRET]}],
+    )
+    upgrade_to_head(database_url)
+    db = Database(database_url)
+    return ops_app(settings, db, create_celery(settings), admin_token), db
+
+
+@pytest.fixture
+def admin(postgres_url, redis_url, monkeypatch):
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    app, db = build(postgres_url, redis_url)
+    ids = seed_world(db)
+    broker = redis.Redis.from_url(redis_url)
+    yield app.test_client(), db, ids, broker
+    broker.close()
+    db.dispose()
+
+
+@pytest.fixture
+def local(sqlite_url, monkeypatch):
+    """SQLite, no broker: enough for the authentication rules."""
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+
+    def make(admin_token: str | None = ADMIN_TOKEN):
+        app, db = build(sqlite_url, None, admin_token)
+        return app.test_client(), db
+
+    return make
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, "", "   "])
+def test_without_a_configured_token_the_admin_api_is_off(local, token):
+    client, db = local(token)
+    for path in ("/admin/events", "/admin/events/1", "/admin/devices", "/admin/calls/a:b/trace"):
+        response = client.get(path, headers=AUTH)
+        assert response.status_code == 404, path
+        assert "no admin token is configured" in response.get_json()["error"]
+    assert client.post("/admin/replay", json={"event_ids": [1]}, headers=AUTH).status_code == 404
+    db.dispose()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+        {"Authorization": f"Basic {ADMIN_TOKEN}"},
+        {"Authorization": ADMIN_TOKEN},
+        {"Cookie": f"callpush_dashboard={ADMIN_TOKEN}"},
+    ],
+)
+def test_a_missing_or_wrong_token_is_401(local, headers):
+    client, db = local()
+    response = client.get("/admin/events", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "missing or invalid admin token"}
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="callpush-admin"'
+    replay = client.post("/admin/replay", json={"event_ids": [1]}, headers=headers)
+    assert replay.status_code == 401
+    db.dispose()
+
+
+def test_the_right_token_is_accepted_and_answers_are_not_cached(local):
+    client, db = local()
+    response = client.get("/admin/events", headers={"Authorization": f"bearer  {ADMIN_TOKEN} "})
+    assert response.status_code == 200 and response.get_json() == {"events": []}
+    assert response.headers["Cache-Control"] == "no-store"
+    db.dispose()
+
+
+def test_token_helpers():
+    assert bearer_token("Bearer abc") == "abc" and bearer_token("bearer abc ") == "abc"
+    assert bearer_token("Basic abc") == "" and bearer_token(None) == ""
+    assert token_matches("abc", "abc") and not token_matches("abc", "abd")
+    assert not token_matches("", "abc") and token_matches("ü", "ü")
+
+
+# --- the event log ----------------------------------------------------------------------------
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ["ignored", "old", "accepted", "ring"]),
+        ("?status=failed", ["ring"]),
+        ("?type=call.accepted", ["accepted"]),
+        ("?call=default:c1", ["accepted", "ring"]),
+        ("?since=1h", ["accepted", "ring"]),
+        ("?until=1h", ["ignored", "old"]),
+        ("?since=1d&until=1h", ["ignored"]),
+        ("?limit=1", ["ignored"]),
+    ],
+)
+def test_list_events_with_filters(admin, query, expected):
+    client, _, ids, _ = admin
+    response = client.get(f"/admin/events{query}", headers=AUTH)
+    assert response.status_code == 200, response.get_json()
+    assert [e["id"] for e in response.get_json()["events"]] == sorted(
+        (ids[name] for name in expected), reverse=True
+    )
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("?status=done", "status must be one of"),
+        ("?since=yesterday", "since: 'yesterday' is neither a duration"),
+        ("?until=soon", "until:"),
+        ("?limit=0", "limit must be an integer from 1 to 1000"),
+        ("?limit=ten", "limit must be"),
+    ],
+)
+def test_list_events_rejects_bad_filters(admin, query, message):
+    client, _, _, _ = admin
+    response = client.get(f"/admin/events{query}", headers=AUTH)
+    assert response.status_code == 400 and message in response.get_json()["error"]
+
+
+@pytest.mark.services
+def test_show_event(admin):
+    client, _, ids, _ = admin
+    document = client.get(f"/admin/events/{ids['ring']}", headers=AUTH).get_json()
+    assert document["id"] == ids["ring"] and document["status"] == "failed"
+    assert document["recipients"] == ["bob", "carol"]
+    assert document["pushes"] == {"sent": 2, "failed": 1}
+    failed = next(d for d in document["deliveries"] if d["status"] == "failed")
+    assert failed["reason"] == "INTERNAL" and failed["status_code"] == 500
+    assert failed["latency_ms"] == 250.0 and failed["token_hint"] == "bob-fc…xxxx"
+    assert document["body"]["type"] == "call.ring"
+    missing = client.get("/admin/events/999999", headers=AUTH)
+    assert missing.status_code == 404 and missing.get_json() == {"error": "no event 999999"}
+
+
+@pytest.mark.services
+def test_devices_are_redacted(admin):
+    client, _, ids, _ = admin
+    response = client.get("/admin/devices?user_id=bob", headers=AUTH)
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    for token in (BOB_VOIP, BOB_FCM, CAROL_FCM):
+        assert token not in text
+    found = {d["id"]: d for d in response.get_json()["devices"]}
+    assert set(found) == {ids["bob_voip"], ids["bob_fcm"]}
+    assert found[ids["bob_voip"]]["token_hint"] == "b0b0b0…b0b0"
+    assert found[ids["bob_voip"]]["voip"] is True
+    everyone = client.get("/admin/devices?limit=2", headers=AUTH).get_json()["devices"]
+    assert len(everyone) == 2
+
+
+@pytest.mark.services
+def test_call_trace(admin):
+    client, _, _ids, _ = admin
+    document = client.get("/admin/calls/default:c1/trace", headers=AUTH).get_json()
+    assert document["call_cid"] == "default:c1"
+    kinds = [e["kind"] for e in document["entries"]]
+    assert kinds[:2] == ["webhook", "recipients"] and kinds.count("push") == 3
+    failed = next(e for e in document["entries"] if e["kind"] == "push" and e["status"] == "failed")
+    assert failed["latency_ms"] == 250.0 and failed["user_id"] == "bob"
+    empty = client.get("/admin/calls/default:none/trace", headers=AUTH).get_json()
+    assert empty == {"call_cid": "default:none", "entries": []}
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def ring_state(db: Database, event_id: int) -> tuple:
+    with db.transaction() as session:
+        row = session.get(WebhookEvent, event_id)
+        statuses = sorted(
+            session.scalars(select(Delivery.status).where(Delivery.event_id == event_id))
+        )
+        return row.status, row.replays, statuses
+
+
+@pytest.mark.services
+def test_replay_dry_run_changes_nothing(admin):
+    client, db, ids, broker = admin
+    before = ring_state(db, ids["ring"])
+    response = client.post(
+        "/admin/replay", json={"event_ids": [ids["ring"], 424242], "dry_run": True}, headers=AUTH
+    )
+    assert response.status_code == 200
+    plan = response.get_json()
+    assert plan["dry_run"] is True and plan["force"] is False
+    assert plan["unknown"] == [424242] and plan["devices"] == 1
+    (event,) = plan["events"]
+    assert event["event_id"] == ids["ring"] and event["skipped"] == 2
+    assert event["ring_over"] is False
+    assert event["resend"] == [
+        {
+            "user_id": "bob",
+            "platform": "fcm",
+            "token_hint": "bob-fc…xxxx",
+            "previous_status": "failed",
+        }
+    ]
+    forced = client.post(
+        "/admin/replay",
+        json={"failed": True, "since": "1h", "dry_run": True, "force": True},
+        headers=AUTH,
+    ).get_json()
+    assert [e["event_id"] for e in forced["events"]] == [ids["ring"]] and forced["devices"] == 3
+    assert ring_state(db, ids["ring"]) == before
+    assert broker.llen("bulk") == 0
+
+
+@pytest.mark.services
+def test_replay_reopens_and_queues_on_the_bulk_queue(admin):
+    client, db, ids, broker = admin
+    response = client.post(
+        "/admin/replay", json={"failed": True, "since": "1h", "type": "call.ring"}, headers=AUTH
+    )
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json() == {
+        "dry_run": False,
+        "force": False,
+        "reopened": [ids["ring"]],
+        "unknown": [],
+        "not_queued": [],
+        "devices": 1,
+    }
+    assert ring_state(db, ids["ring"]) == ("received", 1, ["retry", "sent", "sent"])
+    assert queued_tasks(broker, "bulk") == [("callpush.process_event", ids["ring"])]
+    assert broker.llen("ring") == 0
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([1], "the body must be a JSON object"),
+        ({}, 'give "event_ids", or "failed": true'),
+        ({"event_ids": [1], "failed": True, "since": "1h"}, "not both"),
+        ({"event_ids": []}, "event_ids must be a non-empty list of integers"),
+        ({"event_ids": ["1"]}, "event_ids must be a non-empty list of integers"),
+        ({"event_ids": [True]}, "event_ids must be a non-empty list of integers"),
+        ({"event_ids": [1], "since": "1h"}, 'for "failed": true only'),
+        ({"failed": True}, '"failed": true needs "since"'),
+        ({"failed": True, "since": "someday"}, "since:"),
+        ({"failed": True, "since": 3600}, "since must be a string"),
+        ({"event_ids": [1], "dry_run": "yes"}, "dry_run must be true or false"),
+        ({"event_ids": [1], "force": 1}, "force must be true or false"),
+        ({"event_ids": [1], "ids": [2]}, "unknown field 'ids'"),
+    ],
+)
+def test_replay_rejects_bad_bodies(admin, body, message):
+    client, _db, _ids, _ = admin
+    response = client.post("/admin/replay", data=json.dumps(body), headers=AUTH)
+    assert response.status_code == 400, response.get_json()
+    assert message in response.get_json()["error"]
+
+
+def test_create_app_reads_the_admin_token_from_the_settings(sqlite_url, monkeypatch):
+    """Once create_app wires the operations blueprints and settings.admin_token."""
+    from webhook_app import create_app
+    from worker.settings import Settings
+
+    if "admin_token" not in Settings.model_fields:
+        pytest.skip("settings.admin_token is not wired in yet")
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    upgrade_to_head(sqlite_url)
+    db = Database(sqlite_url)
+    for token, expected in ((ADMIN_TOKEN, 200), (None, 404)):
+        settings = load_settings(database_url=sqlite_url, admin_token=token)
+        client = create_app(settings, db=db, celery=create_celery(settings)).test_client()
+        assert client.get("/admin/events", headers=AUTH).status_code == expected
+        assert client.get("/openapi.json").status_code == 200
+        login = client.get("/dashboard/login")
+        assert login.status_code == expected and login.mimetype == "text/html"
+    db.dispose()

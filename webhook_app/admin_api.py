@@ -1,0 +1,232 @@
+"""The admin HTTP API: the event log, replays and device lookup, for operators' scripts.
+
+    GET  /admin/events              ?status= &type= &call= &since= &until= &limit=
+    GET  /admin/events/<id>
+    POST /admin/replay              {"event_ids": [...]} | {"failed": true, "since", "until"?,
+                                     "type"?}, "dry_run"?, "force"?
+    GET  /admin/devices             ?user_id= &limit=
+    GET  /admin/calls/<cid>/trace
+
+``Authorization: Bearer <admin token>`` (constant-time compare; 401 without it).  With no admin
+token configured every route answers 404.  JSON in and out; device tokens only redacted.  The
+handlers are thin: the work is in worker.event_log and worker.replay_jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import SQLAlchemyError
+
+from webhook_app.admin_auth import bearer_token, configured_token, token_matches
+from webhook_app.app import receiver
+from worker import event_log
+from worker.replay_jobs import (
+    MAX_SELECTED,
+    ReplayPlan,
+    describe_replay,
+    failed_event_ids,
+    replay_events,
+)
+from worker.tasks import enqueue_replay
+
+log = logging.getLogger("callpush.admin")
+blueprint = Blueprint("admin_api", __name__, url_prefix="/admin")
+
+REPLAY_FIELDS = frozenset({"event_ids", "failed", "since", "until", "type", "dry_run", "force"})
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@blueprint.errorhandler(AdminError)
+def _admin_error(error: AdminError) -> ResponseReturnValue:
+    response = jsonify(error=error.message)
+    response.status_code = error.status
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="callpush-admin"'
+    return response
+
+
+@blueprint.errorhandler(SQLAlchemyError)
+def _storage_error(error: SQLAlchemyError) -> ResponseReturnValue:
+    # Only the class: the message may carry a statement's parameters.
+    log.error("admin %s: storage error %s", request.path, type(error).__name__)
+    return jsonify(error="storage unavailable, retry later"), 503
+
+
+@blueprint.before_request
+def _authenticate() -> None:
+    expected = configured_token()
+    if expected is None:
+        raise AdminError(404, "the admin API is off: no admin token is configured")
+    presented = bearer_token(request.headers.get("Authorization"))
+    if not presented or not token_matches(presented, expected):
+        raise AdminError(401, "missing or invalid admin token")
+
+
+@blueprint.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blueprint.get("/events")
+def list_events() -> ResponseReturnValue:
+    args = request.args
+    status = args.get("status")
+    if status is not None and status not in event_log.EVENT_STATUSES:
+        raise AdminError(400, f"status must be one of {', '.join(event_log.EVENT_STATUSES)}")
+    with receiver().db.transaction() as session:
+        found = event_log.list_events(
+            session,
+            status=status,
+            event_type=args.get("type") or None,
+            call_cid=args.get("call") or None,
+            since=_time(args.get("since"), "since"),
+            until=_time(args.get("until"), "until"),
+            limit=_limit(args.get("limit"), default=100),
+        )
+    return jsonify(events=event_log.as_json(found))
+
+
+@blueprint.get("/events/<int:event_id>")
+def show_event(event_id: int) -> ResponseReturnValue:
+    with receiver().db.transaction() as session:
+        detail = event_log.event_detail(session, event_id)
+    if detail is None:
+        raise AdminError(404, f"no event {event_id}")
+    return jsonify(event_log.as_json(detail))
+
+
+@blueprint.post("/replay")
+def replay() -> ResponseReturnValue:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise AdminError(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - REPLAY_FIELDS)
+    if unknown:
+        raise AdminError(400, f"unknown field {unknown[0]!r}")
+    dry_run, force = _flag(body, "dry_run"), _flag(body, "force")
+    ctx = receiver()
+    with ctx.db.transaction() as session:
+        ids = _selected_ids(session, body)
+        plan = describe_replay(session, ids, force, ctx.settings.ring.default_timeout_ms)
+    if dry_run:
+        return jsonify(dry_run=True, **plan_json(plan))
+    outcome = replay_events(
+        ctx.db,
+        [p.replay.event_id for p in plan.events],
+        force,
+        lambda event_id: enqueue_replay(ctx.celery, event_id),
+    )
+    log.info("admin replay: %d events reopened (force=%s)", len(outcome.reopened), force)
+    return jsonify(
+        dry_run=False,
+        force=force,
+        reopened=outcome.reopened,
+        unknown=plan.unknown,
+        not_queued=outcome.not_queued,
+        devices=plan.devices,
+    ), 202
+
+
+@blueprint.get("/devices")
+def devices() -> ResponseReturnValue:
+    user_id = request.args.get("user_id") or None
+    with receiver().db.transaction() as session:
+        found = event_log.find_devices(
+            session, user_id, limit=_limit(request.args.get("limit"), default=100)
+        )
+    return jsonify(devices=event_log.as_json(found))
+
+
+@blueprint.get("/calls/<call_cid>/trace")
+def trace(call_cid: str) -> ResponseReturnValue:
+    with receiver().db.transaction() as session:
+        entries = event_log.call_trace(session, call_cid)
+    return jsonify(call_cid=call_cid, entries=event_log.as_json(entries))
+
+
+def plan_json(plan: ReplayPlan) -> dict[str, Any]:
+    return {
+        "force": plan.force,
+        "events": [
+            {
+                "event_id": p.replay.event_id,
+                "event_type": p.replay.event_type,
+                "call_cid": p.replay.call_cid,
+                "status": p.replay.status,
+                "resend": event_log.as_json(p.replay.resend),
+                "skipped": p.replay.skipped,
+                "ring_over": p.ring_over,
+            }
+            for p in plan.events
+        ],
+        "unknown": plan.unknown,
+        "devices": plan.devices,
+    }
+
+
+# --- argument parsing -------------------------------------------------------------------------
+
+
+def _selected_ids(session: Any, body: Mapping[str, Any]) -> list[int]:
+    failed = _flag(body, "failed")
+    if failed == ("event_ids" in body):
+        raise AdminError(400, 'give "event_ids", or "failed": true with "since" (not both)')
+    if not failed:
+        if any(k in body for k in ("since", "until", "type")):
+            raise AdminError(400, 'since/until/type select events for "failed": true only')
+        ids = body["event_ids"]
+        if (
+            not isinstance(ids, list)
+            or not ids
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise AdminError(400, "event_ids must be a non-empty list of integers")
+        if len(ids) > MAX_SELECTED:
+            raise AdminError(400, f"at most {MAX_SELECTED} event_ids at a time")
+        return list(ids)
+    since = _time(body.get("since"), "since")
+    if since is None:
+        raise AdminError(400, '"failed": true needs "since" (e.g. "12h")')
+    event_type = body.get("type")
+    if event_type is not None and not isinstance(event_type, str):
+        raise AdminError(400, "type must be a string")
+    return failed_event_ids(session, since, _time(body.get("until"), "until"), event_type)
+
+
+def _flag(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise AdminError(400, f"{name} must be true or false")
+    return value
+
+
+def _time(value: Any, name: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise AdminError(400, f"{name} must be a string: 1h, 2d or an ISO 8601 time")
+    try:
+        return event_log.parse_time(value)
+    except ValueError as error:
+        raise AdminError(400, f"{name}: {error}") from None
+
+
+def _limit(value: str | None, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= event_log.MAX_LIMIT:
+        raise AdminError(400, f"limit must be an integer from 1 to {event_log.MAX_LIMIT}")
+    return int(value)

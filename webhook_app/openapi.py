@@ -1,0 +1,813 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 description of callpush's HTTP endpoints.
+
+A static, hand-written document (not generated from the code): it is the contract.  The tests
+validate it with openapi-spec-validator and check that every Flask route is described, so a new
+route without a description fails CI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+blueprint = Blueprint("openapi", __name__)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema_type: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [schema_type, "null"], **extra}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _ref_param(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+TIMESTAMP = {"type": "string", "format": "date-time"}
+NULLABLE_TIMESTAMP = _nullable("string", format="date-time")
+TIME_QUERY = {
+    "type": "string",
+    "description": "A duration ago (`30m`, `1h`, `2d`, `1w`) or an ISO 8601 timestamp.",
+    "examples": ["1h", "2024-05-01T06:00:00Z"],
+}
+EVENT_STATUS = {
+    "type": "string",
+    "enum": ["received", "processing", "processed", "ignored", "failed"],
+}
+DELIVERY_STATUS = {
+    "type": "string",
+    "enum": [
+        "sending",
+        "sent",
+        "token_invalid",
+        "retry",
+        "failed",
+        "expired",
+        "cancelled",
+        "skipped",
+    ],
+}
+PUSH_COUNTS = {
+    "type": "object",
+    "description": "Pushes by delivery status (only the statuses that occur).",
+    "additionalProperties": {"type": "integer"},
+}
+
+ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
+STREAM_TOKEN: list[dict[str, list[str]]] = [{"streamToken": []}]
+ADMIN_ERRORS = {
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "404": {"$ref": "#/components/responses/AdminOff"},
+    "503": {"$ref": "#/components/responses/StorageDown"},
+}
+
+
+def _dashboard_page(summary: str, parameters: list[dict[str, Any]] | None = None) -> Any:
+    operation: dict[str, Any] = {
+        "tags": ["dashboard"],
+        "summary": summary,
+        "security": [{"dashboardSession": []}],
+        "responses": {
+            "200": _html("The page."),
+            "302": {"description": "Not logged in: to the login page."},
+            "404": _html("No admin token is configured, or no such thing."),
+        },
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _dashboard_form(summary: str, fields: dict[str, Any], responses: dict[str, Any]) -> Any:
+    return {
+        "tags": ["dashboard"],
+        "summary": summary,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "properties": fields}
+                }
+            },
+        },
+        "responses": responses,
+    }
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "callpush",
+        "version": "0.1.0",
+        "summary": "Stream Video webhooks in; VoIP, FCM and alert call pushes out.",
+        "description": (
+            "The public endpoints (Stream's webhook, the device and preference API, health and "
+            "metrics) and the operators' admin API and dashboard.  Times are RFC 3339 UTC. "
+            "Device tokens are answered whole only to their owner by the device API; the admin "
+            "API shows redacted hints only."
+        ),
+        "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+    },
+    "tags": [
+        {"name": "webhooks", "description": "Stream Video's webhook."},
+        {"name": "devices", "description": "Push tokens and preferences, with Stream tokens."},
+        {"name": "operations", "description": "Health, readiness, metrics, this document."},
+        {"name": "admin", "description": "The event log, replays, device lookup (admin token)."},
+        {"name": "dashboard", "description": "The server-rendered ops dashboard (HTML)."},
+    ],
+    "paths": {
+        "/webhooks/stream": {
+            "post": {
+                "tags": ["webhooks"],
+                "summary": "Receive one Stream Video webhook",
+                "description": (
+                    "Verified over the raw (gunzipped) body, stored in the inbox, then queued. "
+                    "A 2xx only once the event is committed; Stream retries 408/429/5xx with the "
+                    "same X-Webhook-Id, which are answered 200 `duplicate`."
+                ),
+                "security": [{"streamSignature": [], "streamApiKey": []}],
+                "parameters": [
+                    {
+                        "name": "X-Webhook-Id",
+                        "in": "header",
+                        "schema": {"type": "string", "maxLength": 128},
+                        "description": "Deduplicates retries (else the body's SHA-256 does).",
+                    },
+                    {
+                        "name": "X-Webhook-Attempt",
+                        "in": "header",
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "description": "A Stream Video event; may be gzip-compressed.",
+                    "content": {"application/json": {"schema": _ref("StreamEvent")}},
+                },
+                "responses": {
+                    "200": _json(
+                        _ref("WebhookAnswer"),
+                        "Stored already (`duplicate`) or "
+                        "stored as `ignored`/`processed` (needs no push).",
+                    ),
+                    "202": _json(_ref("WebhookAnswer"), "Stored and queued (`accepted`)."),
+                    "400": _error("Malformed JSON or event, or bad gzip."),
+                    "401": _error("Missing or unknown X-Api-Key, or a bad X-Signature."),
+                    "413": _error("The body is larger than `max_body_bytes`."),
+                    "503": _error("The inbox is unavailable: Stream retries."),
+                },
+            }
+        },
+        "/devices": {
+            "get": {
+                "tags": ["devices"],
+                "summary": "A user's devices",
+                "security": STREAM_TOKEN,
+                "parameters": [_ref_param("UserIdQuery")],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["devices"],
+                            "properties": {"devices": {"type": "array", "items": _ref("Device")}},
+                        },
+                        "The devices.",
+                    ),
+                    "400": _error("A server token must name the user."),
+                    "401": _error("Missing or invalid Stream token."),
+                    "403": _error("A user token naming another user."),
+                    "503": _error("Storage unavailable."),
+                },
+            },
+            "post": {
+                "tags": ["devices"],
+                "summary": "Register (or move, or re-enable) a push token",
+                "security": STREAM_TOKEN,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("DeviceRegistration")}},
+                },
+                "responses": {
+                    "201": _json(_ref("Device"), "The device."),
+                    "400": _error("A bad body (the error names the field)."),
+                    "401": _error("Missing or invalid Stream token."),
+                    "403": _error("A user token naming another user."),
+                    "503": _error("Storage unavailable."),
+                },
+            },
+        },
+        "/devices/{token}": {
+            "delete": {
+                "tags": ["devices"],
+                "summary": "Remove a push token",
+                "security": STREAM_TOKEN,
+                "parameters": [
+                    {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}},
+                    _ref_param("UserIdQuery"),
+                ],
+                "responses": {
+                    "204": {"description": "Removed."},
+                    "401": _error("Missing or invalid Stream token."),
+                    "403": _error("A user token naming another user."),
+                    "404": _error("No such device (or another user's)."),
+                    "503": _error("Storage unavailable."),
+                },
+            }
+        },
+        "/preferences": {
+            "get": {
+                "tags": ["devices"],
+                "summary": "A user's call-push preference",
+                "security": STREAM_TOKEN,
+                "parameters": [_ref_param("UserIdQuery")],
+                "responses": {
+                    "200": _json(_ref("Preference"), "The preference."),
+                    "400": _error("A server token must name the user."),
+                    "401": _error("Missing or invalid Stream token."),
+                    "403": _error("A user token naming another user."),
+                    "503": _error("Storage unavailable."),
+                },
+            },
+            "put": {
+                "tags": ["devices"],
+                "summary": "Switch a user's call pushes off (for good or until a time) or on",
+                "security": STREAM_TOKEN,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("PreferenceChange")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Preference"), "The preference."),
+                    "400": _error("A bad body (the error names the field)."),
+                    "401": _error("Missing or invalid Stream token."),
+                    "403": _error("A user token naming another user."),
+                    "503": _error("Storage unavailable."),
+                },
+            },
+        },
+        "/healthz": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "The process is up (liveness)",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"status": {"const": "ok"}}}, "Up."
+                    )
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "The database and the broker are reachable (readiness)",
+                "responses": {
+                    "200": _json(_ref("Readiness"), "Ready."),
+                    "503": _json(_ref("Readiness"), "Not ready: the failing check is named."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Prometheus metrics",
+                "description": (
+                    "Webhooks by type and outcome, pushes by provider and result, the "
+                    "webhook-to-provider latency histogram, queue depth, tokens disabled."
+                ),
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI 3.1 description.")},
+            }
+        },
+        "/admin/events": {
+            "get": {
+                "tags": ["admin"],
+                "summary": "The event log, newest first",
+                "security": ADMIN,
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": EVENT_STATUS},
+                    {
+                        "name": "type",
+                        "in": "query",
+                        "schema": {"type": "string", "examples": ["call.ring"]},
+                    },
+                    {
+                        "name": "call",
+                        "in": "query",
+                        "description": "A call cid.",
+                        "schema": {"type": "string", "examples": ["default:123"]},
+                    },
+                    {"name": "since", "in": "query", "schema": TIME_QUERY},
+                    {"name": "until", "in": "query", "schema": TIME_QUERY},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 1000,
+                            "default": 100,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["events"],
+                            "properties": {
+                                "events": {"type": "array", "items": _ref("EventSummary")}
+                            },
+                        },
+                        "The events.",
+                    ),
+                    "400": _error("A bad filter."),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/admin/events/{event_id}": {
+            "get": {
+                "tags": ["admin"],
+                "summary": "One event, its recipients and each device's push",
+                "security": ADMIN,
+                "parameters": [_ref_param("EventId")],
+                "responses": {
+                    "200": _json(_ref("EventDetail"), "The event."),
+                    **ADMIN_ERRORS,
+                    "404": _error("No such event, or no admin token is configured."),
+                },
+            }
+        },
+        "/admin/replay": {
+            "post": {
+                "tags": ["admin"],
+                "summary": "Replay events through the normal processing path (bulk queue)",
+                "description": (
+                    "Devices that already got the push are skipped and rings that are over are "
+                    "not re-rung, unless `force`.  `dry_run` answers what would be re-sent and "
+                    "changes nothing."
+                ),
+                "security": ADMIN,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ReplayRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("ReplayPlan"), "The dry run."),
+                    "202": _json(_ref("ReplayResult"), "Reopened and queued."),
+                    "400": _error("A bad body."),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/admin/devices": {
+            "get": {
+                "tags": ["admin"],
+                "summary": "Device lookup (tokens redacted) with each device's last push",
+                "security": ADMIN,
+                "parameters": [
+                    {"name": "user_id", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 1000,
+                            "default": 100,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["devices"],
+                            "properties": {
+                                "devices": {"type": "array", "items": _ref("DeviceSummary")}
+                            },
+                        },
+                        "The devices.",
+                    ),
+                    "400": _error("A bad limit."),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/admin/calls/{call_cid}/trace": {
+            "get": {
+                "tags": ["admin"],
+                "summary": "One call's timeline: webhooks, recipients, pushes with latency",
+                "security": ADMIN,
+                "parameters": [_ref_param("CallCid")],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["call_cid", "entries"],
+                            "properties": {
+                                "call_cid": {"type": "string"},
+                                "entries": {"type": "array", "items": _ref("TraceEntry")},
+                            },
+                        },
+                        "The timeline (empty for an unknown call).",
+                    ),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
+        "/dashboard/": {"get": _dashboard_page("Recent events with filters; pushes last hour")},
+        "/dashboard/login": {
+            "get": {
+                "tags": ["dashboard"],
+                "summary": "The login form",
+                "responses": {"200": _html("The form."), "404": _html("No admin token.")},
+            },
+            "post": _dashboard_form(
+                "Log in with the admin token (sets an HttpOnly, SameSite=Strict cookie)",
+                {"token": {"type": "string"}, "next": {"type": "string"}},
+                {
+                    "302": {"description": "Logged in."},
+                    "401": _html("Not the admin token."),
+                    "404": _html("No admin token."),
+                },
+            ),
+        },
+        "/dashboard/logout": {
+            "post": _dashboard_form(
+                "Log out",
+                {"csrf": {"type": "string"}},
+                {"302": {"description": "Logged out."}, "403": _html("A stale form.")},
+            )
+        },
+        "/dashboard/events/{event_id}": {
+            "get": _dashboard_page("One event with its deliveries", [_ref_param("EventId")])
+        },
+        "/dashboard/calls/{call_cid}": {
+            "get": _dashboard_page("One call's timeline", [_ref_param("CallCid")])
+        },
+        "/dashboard/replay": {
+            "post": _dashboard_form(
+                "Replay: the dry-run confirmation page, then (confirm=1) the replay",
+                {
+                    "csrf": {"type": "string"},
+                    "event_id": {"type": "array", "items": {"type": "integer"}},
+                    "failed": {"const": "1"},
+                    "since": {"type": "string"},
+                    "until": {"type": "string"},
+                    "type": {"type": "string"},
+                    "force": {"const": "1"},
+                    "confirm": {"const": "1"},
+                },
+                {
+                    "200": _html("The dry run, with a confirm button."),
+                    "303": {"description": "Replayed: back to the event or the list."},
+                    "400": _html("Nothing chosen, or a bad time."),
+                    "403": _html("A stale form (CSRF)."),
+                    "404": _html("No such event."),
+                },
+            )
+        },
+    },
+    "components": {
+        "securitySchemes": {
+            "adminToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "callpush's `admin_token` setting.",
+            },
+            "streamToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "A Stream user token (acts for its user) or server token.",
+            },
+            "streamSignature": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-Signature",
+                "description": "hex HMAC-SHA256 of the uncompressed body with the API secret.",
+            },
+            "streamApiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+            "dashboardSession": {"type": "apiKey", "in": "cookie", "name": "callpush_dashboard"},
+        },
+        "parameters": {
+            "UserIdQuery": {
+                "name": "user_id",
+                "in": "query",
+                "description": "Required with a server token; a user token's own id otherwise.",
+                "schema": {"type": "string", "maxLength": 255},
+            },
+            "EventId": {
+                "name": "event_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer"},
+            },
+            "CallCid": {
+                "name": "call_cid",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "examples": ["default:123"]},
+            },
+        },
+        "responses": {
+            "Error": _json(_ref("Error"), "An error."),
+            "Unauthorized": _json(_ref("Error"), "Missing or invalid admin token."),
+            "AdminOff": _json(_ref("Error"), "No admin token is configured: the API is off."),
+            "StorageDown": _json(_ref("Error"), "The database is unavailable."),
+        },
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "field": {"type": "string", "description": "The body field at fault."},
+                },
+            },
+            "StreamEvent": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": {"type": "string", "examples": ["call.ring"]},
+                    "call_cid": {"type": "string"},
+                    "created_at": {"type": ["string", "integer"]},
+                },
+                "additionalProperties": True,
+            },
+            "WebhookAnswer": {
+                "type": "object",
+                "required": ["status", "event_id"],
+                "properties": {
+                    "status": {
+                        "type": "string",
+                        "enum": ["accepted", "duplicate", "ignored", "processed"],
+                    },
+                    "event_id": {"type": "integer"},
+                },
+            },
+            "DeviceRegistration": {
+                "type": "object",
+                "required": ["token", "platform"],
+                "additionalProperties": False,
+                "properties": {
+                    "token": {"type": "string", "maxLength": 512},
+                    "platform": {"type": "string", "enum": ["apns", "fcm"]},
+                    "voip": {"type": "boolean", "default": False},
+                    "app_id": {"type": "string", "maxLength": 255},
+                    "user_id": {"type": "string", "maxLength": 255},
+                },
+            },
+            "Device": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "user_id": {"type": "string"},
+                    "platform": {"type": "string", "enum": ["apns", "fcm"]},
+                    "token": {"type": "string"},
+                    "voip": {"type": "boolean"},
+                    "app_id": _nullable("string"),
+                    "source": {"type": "string", "enum": ["local", "stream"]},
+                    "created_at": NULLABLE_TIMESTAMP,
+                    "disabled": {"type": "boolean"},
+                    "disabled_at": NULLABLE_TIMESTAMP,
+                    "disabled_reason": _nullable("string"),
+                },
+            },
+            "PreferenceChange": {
+                "type": "object",
+                "required": ["call_pushes"],
+                "additionalProperties": False,
+                "properties": {
+                    "call_pushes": {"type": "string", "enum": ["on", "off"]},
+                    "until": {**TIMESTAMP, "description": "Only with `off`; in the future."},
+                    "user_id": {"type": "string", "maxLength": 255},
+                },
+            },
+            "Preference": {
+                "type": "object",
+                "properties": {
+                    "user_id": {"type": "string"},
+                    "call_pushes": {"type": "string", "enum": ["on", "off"]},
+                    "until": NULLABLE_TIMESTAMP,
+                    "updated_at": NULLABLE_TIMESTAMP,
+                },
+            },
+            "Readiness": {
+                "type": "object",
+                "required": ["status", "checks"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["ready", "unavailable"]},
+                    "checks": {
+                        "type": "object",
+                        "description": "Per dependency (database, broker): `ok` or what failed.",
+                        "additionalProperties": {"type": "string"},
+                    },
+                },
+            },
+            "EventSummary": {
+                "type": "object",
+                "required": ["id", "event_type", "status", "received_at", "pushes"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "event_type": {"type": "string"},
+                    "call_cid": _nullable("string"),
+                    "status": EVENT_STATUS,
+                    "status_reason": _nullable("string"),
+                    "received_at": TIMESTAMP,
+                    "processed_at": NULLABLE_TIMESTAMP,
+                    "replays": {"type": "integer"},
+                    "pushes": PUSH_COUNTS,
+                },
+            },
+            "Delivery": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "device_id": _nullable("integer"),
+                    "user_id": {"type": "string"},
+                    "platform": {"type": "string", "enum": ["apns", "fcm"]},
+                    "kind": {"type": "string", "enum": ["voip", "alert", "data"]},
+                    "token_hint": {"type": "string", "description": "Redacted."},
+                    "provider": {"type": "string"},
+                    "status": DELIVERY_STATUS,
+                    "reason": _nullable("string"),
+                    "status_code": _nullable("integer"),
+                    "attempts": {"type": "integer"},
+                    "created_at": TIMESTAMP,
+                    "claimed_at": TIMESTAMP,
+                    "finished_at": NULLABLE_TIMESTAMP,
+                    "latency_ms": {
+                        "type": ["number", "null"],
+                        "description": "From the webhook's arrival to the provider's answer.",
+                    },
+                },
+            },
+            "EventDetail": {
+                "type": "object",
+                "required": ["id", "event_type", "status", "deliveries", "pushes"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "webhook_id": {"type": "string"},
+                    "api_key": {"type": "string"},
+                    "event_type": {"type": "string"},
+                    "call_cid": _nullable("string"),
+                    "session_id": _nullable("string"),
+                    "event_created_at": NULLABLE_TIMESTAMP,
+                    "received_at": TIMESTAMP,
+                    "attempt": {"type": "integer"},
+                    "status": EVENT_STATUS,
+                    "status_reason": _nullable("string"),
+                    "processing_attempts": {"type": "integer"},
+                    "replays": {"type": "integer"},
+                    "replay_force": {"type": "boolean"},
+                    "processed_at": NULLABLE_TIMESTAMP,
+                    "recipients": {
+                        "type": ["array", "null"],
+                        "items": {"type": "string"},
+                        "description": "User ids the event was for, when known.",
+                    },
+                    "deliveries": {"type": "array", "items": _ref("Delivery")},
+                    "pushes": PUSH_COUNTS,
+                    "body": {"description": "The stored Stream event."},
+                },
+            },
+            "TraceEntry": {
+                "type": "object",
+                "required": ["at", "kind", "event_id", "event_type", "summary"],
+                "properties": {
+                    "at": TIMESTAMP,
+                    "kind": {"type": "string", "enum": ["webhook", "recipients", "push"]},
+                    "event_id": {"type": "integer"},
+                    "event_type": {"type": "string"},
+                    "summary": {"type": "string"},
+                    "status": _nullable("string"),
+                    "user_id": _nullable("string"),
+                    "platform": _nullable("string"),
+                    "push_kind": _nullable("string"),
+                    "token_hint": _nullable("string"),
+                    "reason": _nullable("string"),
+                    "latency_ms": _nullable("number"),
+                },
+            },
+            "DeviceSummary": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "user_id": {"type": "string"},
+                    "platform": {"type": "string", "enum": ["apns", "fcm"]},
+                    "voip": {"type": "boolean"},
+                    "token_hint": {"type": "string", "description": "Redacted."},
+                    "app_id": _nullable("string"),
+                    "source": {"type": "string"},
+                    "created_at": TIMESTAMP,
+                    "disabled_at": NULLABLE_TIMESTAMP,
+                    "disabled_reason": _nullable("string"),
+                    "last_push_status": {"oneOf": [DELIVERY_STATUS, {"type": "null"}]},
+                    "last_push_at": NULLABLE_TIMESTAMP,
+                    "last_push_event_id": _nullable("integer"),
+                },
+            },
+            "ReplayRequest": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "event_ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                    "failed": {"type": "boolean", "description": "Every failed event in a window."},
+                    "since": TIME_QUERY,
+                    "until": TIME_QUERY,
+                    "type": {"type": "string"},
+                    "dry_run": {"type": "boolean", "default": False},
+                    "force": {"type": "boolean", "default": False},
+                },
+                "oneOf": [
+                    {"required": ["event_ids"]},
+                    {"required": ["failed", "since"], "properties": {"failed": {"const": True}}},
+                ],
+            },
+            "ReplayPlan": {
+                "type": "object",
+                "properties": {
+                    "dry_run": {"const": True},
+                    "force": {"type": "boolean"},
+                    "devices": {"type": "integer", "description": "Pushes to re-send."},
+                    "unknown": {"type": "array", "items": {"type": "integer"}},
+                    "events": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "event_id": {"type": "integer"},
+                                "event_type": {"type": "string"},
+                                "call_cid": _nullable("string"),
+                                "status": EVENT_STATUS,
+                                "skipped": {"type": "integer"},
+                                "ring_over": {"type": "boolean"},
+                                "resend": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "user_id": {"type": "string"},
+                                            "platform": {"type": "string"},
+                                            "token_hint": {"type": "string"},
+                                            "previous_status": DELIVERY_STATUS,
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+            "ReplayResult": {
+                "type": "object",
+                "properties": {
+                    "dry_run": {"const": False},
+                    "force": {"type": "boolean"},
+                    "devices": {"type": "integer"},
+                    "reopened": {"type": "array", "items": {"type": "integer"}},
+                    "unknown": {"type": "array", "items": {"type": "integer"}},
+                    "not_queued": {
+                        "type": "array",
+                        "items": {"type": "integer"},
+                        "description": "Reopened; the inbox sweeper queues them later.",
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@blueprint.get("/openapi.json")
+def openapi_json() -> ResponseReturnValue:
+    return jsonify(OPENAPI)

@@ -1,0 +1,406 @@
+"""`callpush events`: the event log (list, show), replay, import and purge.
+
+Thin commands over worker.event_log, worker.replay_jobs, worker.event_import and
+worker.retention.  With a broker (production) replays go to the bulk queue and imports are
+queued like webhooks; in the embedded mode there is no worker to hand them to, so this process
+handles them itself (worker.inline_processing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+
+import click
+
+from worker import event_log, retention
+from worker.commands import cli_settings
+from worker.event_import import DispatchEvent, import_lines
+from worker.replay_jobs import (
+    Dispatch,
+    ReplayPlan,
+    describe_replay,
+    failed_event_ids,
+    final_statuses,
+    replay_events,
+)
+from worker.settings import Settings
+from worker.storage.database import Database
+
+# Replays of at least this many events get a progress bar.
+PROGRESS_FROM = 5
+
+
+class TimeArgument(click.ParamType):
+    """``1h``, ``30m``, ``2d`` ago, or an ISO 8601 timestamp."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return event_log.parse_time(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+class DurationArgument(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return event_log.parse_duration(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+TIME = TimeArgument()
+DURATION = DurationArgument()
+
+
+def open_db(ctx: click.Context) -> Database:
+    from worker.storage.migrations import upgrade_to_head
+
+    settings = cli_settings(ctx)
+    if settings.embedded:  # the embedded SQLite file may not exist yet
+        upgrade_to_head(settings.database_url)
+    return Database(settings.database_url)
+
+
+@contextmanager
+def database(ctx: click.Context) -> Iterator[Database]:
+    db = open_db(ctx)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@dataclass
+class _Dispatchers:
+    replay: Dispatch
+    event: DispatchEvent
+    inline: bool
+
+
+@contextmanager
+def _dispatchers(settings: Settings) -> Iterator[_Dispatchers]:
+    """Where replayed and imported events are processed: the queues, or here (embedded)."""
+    if settings.embedded:
+        from worker.inline_processing import InlineProcessor
+
+        with InlineProcessor(settings) as processor:
+
+            def process(event_id: int, _event_type: str = "") -> None:
+                processor.process(event_id)
+
+            yield _Dispatchers(replay=process, event=process, inline=True)
+        return
+    from worker.celery_app import create_celery
+    from worker.tasks import enqueue_event, enqueue_replay
+
+    celery = create_celery(settings)
+    try:
+        yield _Dispatchers(
+            replay=lambda event_id: enqueue_replay(celery, event_id),
+            event=lambda event_id, event_type: enqueue_event(celery, event_id, event_type),
+            inline=False,
+        )
+    finally:
+        celery.close()
+
+
+def _time(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}" if value is not None else "-"
+
+
+def echo_json(document: Any) -> None:
+    click.echo(json.dumps(event_log.as_json(document), indent=2, ensure_ascii=False))
+
+
+@click.group()
+def events() -> None:
+    """The event log: what Stream sent, what was pushed; replay, import, purge."""
+
+
+@events.command("list")
+@click.option(
+    "--status", type=click.Choice(event_log.EVENT_STATUSES), default=None, help="event status"
+)
+@click.option("--type", "event_type", default=None, metavar="TYPE", help="e.g. call.ring")
+@click.option("--call", "call_cid", default=None, metavar="CID", help="e.g. default:123")
+@click.option("--since", type=TIME, default=None, help="1h, 30m, 2d or an ISO 8601 time")
+@click.option("--until", type=TIME, default=None, help="1h, 30m, 2d or an ISO 8601 time")
+@click.option("--limit", type=click.IntRange(1, event_log.MAX_LIMIT), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def list_(
+    ctx: click.Context,
+    status: str | None,
+    event_type: str | None,
+    call_cid: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The newest events first (times in UTC)."""
+    with database(ctx) as db, db.transaction() as session:
+        found = event_log.list_events(
+            session, status, event_type, call_cid, since=since, until=until, limit=limit
+        )
+    if as_json:
+        echo_json({"events": found})
+        return
+    click.echo(
+        f"{'ID':>7}  {'RECEIVED (UTC)':<19}  {'TYPE':<22} {'STATUS':<10} {'CALL':<32} PUSHES"
+    )
+    for e in found:
+        replayed = f"  (replayed {e.replays}x)" if e.replays else ""
+        click.echo(
+            f"{e.id:>7}  {_time(e.received_at):<19}  {e.event_type:<22} {e.status:<10} "
+            f"{e.call_cid or '-':<32} {event_log.format_pushes(e.pushes)}{replayed}"
+        )
+    if not found:
+        click.echo("(no events)")
+
+
+@events.command("show")
+@click.argument("event_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
+    """One event: its recipients and each device's push with outcome, reason and timing."""
+    with database(ctx) as db, db.transaction() as session:
+        detail = event_log.event_detail(session, event_id)
+    if detail is None:
+        raise click.ClickException(f"no event {event_id}")
+    if as_json:
+        echo_json(detail)
+        return
+    reason = f": {detail.status_reason}" if detail.status_reason else ""
+    click.echo(f"event {detail.id}  {detail.event_type}  {detail.status}{reason}")
+    rows = [
+        ("call", f"{detail.call_cid or '-'}  (session {detail.session_id or '-'})"),
+        ("created", f"{_time(detail.event_created_at)} (by Stream)"),
+        ("received", f"{_time(detail.received_at)}  (webhook {detail.webhook_id})"),
+        ("processed", f"{_time(detail.processed_at)}  ({detail.processing_attempts} run(s))"),
+        ("replays", f"{detail.replays}{' (last with --force)' if detail.replay_force else ''}"),
+        ("recipients", _recipients_text(detail.recipients)),
+        ("pushes", event_log.format_pushes(detail.pushes)),
+    ]
+    for label, value in rows:
+        click.echo(f"  {label:<11} {value}")
+    if not detail.deliveries:
+        click.echo("\nno pushes recorded for this event")
+        return
+    click.echo(
+        f"\n  {'USER':<16} {'DEVICE':<22} {'STATUS':<13} {'TRIES':>5} {'LATENCY':>9}  "
+        f"{'ANSWERED (UTC)':<19}  REASON"
+    )
+    for d in detail.deliveries:
+        device = f"{d.platform} {d.kind} {d.token_hint}"
+        latency = event_log.format_latency(d.latency_ms)
+        code = f" [{d.status_code}]" if d.status_code else ""
+        click.echo(
+            f"  {d.user_id:<16} {device:<22} {d.status:<13} {d.attempts:>5} {latency:>9}  "
+            f"{_time(d.finished_at):<19}  {d.reason or ''}{code}"
+        )
+
+
+def _recipients_text(recipients: tuple[str, ...] | None) -> str:
+    if recipients is None:
+        return "-"
+    if not recipients:
+        return "none"
+    shown = ", ".join(recipients[:20])
+    return shown + (f" and {len(recipients) - 20} more" if len(recipients) > 20 else "")
+
+
+@events.command("replay")
+@click.argument("event_ids", nargs=-1, type=int)
+@click.option("--failed", is_flag=True, help="every failed event received in --since/--until")
+@click.option("--since", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")
+@click.option("--until", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")
+@click.option("--type", "event_type", default=None, metavar="TYPE", help="with --failed")
+@click.option("--dry-run", is_flag=True, help="print what would be re-sent; change nothing")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="re-send even pushes that were sent, and re-ring rings that are over",
+)
+@click.pass_context
+def replay(
+    ctx: click.Context,
+    event_ids: Sequence[int],
+    failed: bool,
+    since: datetime | None,
+    until: datetime | None,
+    event_type: str | None,
+    dry_run: bool,
+    force: bool,
+) -> None:
+    """Put events through the normal processing path again.
+
+    Devices that already got the push are skipped and rings that are over are not re-rung,
+    unless --force.  With a broker the events go to the bulk queue (a replay never delays a
+    live ring); in the embedded mode (no broker_url) there is no separate worker, so this
+    command processes them itself and returns when they are done.
+
+    \b
+      callpush events replay 812 813 --dry-run
+      callpush events replay --failed --since 2024-05-01T22:00:00Z --until 2024-05-02T06:00:00Z
+    """
+    if failed == bool(event_ids):
+        raise click.UsageError("give event ids, or --failed --since … (not both)")
+    if failed and since is None:
+        raise click.UsageError("--failed needs --since (e.g. --since 12h)")
+    if not failed and (since or until or event_type):
+        raise click.UsageError("--since/--until/--type select events for --failed only")
+    settings = cli_settings(ctx)
+    with database(ctx) as db:
+        if failed:
+            assert since is not None
+            with db.transaction() as session:
+                event_ids = failed_event_ids(session, since, until, event_type)
+            if not event_ids:
+                click.echo("no failed events in that window")
+                return
+        with db.transaction() as session:
+            plan = describe_replay(session, event_ids, force, settings.ring.default_timeout_ms)
+        _print_plan(plan, dry_run)
+        if dry_run or not plan.events:
+            if plan.unknown:
+                ctx.exit(1)
+            return
+        ids = [p.replay.event_id for p in plan.events]
+        with _dispatchers(settings) as dispatch:
+            where = "processing here (embedded mode)" if dispatch.inline else "bulk queue"
+            if len(ids) >= PROGRESS_FROM:
+                with click.progressbar(length=len(ids), label=f"replaying ({where})") as bar:
+                    outcome = replay_events(
+                        db, ids, force, dispatch.replay, progress=lambda _id: bar.update(1)
+                    )
+            else:
+                outcome = replay_events(db, ids, force, dispatch.replay)
+        summary = f"replayed {len(outcome.reopened)} event(s), {plan.devices} device(s) to re-send"
+        if dispatch.inline:
+            with db.transaction() as session:
+                statuses = final_statuses(session, outcome.reopened)
+            done = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+            click.echo(f"{summary}; processed here: {done or 'nothing'}")
+        else:
+            click.echo(f"{summary}; queued on the bulk queue")
+        if outcome.not_queued:
+            click.echo(
+                f"{len(outcome.not_queued)} event(s) reopened but not queued (broker down?): "
+                f"{_ids(outcome.not_queued)}; the inbox sweeper queues them later",
+                err=True,
+            )
+    if plan.unknown or outcome.not_queued:
+        ctx.exit(1)
+
+
+def _print_plan(plan: ReplayPlan, dry_run: bool) -> None:
+    verb = "would re-send" if dry_run else "re-sending"
+    for planned in plan.events:
+        r = planned.replay
+        head = f"event {r.event_id}  {r.event_type}  {r.call_cid or '-'}  ({r.status})"
+        if planned.ring_over and r.resend:
+            click.echo(
+                f"{head}: the ring is over: {len(r.resend)} push(es) recorded as expired, "
+                "not rung (--force re-rings)"
+            )
+        elif r.resend:
+            click.echo(f"{head}: {verb} {len(r.resend)} push(es), {r.skipped} left alone")
+        elif r.skipped:
+            click.echo(f"{head}: nothing to re-send ({r.skipped} already settled)")
+        else:
+            click.echo(f"{head}: no pushes recorded; recipients are resolved again")
+        for d in r.resend:
+            click.echo(
+                f"    {d.user_id:<16} {d.platform:<5} {d.token_hint:<14} was {d.previous_status}"
+            )
+    if plan.unknown:
+        click.echo(f"unknown event id(s): {_ids(plan.unknown)}", err=True)
+    total = f"{len(plan.events)} event(s), {plan.devices} device(s) to re-send"
+    if dry_run:
+        click.echo(f"dry run: {total}; nothing was changed")
+
+
+def _ids(ids: Sequence[int]) -> str:
+    shown = " ".join(str(i) for i in ids[:20])
+    return shown + (f" … ({len(ids)} in all)" if len(ids) > 20 else "")
+
+
+@events.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--api-key",
+    default=None,
+    help="the Stream app the events belong to (default: the only configured app)",
+)
+@click.pass_context
+def import_(ctx: click.Context, file: TextIO, api_key: str | None) -> None:
+    """Re-ingest saved webhook bodies: JSON lines, one Stream event per line (or
+    {"webhook_id": …, "body": …}; FILE may be - for stdin).  No signature is needed; events
+    already in the inbox (same webhook id or same body) are skipped.  New events are queued
+    like webhooks (processed here in the embedded mode)."""
+    settings = cli_settings(ctx)
+    if settings.embedded:
+        settings = settings.with_dev_app()  # the key `callpush run` accepts
+    if api_key is None:
+        if len(settings.apps) != 1:
+            raise click.UsageError("several Stream apps are configured: pass --api-key")
+        api_key = settings.apps[0].api_key
+    elif settings.app_for_key(api_key) is None:
+        raise click.BadParameter(
+            "not the API key of a configured Stream app", param_hint="--api-key"
+        )
+    with database(ctx) as db, _dispatchers(settings) as dispatch:
+        report = import_lines(db, file, api_key, dispatch.event, max_bytes=settings.max_body_bytes)
+    for number, reason in report.problems:
+        click.echo(f"line {number}: {reason}", err=True)
+    if report.invalid > len(report.problems):
+        click.echo(f"… and {report.invalid - len(report.problems)} more invalid lines", err=True)
+    where = "processed here" if dispatch.inline else "queued"
+    click.echo(
+        f"imported {report.imported}, duplicates {report.duplicates}, invalid {report.invalid}; "
+        f"{report.queued} {where}"
+    )
+    if report.not_queued:
+        click.echo(
+            f"{len(report.not_queued)} event(s) stored but not queued: {_ids(report.not_queued)}; "
+            "the inbox sweeper queues them later",
+            err=True,
+        )
+
+
+@events.command("purge")
+@click.option("--older-than", "age", type=DURATION, required=True, help="e.g. 30d, 12w")
+@click.option("--dry-run", is_flag=True, help="count what would be deleted")
+@click.pass_context
+def purge(ctx: click.Context, age: timedelta, dry_run: bool) -> None:
+    """Delete events received longer ago than --older-than, with their pushes' records."""
+    try:
+        retention.cutoff_for(age)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--older-than") from None
+    with database(ctx) as db:
+        if dry_run:
+            with db.transaction() as session:
+                n = retention.count_older_than(session, age)
+            click.echo(f"dry run: {n} event(s) older than {age} would be deleted")
+            return
+        counts = retention.purge_in_batches(db, age)
+    click.echo(
+        f"deleted {counts.events} event(s), {counts.deliveries} delivery record(s), "
+        f"{counts.chunks} fan-out chunk(s) older than {age}"
+    )

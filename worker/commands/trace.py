@@ -1,0 +1,45 @@
+"""`callpush trace CALL_CID`: the timeline of one call ("did Bob's phone get the ring?")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from worker import event_log
+from worker.commands.events import database, echo_json
+
+_STYLE = {
+    "sent": "green",
+    "failed": "red",
+    "token_invalid": "red",
+    "expired": "yellow",
+    "retry": "yellow",
+}
+
+
+@click.command()
+@click.argument("call_cid")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def trace(ctx: click.Context, call_cid: str, as_json: bool) -> None:
+    """Each webhook of the call, the devices each event resolved to, and each push with its
+    outcome and the latency from the webhook's arrival to the provider's answer (UTC)."""
+    with database(ctx) as db, db.transaction() as session:
+        entries = event_log.call_trace(session, call_cid)
+    if as_json:
+        echo_json({"call_cid": call_cid, "entries": entries})
+        return
+    if not entries:
+        raise click.ClickException(f"no events for call {call_cid}")
+    start = entries[0].at
+    click.echo(f"call {call_cid}, from {start:%Y-%m-%d} {_clock(start)} UTC")
+    for entry in entries:
+        offset = (entry.at - start).total_seconds()
+        marker = {"webhook": "<-", "recipients": "  ", "push": "->"}[entry.kind]
+        line = f"{_clock(entry.at)}  +{offset:8.3f}s  {marker} #{entry.event_id:<6} {entry.summary}"
+        click.echo(click.style(line, fg=_STYLE.get(entry.status or "")))
+
+
+def _clock(moment: datetime) -> str:
+    return f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d}"

@@ -1,0 +1,197 @@
+"""Re-ingesting webhook bodies saved elsewhere (`callpush events import FILE`).
+
+One JSON document per line, either a Stream event as Stream sent it::
+
+    {"type": "call.ring", "call_cid": "default:123", ...}
+
+or an envelope carrying the webhook id it arrived with (so a body the inbox already holds under
+that id is recognised)::
+
+    {"webhook_id": "9a1c…", "body": "{\\"type\\": \\"call.ring\\", …}"}   (body: text or object)
+
+No signature is needed (an operator imports, not the Internet) but the events are stored for a
+configured app's API key.  A line is stored exactly as the receiver stores a webhook (same status
+rules, same dedupe: the webhook id, else ``sha256:<body digest>``), and a body the inbox already
+holds under another id is a duplicate too.  Every line is stored before any is queued, so a
+``call.accepted`` later in the file already stops the ring it follows when that ring is processed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker.event_processing import stored_status
+from worker.storage.database import Database
+from worker.storage.inbox import NewWebhook, store_webhook
+from worker.storage.models import EventStatus, WebhookEvent
+from worker.stream_events import InvalidEvent, parse_call_event, parse_event_type
+
+log = logging.getLogger("callpush.import")
+
+# (event id, event type): queue it like the receiver does, or process it inline.
+DispatchEvent = Callable[[int, str], None]
+
+ENVELOPE_FIELDS = frozenset({"webhook_id", "body", "api_key"})
+MAX_WEBHOOK_ID = 128  # the column's size
+MAX_PROBLEMS = 50  # invalid lines reported individually; the rest are only counted
+# Events of one type and call compared with an imported one (a call has a handful).
+MAX_SAME_CALL = 500
+
+
+class InvalidLine(ValueError):
+    """A line that cannot be imported; the message says why (never quoting the line)."""
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
+    queued: int = 0
+    not_queued: list[int] = field(default_factory=list)  # left for the inbox sweeper
+
+    def note_invalid(self, line_number: int, reason: str) -> None:
+        self.invalid += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append((line_number, reason))
+
+
+def webhook_from_line(line: str, api_key: str, max_bytes: int) -> NewWebhook:
+    """The inbox row for one line, as the receiver would store it."""
+    try:
+        document = json.loads(line)
+    except ValueError as error:
+        raise InvalidLine(f"not JSON ({error.__class__.__name__})") from None
+    if not isinstance(document, dict):
+        raise InvalidLine("not a JSON object")
+    webhook_id: str | None = None
+    if "body" in document and "type" not in document:
+        unknown = sorted(set(document) - ENVELOPE_FIELDS)
+        if unknown:
+            raise InvalidLine(f"unknown envelope field {unknown[0]!r}")
+        if document.get("api_key") not in (None, api_key):
+            raise InvalidLine("the envelope's api_key is not the one imported for")
+        webhook_id = document.get("webhook_id")
+        if webhook_id is not None and (
+            not isinstance(webhook_id, str)
+            or not webhook_id.strip()
+            or len(webhook_id) > MAX_WEBHOOK_ID
+        ):
+            raise InvalidLine(f"webhook_id must be a non-empty string of at most {MAX_WEBHOOK_ID}")
+        body = document["body"]
+        if isinstance(body, dict):
+            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        elif isinstance(body, str):
+            text = body
+            try:
+                body = json.loads(text)
+            except ValueError:
+                raise InvalidLine("the envelope's body is not JSON") from None
+        else:
+            raise InvalidLine("the envelope's body must be a JSON object or its text")
+        document = body
+    else:
+        text = line
+    raw = text.encode("utf-8")
+    if len(raw) > max_bytes:
+        raise InvalidLine(f"body larger than {max_bytes} bytes")
+    try:
+        event_type = parse_event_type(document)
+    except InvalidEvent as error:
+        raise InvalidLine(f"malformed event: {error}") from None
+    status, reason = stored_status(event_type)
+    call_cid = session_id = created_at = None
+    try:
+        event = parse_call_event(document)
+        call_cid, session_id, created_at = event.call_cid, event.session_id, event.created_at
+    except InvalidEvent as error:
+        if status == EventStatus.RECEIVED:  # the receiver answers 400 to this
+            raise InvalidLine(f"malformed {event_type} event: {error}") from None
+    return NewWebhook(
+        # The receiver's rule when Stream sent no X-Webhook-Id: the body deduplicates.
+        webhook_id=(webhook_id.strip() if webhook_id else None)
+        or "sha256:" + hashlib.sha256(raw).hexdigest(),
+        api_key=api_key,
+        event_type=event_type[:64],
+        body=text,
+        call_cid=call_cid,
+        session_id=session_id,
+        event_created_at=created_at,
+        status=status,
+        status_reason=reason,
+    )
+
+
+def import_lines(
+    db: Database,
+    lines: Iterable[str],
+    api_key: str,
+    dispatch: DispatchEvent,
+    *,
+    max_bytes: int,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Store every valid line (one transaction each), then dispatch the new events that need
+    processing.  ``progress(n)`` is called per line read."""
+    report = ImportReport()
+    to_process: list[tuple[int, str]] = []
+    for number, line in enumerate(lines, start=1):
+        if progress is not None:
+            progress(1)
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            webhook = webhook_from_line(text, api_key, max_bytes)
+        except InvalidLine as error:
+            report.note_invalid(number, str(error))
+            continue
+        with db.transaction() as session:
+            if _same_body_stored(session, webhook):
+                report.duplicates += 1
+                continue
+            stored = store_webhook(session, webhook)
+        if stored.duplicate:
+            report.duplicates += 1
+            continue
+        report.imported += 1
+        if stored.status == EventStatus.RECEIVED:
+            to_process.append((stored.event_id, webhook.event_type))
+    for event_id, event_type in to_process:
+        try:
+            dispatch(event_id, event_type)
+            report.queued += 1
+        except Exception:
+            # Stored already: the inbox sweeper (or `callpush run` at start-up) queues it.
+            log.exception("imported event %s stored but not queued", event_id)
+            report.not_queued.append(event_id)
+    return report
+
+
+def _same_body_stored(session: Session, webhook: NewWebhook) -> bool:
+    """The inbox already holds this event under another webhook id: Stream sent it with an
+    X-Webhook-Id and the export kept only the body, maybe re-serialised.  The stored events of
+    the same type and call are compared as JSON documents, so spacing and key order do not
+    matter; events without a call (rare, never pushed) only by their exact text."""
+    query = select(WebhookEvent.body).where(WebhookEvent.event_type == webhook.event_type)
+    if webhook.call_cid is None:
+        exact = query.where(WebhookEvent.call_cid.is_(None), WebhookEvent.body == webhook.body)
+        return session.scalar(exact.limit(1)) is not None
+    document = json.loads(webhook.body)
+    for stored in session.scalars(
+        query.where(WebhookEvent.call_cid == webhook.call_cid).limit(MAX_SAME_CALL)
+    ):
+        try:
+            if stored == webhook.body or json.loads(stored) == document:
+                return True
+        except ValueError:
+            continue
+    return False

@@ -1,0 +1,157 @@
+"""Running a replay for an operator (`callpush events replay`, the admin API, the dashboard):
+choose the events, describe a dry run, then reopen each one and hand it to a dispatcher.
+
+The replay rules themselves (what is re-sent, what ``force`` changes) are in
+:mod:`worker.replay`; the dispatcher decides where processing happens: the bulk queue
+(:func:`worker.tasks.enqueue_replay`) or, in the embedded mode, inline
+(:class:`worker.inline_processing.InlineProcessor`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker.replay import EventReplay, plan_replay, reopen_for_replay
+from worker.ringing import StoredEvent, ring_deadline
+from worker.storage.database import Database
+from worker.storage.models import EventStatus, WebhookEvent, utcnow
+from worker.stream_events import RING, InvalidEvent, parse_stored_body
+
+log = logging.getLogger("callpush.replay")
+
+Dispatch = Callable[[int], None]
+
+# A bulk replay selects at most this many events; a bigger outage is replayed window by window.
+MAX_SELECTED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEvent:
+    replay: EventReplay
+    # A ring whose deadline has passed: without --force its pushes are recorded as expired
+    # again, not sent (a stale ring must not make a phone ring).
+    ring_over: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    events: list[PlannedEvent]
+    unknown: list[int] = field(default_factory=list)
+    force: bool = False
+
+    @property
+    def devices(self) -> int:
+        """Pushes the replay would send (an expired ring's are recorded as expired instead)."""
+        return sum(len(p.replay.resend) for p in self.events if not p.ring_over)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOutcome:
+    reopened: list[int]
+    unknown: list[int]
+    # Reopened, but the broker refused the task: the inbox sweeper queues them later.
+    not_queued: list[int]
+
+
+def failed_event_ids(
+    session: Session,
+    since: datetime,
+    until: datetime | None = None,
+    event_type: str | None = None,
+) -> list[int]:
+    """Events that failed, received in [since, until), oldest first."""
+    query = select(WebhookEvent.id).where(
+        WebhookEvent.status == EventStatus.FAILED, WebhookEvent.received_at >= since
+    )
+    if until is not None:
+        query = query.where(WebhookEvent.received_at < until)
+    if event_type is not None:
+        query = query.where(WebhookEvent.event_type == event_type)
+    return list(session.scalars(query.order_by(WebhookEvent.id).limit(MAX_SELECTED)))
+
+
+def describe_replay(
+    session: Session,
+    event_ids: Sequence[int],
+    force: bool,
+    default_ring_timeout_ms: int,
+    now: datetime | None = None,
+) -> ReplayPlan:
+    """What a replay would do (a dry run): changes nothing."""
+    moment = now or utcnow()
+    plans = plan_replay(session, event_ids, force)
+    found = {p.event_id for p in plans}
+    events = []
+    for plan in plans:
+        over = False
+        if plan.event_type == RING and not force:
+            over = _ring_is_over(session, plan.event_id, default_ring_timeout_ms, moment)
+        events.append(PlannedEvent(plan, over))
+    unknown = [i for i in dict.fromkeys(event_ids) if i not in found]
+    return ReplayPlan(events, unknown, force)
+
+
+def replay_events(
+    db: Database,
+    event_ids: Sequence[int],
+    force: bool,
+    dispatch: Dispatch,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayOutcome:
+    """Reopen each event (its own transaction, committed before dispatch so a worker sees it)
+    and dispatch it.  ``progress(event_id)`` is called after each one."""
+    reopened: list[int] = []
+    unknown: list[int] = []
+    not_queued: list[int] = []
+    for event_id in dict.fromkeys(event_ids):
+        with db.transaction() as session:
+            found = reopen_for_replay(session, event_id, force)
+        if not found:
+            unknown.append(event_id)
+        else:
+            reopened.append(event_id)
+            try:
+                dispatch(event_id)
+            except Exception:
+                # Committed as "received": the inbox sweeper queues it once the broker is back.
+                log.exception("replay of event %s reopened but not queued", event_id)
+                not_queued.append(event_id)
+        if progress is not None:
+            progress(event_id)
+    log.info(
+        "replay%s: %d reopened, %d unknown, %d not queued",
+        " (force)" if force else "",
+        len(reopened),
+        len(unknown),
+        len(not_queued),
+    )
+    return ReplayOutcome(reopened, unknown, not_queued)
+
+
+def final_statuses(session: Session, event_ids: Sequence[int]) -> dict[str, int]:
+    """Events by status, for the summary of an inline replay."""
+    counts: dict[str, int] = {}
+    if event_ids:
+        for status in session.scalars(
+            select(WebhookEvent.status).where(WebhookEvent.id.in_(list(event_ids)))
+        ):
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def _ring_is_over(session: Session, event_id: int, default_timeout_ms: int, now: datetime) -> bool:
+    row = session.get(WebhookEvent, event_id)
+    if row is None:
+        return False
+    try:
+        event = parse_stored_body(row.body)
+    except InvalidEvent:
+        return False
+    stored = StoredEvent(row.id, row.received_at, row.api_key)
+    return ring_deadline(event, stored, default_timeout_ms) <= now
