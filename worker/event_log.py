@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from worker.durations import parse_duration
 from worker.push.base import redact_token
 from worker.recipients import ring_recipients
 from worker.storage.models import (
@@ -51,23 +51,6 @@ DELIVERY_STATUSES = (
 MAX_LIMIT = 1000
 
 # --- time arguments: --since 1h, --until 2024-05-01T06:00:00Z --------------------------------
-
-_DURATION = re.compile(r"(\d+)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``1h``, ``1h30m``, ``2d``, ``1w`` as a positive timedelta."""
-    value = text.strip().lower()
-    if not value or _DURATION.sub("", value):
-        raise ValueError(f"{text!r} is not a duration such as 30m, 1h, 1h30m, 2d or 1w")
-    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(value))
-    if seconds <= 0:
-        raise ValueError("the duration must be longer than zero")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise ValueError(f"{text!r} is too long a duration") from None
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import click
 
 from worker.commands import cli_settings
+from worker.durations import parse_duration
 from worker.storage import preferences
 from worker.storage.database import Database
 from worker.storage.models import UserPreference, utcnow
-
-_DURATION_PART = re.compile(r"(\d+)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @click.group()
@@ -28,20 +25,6 @@ def _db(ctx: click.Context) -> Database:
     if settings.embedded:  # the embedded SQLite file may not exist yet
         upgrade_to_head(settings.database_url)
     return Database(settings.database_url)
-
-
-def parse_duration(text: str) -> timedelta:
-    """``8h``, ``30m``, ``1h30m``, ``2d``, ``1w`` (units s, m, h, d, w) as a positive timedelta."""
-    value = text.strip().lower()
-    if not value or _DURATION_PART.sub("", value):
-        raise ValueError(f"{text!r} is not a duration such as 8h, 30m, 1h30m or 2d")
-    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
-    if seconds <= 0:
-        raise ValueError("the duration must be longer than zero")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise ValueError(f"{text!r} is too long a duration") from None
 
 
 def _describe(user_id: str, preference: UserPreference | None) -> str:
