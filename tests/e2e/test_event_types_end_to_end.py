@@ -206,3 +206,62 @@ def test_ten_thousand_member_notification_one_push_per_device(
     with stack.db.transaction() as session:
         statuses = Counter(session.scalars(select(Delivery.status)))
     assert statuses == {"sent": 10_000}
+
+
+def test_devices_from_streams_devices_api(
+    postgres_url,
+    redis_url,
+    apns_settings,
+    fcm_settings,
+    fake_stream_api,
+    fake_apns,
+    fake_fcm,
+    monkeypatch,
+):
+    """`devices.source = "stream"`: the tokens the app's Stream SDK registered with Stream are
+    used (and mirrored); one phone with a VoIP and an FCM token is rung once, through VoIP."""
+    from tests.fakes.fake_stream_api import DEVICES, device
+
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    app = stream_app_for(fake_stream_api)
+    settings = load_settings(
+        database_url=postgres_url,
+        broker_url=redis_url,
+        apps=[
+            {"api_key": app.api_key, "api_secrets": [app.signing_secret], "base_url": app.base_url}
+        ],
+        apns=apns_settings.model_dump(),
+        fcm=fcm_settings.model_dump(),
+        devices={"source": "stream", "cache_seconds": 60},
+    )
+    upgrade_to_head(postgres_url)
+    voip, android, other = "cd" * 32, "bob-pixel-token", "ef" * 32
+    fake_stream_api.set_devices(
+        "bob",
+        [
+            device(voip, "apn", user_id="bob", voip=True, hardware_id="bobs-iphone"),
+            device("bob-iphone-fcm", "firebase", user_id="bob", hardware_id="bobs-iphone"),
+            device(android, "firebase", user_id="bob", hardware_id="bobs-pixel"),
+            device(other, "apn", user_id="bob", disabled=True),
+        ],
+    )
+    db = Database(postgres_url)
+    celery = create_celery(settings)
+    port = free_port()
+    server = create_server(create_app(settings, db=db, celery=celery), host="127.0.0.1", port=port)
+    threading.Thread(target=server.run, daemon=True).start()
+    stack = Stack(settings, db, port, app.api_key, app.signing_secret)
+    try:
+        with inprocess_worker(celery, concurrency=2):
+            for _ in range(2):
+                response = stack.post(sample_events.ring_event("alice", ["bob"]))
+                assert stack.wait_finished(response.json()["event_id"]) == "processed"
+    finally:
+        server.close()
+    assert [r["token"] for r in fake_apns.received] == [voip, voip]
+    assert [r["message"]["token"] for r in fake_fcm.received] == [android, android]
+    assert len(fake_stream_api.requests_to(DEVICES)) == 1  # the second ring used the cache
+    with db.transaction() as session:
+        mirrored = {d.token: d.source for d in session.scalars(select(Device))}
+    assert mirrored[voip] == "stream" and other not in mirrored
+    db.dispose()
