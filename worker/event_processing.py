@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from worker.logging_setup import bind_log_context, log_context
 from worker.notifications import RetryLater, plan_fanout
 from worker.ringing import StoredEvent, deliver_ring
 from worker.services import Services
@@ -59,10 +60,16 @@ def stored_status(event_type: str) -> tuple[str, str | None]:
 def process_event(services: Services, event_id: int) -> str:
     """Process one inbox event; returns its final status.  Safe to call again for the same id
     (a redelivered task): finished events are skipped and pushes are claimed per device."""
+    with log_context(event_id=event_id):
+        return _process_event(services, event_id)
+
+
+def _process_event(services: Services, event_id: int) -> str:
     with services.db.transaction() as session:
         row = inbox.start_processing(session, event_id)
         if row is None:
             return "skipped"
+        bind_log_context(call_cid=row.call_cid)  # reset by process_event's log_context
         stored = StoredEvent(
             row.id, row.received_at, row.api_key, row.replay_force, row.processing_attempts
         )

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from worker import payloads
+from worker.logging_setup import bind_log_context, log_context
 from worker.push.base import Platform, PushKind, PushMessage, PushResult
 from worker.push_outcomes import record_push_outcomes
 from worker.recipients import recipient_pages
@@ -98,12 +99,18 @@ def _store_chunk(
 def deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: int) -> ChunkRun:
     """Send one chunk's pushes.  ``attempt`` counts from 0; the caller re-runs the chunk after
     ``retry_in`` seconds while transient failures remain."""
+    with log_context(event_id=event_id):
+        return _deliver_chunk(services, event_id, chunk_index, attempt)
+
+
+def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: int) -> ChunkRun:
     settings = services.settings
     with services.db.transaction() as session:
         recipients = fanout.load_chunk_recipients(session, event_id, chunk_index)
         row = inbox.load_event(session, event_id)
         if recipients is None or row is None:
             return ChunkRun(None)
+        bind_log_context(call_cid=row.call_cid)
         stored = StoredEvent(row.id, row.received_at, row.api_key)
         event = parse_stored_body(row.body)
         names = dict(recipients)
@@ -133,7 +140,14 @@ def deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: 
             for claim in part
         ]
         outcomes = services.sender.send(messages)
-        record_push_outcomes(services.db, event_id, stored.received_at, part, outcomes)
+        record_push_outcomes(
+            services.db,
+            event_id,
+            stored.received_at,
+            part,
+            outcomes,
+            provider_of=services.sender.provider_name,
+        )
         for claim, outcome in zip(part, outcomes, strict=True):
             if outcome.result is PushResult.RETRY:
                 retry.append(claim)

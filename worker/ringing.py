@@ -216,7 +216,12 @@ def _send_until_deadline(
         ]
         outcomes = services.sender.send(messages)
         recorded = record_push_outcomes(
-            services.db, stored.event_id, stored.received_at, claims, outcomes
+            services.db,
+            stored.event_id,
+            stored.received_at,
+            claims,
+            outcomes,
+            provider_of=services.sender.provider_name,
         )
         # A retried push is counted once it settles (sent, or expired).
         counts.update({s: n for s, n in recorded.items() if s != DeliveryStatus.RETRY})

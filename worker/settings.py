@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     push_provider: Literal["auto", "console"] = "auto"
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
+    # "json": one JSON object per line (time, level, logger, message, event_id, call_cid);
+    # "text": readable lines.  Unset: text for `callpush run`, json for web, worker and beat.
+    log_format: Literal["text", "json"] | None = None
     # Bearer token of the admin API (/admin/...) and the ops dashboard (/dashboard/); unset =
     # both answer 404.
     admin_token: SecretStr | None = None

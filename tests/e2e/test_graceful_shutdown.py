@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,6 +188,7 @@ def test_rolling_restart_delivers_every_accepted_ring(
     apns = apns_settings_for(fake_apns, push_credentials, timeout_seconds=15.0)
     fcm = fcm_settings_for(fake_fcm, push_credentials, tmp_path)
     env = provider_env(apns, fcm) | {
+        "CALLPUSH_APNS__TIMEOUT_SECONDS": str(apns.timeout_seconds),  # not in provider_env
         "CALLPUSH_DATABASE_URL": postgres_url,
         "CALLPUSH_BROKER_URL": redis_url,
         "CALLPUSH_STREAM_API_KEY": API_KEY,
@@ -211,7 +213,16 @@ def test_rolling_restart_delivers_every_accepted_ring(
     worker_2 = Service("worker-2", worker_args, env, tmp_path)
     sender = Sender(ports)
     streaming = threading.Thread(target=sender.stream, name="stream-of-rings", daemon=True)
-    try:
+
+    with ExitStack() as cleanup:
+        # Whatever fails, no process outlives the test (a stray worker would consume the next
+        # test's messages from the same Redis database).
+        cleanup.callback(db.dispose)
+        for service in (*webs, worker_1, worker_2):
+            cleanup.callback(service.kill)
+        cleanup.callback(streaming.join, 60)
+        cleanup.callback(sender.stopping.set)
+
         for web, port in zip(webs, ports, strict=True):
             web.start(wait_port=port)
         worker_1.start()
@@ -239,28 +250,13 @@ def test_rolling_restart_delivers_every_accepted_ring(
         time.sleep(1)
         webs[1].restart(wait_port=ports[1])
         time.sleep(1)
-    finally:
         sender.stopping.set()
         streaming.join(60)
 
-    try:
         assert not sender.refused, f"{len(sender.refused)} rings never got a 2xx"
         assert len(sender.accepted) > 50
         assert sender.failovers > 0, "no request ever met a stopping web process"
-        missing: set[tuple[str, str]] = set()
-
-        def delivered() -> bool:
-            seen = pushes_by_call(fake_apns, fake_fcm)
-            missing.clear()
-            for event in sender.accepted:
-                missing.update(p for p in expected_pushes(event) if seen[p] == 0)
-            return not missing
-
-        try:
-            wait_until(delivered, 60, message="every accepted ring on every device")
-        except AssertionError:
-            pytest.fail(f"{len(missing)} pushes never arrived, e.g. {sorted(missing)[:5]}")
-
+        assert_every_accepted_ring_delivered(db, sender.accepted, fake_apns, fake_fcm)
         # Warm shutdown finished what it had started: nothing was sent twice, and the held
         # push was recorded once, as sent.
         twice = {key: n for key, n in pushes_by_call(fake_apns, fake_fcm).items() if n > 1}
@@ -273,14 +269,53 @@ def test_rolling_restart_delivers_every_accepted_ring(
                 ),
                 {"cid": held_ring["call_cid"]},
             ).all()
-            statuses = dict(
-                session.execute(text("select status, count(*) from webhook_events group by status"))
-                .tuples()
-                .all()
-            )
         assert [tuple(row) for row in held] == [("sent", 1)]
-        assert statuses == {"processed": len(sender.accepted)}
-    finally:
-        for service in (*webs, worker_1, worker_2):
-            service.kill()
-        db.dispose()
+        assert_every_event_processed(db)
+
+
+def assert_every_accepted_ring_delivered(db, accepted, fake_apns, fake_fcm) -> None:
+    missing: set[tuple[str, str]] = set()
+
+    def delivered() -> bool:
+        seen = pushes_by_call(fake_apns, fake_fcm)
+        missing.clear()
+        for event in accepted:
+            missing.update(p for p in expected_pushes(event) if seen[p] == 0)
+        return not missing
+
+    try:
+        wait_until(delivered, 60, message="every accepted ring on every device")
+    except AssertionError:
+        calls = sorted({cid for cid, _ in missing})
+        with db.transaction() as session:
+            rows = session.execute(
+                text(
+                    "select e.id, e.status, e.status_reason, e.processing_attempts, d.status"
+                    " from webhook_events e left join deliveries d on d.event_id = e.id"
+                    " where e.call_cid = any(:calls)"
+                ),
+                {"calls": calls},
+            ).all()
+        pytest.fail(
+            f"{len(missing)} pushes never arrived, e.g. {sorted(missing)[:4]};"
+            f" their inbox rows and deliveries: {[tuple(r) for r in rows][:20]}"
+        )
+
+
+def assert_every_event_processed(db) -> None:
+    """The task that sent a ring's last push still records the event's end: wait for it."""
+
+    def unfinished() -> list[tuple]:
+        with db.transaction() as session:
+            rows = session.execute(
+                text(
+                    "select id, call_cid, status, status_reason, processing_attempts"
+                    " from webhook_events where status != 'processed'"
+                )
+            ).all()
+        return [tuple(row) for row in rows]
+
+    try:
+        wait_until(lambda: not unfinished(), 20, message="every event processed")
+    except AssertionError:
+        pytest.fail(f"events left unfinished: {unfinished()}")

@@ -196,8 +196,8 @@ def test_embedded_mode_picks_up_inbox_rows_left_unprocessed(
     with sqlite3.connect(tmp_path / "callpush.db") as conn:
         conn.execute(
             "insert into webhook_events (webhook_id, api_key, event_type, call_cid, received_at,"
-            " attempt, body, status, processing_attempts)"
-            " values (?, ?, ?, ?, ?, 1, ?, 'received', 0)",
+            " attempt, body, status, processing_attempts, replay_force, replays)"
+            " values (?, ?, ?, ?, ?, 1, ?, 'received', 0, 0, 0)",
             (
                 "left-behind",
                 API_KEY,

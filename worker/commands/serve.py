@@ -1,19 +1,86 @@
-"""The long-running commands: run (embedded), web, worker, beat."""
+"""The long-running commands: run (embedded), web, worker, beat.
+
+Each sets up logging (JSON lines by default for the production commands, text for `run`) and the
+metrics mode before importing anything that records metrics: prometheus_client picks its
+single- or multi-process mode once, when it is first imported.
+"""
 
 from __future__ import annotations
 
-import logging
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from worker.commands import cli_settings
+from worker.logging_setup import LogFormat
+from worker.settings import Settings
+
+# prometheus_client's variable, read when prometheus_client is first imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _logging(settings: Settings, default_format: LogFormat) -> tuple[Callable[[], None], bool]:
+    """Configure the root logger.  Returns the same configuration as a function (for Celery's
+    ``setup_logging`` signal) and whether the lines are JSON."""
+    from worker.logging_setup import configure_logging, known_secrets, resolve_log_format
+
+    try:
+        log_format = resolve_log_format(settings, default_format)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    secrets = known_secrets(settings)
+
+    def apply() -> None:
+        configure_logging(settings.log_level, json=log_format == "json", secrets=secrets)
+
+    apply()
+    return apply, log_format == "json"
+
+
+def _single_process_metrics() -> None:
+    """`callpush run` is one process: the plain registry.  A PROMETHEUS_MULTIPROC_DIR inherited
+    from the shell would switch it to files shared with whatever else uses that directory."""
+    os.environ.pop(MULTIPROC_ENV, None)
+    os.environ.pop(MULTIPROC_ENV.lower(), None)
+
+
+def _multiprocess_metrics_dir(role: str) -> str:
+    """Turn on prometheus_client's multiprocess mode for this process and its children (gunicorn
+    workers, Celery pool processes), in PROMETHEUS_MULTIPROC_DIR or a new temporary directory.
+
+    The directory is emptied first: files left by an earlier run would be added to this run's
+    totals, and a reused pid would continue a dead process's counters.  So each `callpush web`
+    and each `callpush worker` needs a directory of its own (the default temporary one is)."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError(
+            "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: each "
+            "process would count alone and /metrics would miss them"
+        )
+    configured = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
+    if configured:
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix=f"callpush-metrics-{role}-"))
+        owner = os.getpid()
+
+        def remove() -> None:
+            # Forked children inherit atexit handlers: only the process that made it removes it.
+            if os.getpid() == owner:
+                shutil.rmtree(directory, ignore_errors=True)
+
+        atexit.register(remove)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    return str(directory)
 
 
 @click.command()
@@ -23,10 +90,11 @@ def _logging(level: str) -> None:
 @click.pass_context
 def run(ctx: click.Context, host: str, port: int, concurrency: int) -> None:
     """Receiver and worker in one process (SQLite, no Redis): for a laptop or a small app."""
+    _single_process_metrics()
     from worker.embedded import run_embedded
 
     settings = cli_settings(ctx)
-    _logging(settings.log_level)
+    _logging(settings, "text")
     if settings.broker_url:
         raise click.ClickException(
             "broker_url is set: run `callpush web` and `callpush worker` for the production mode"
@@ -45,7 +113,8 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
 
     settings = cli_settings(ctx)
     _require_production(settings)
-    _logging(settings.log_level)
+    _logging(settings, "json")
+    _multiprocess_metrics_dir("web")
 
     class Server(BaseApplication):
         def load_config(self) -> None:
@@ -59,6 +128,9 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
                 "graceful_timeout": 20,
                 # No access log: DELETE /devices/<token> would write whole device tokens.
                 "accesslog": None,
+                "loglevel": settings.log_level.lower(),
+                "logger_class": _gunicorn_logger_class(),
+                "child_exit": _gunicorn_child_exit,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
@@ -77,15 +149,28 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
 )
 @click.option("--concurrency", "-c", default=None, type=int, help="processes (default: cores)")
 @click.option("--pool", default="prefork", show_default=True)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="serve Prometheus /metrics of this worker's processes on this port",
+)
 @click.pass_context
-def worker(ctx: click.Context, queues: str, concurrency: int | None, pool: str) -> None:
+def worker(
+    ctx: click.Context, queues: str, concurrency: int | None, pool: str, metrics_port: int | None
+) -> None:
     """A Celery worker on Redis.  Run separate ones for `--queues ring` and `--queues bulk`."""
-    from worker.celery_app import create_celery
-
     settings = cli_settings(ctx)
     _require_production(settings)
+    quiet = _take_over_celery_logging(*_logging(settings, "json"))
+    _multiprocess_metrics_dir("worker")
+    from worker.celery_app import create_celery
+
     app = create_celery(settings)
+    if metrics_port is not None:
+        _serve_worker_metrics(metrics_port, settings.broker_url)
     argv = [
+        *quiet,
         "worker",
         "--queues",
         queues,
@@ -113,7 +198,52 @@ def beat(ctx: click.Context) -> None:
 
     settings = cli_settings(ctx)
     _require_production(settings)
-    create_celery(settings).start(["beat", "--loglevel", settings.log_level])
+    quiet = _take_over_celery_logging(*_logging(settings, "json"))
+    create_celery(settings).start([*quiet, "beat", "--loglevel", settings.log_level])
+
+
+def _take_over_celery_logging(apply_logging: Callable[[], None], json_logs: bool) -> list[str]:
+    """Keep Celery from configuring logging: with a ``setup_logging`` receiver it leaves the
+    root logger alone (and calls the receiver in each pool process too).  Returns the Celery
+    options that keep its start-up banner, which is printed rather than logged, off stdout
+    when the logs are JSON lines."""
+    from celery.signals import setup_logging
+
+    setup_logging.connect(lambda **_: apply_logging(), weak=False)
+    return ["--quiet"] if json_logs else []
+
+
+def _serve_worker_metrics(port: int, broker_url: str | None) -> None:
+    """Prometheus /metrics for this worker: the pool processes' multiprocess files, summed, and
+    the queue depths.  Served by the main process, started before the pool so a port already
+    in use stops the worker at once instead of leaving it unobserved."""
+    from prometheus_client import start_http_server
+
+    from worker.celery_app import BULK_QUEUE, RING_QUEUE
+    from worker.metrics import build_registry
+
+    start_http_server(port, registry=build_registry(broker_url, (RING_QUEUE, BULK_QUEUE)))
+
+
+def _gunicorn_logger_class() -> type:
+    """gunicorn's own messages ("Booting worker", "Worker timeout") go through the root logger,
+    so they come out in the same format (JSON lines) as everything else."""
+    from gunicorn.glogging import Logger
+
+    class RootLogger(Logger):
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for handler in list(self.error_log.handlers):
+                self.error_log.removeHandler(handler)
+            self.error_log.propagate = True
+
+    return RootLogger
+
+
+def _gunicorn_child_exit(server: Any, worker: Any) -> None:
+    from worker.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
 
 
 def _require_production(settings: Any) -> None:

@@ -1,0 +1,1 @@
+"""callpush benchmarks and reliability runs: ``python -m bench all`` (see bench/__main__.py)."""

@@ -1,0 +1,295 @@
+"""Prometheus metrics: the counters move where the facts are recorded (a provider's answer, a
+webhook's answer), the latency histogram observes, and several processes add up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from webhook_app import create_app
+from worker import metrics, sample_events
+from worker.celery_app import create_celery
+from worker.push.base import Platform, PushKind, PushOutcome, PushResult
+from worker.push_outcomes import record_push_outcomes
+from worker.settings import load_settings
+from worker.storage import deliveries, devices
+from worker.storage.database import Database
+from worker.storage.inbox import NewWebhook, store_webhook
+from worker.storage.migrations import upgrade_to_head
+from worker.storage.models import Device, utcnow
+
+API_KEY = "metrics-key"
+SECRET = "metrics-secret-0123456789abcdef0123"
+VOIP = "ab" * 32
+GONE = "cd" * 32
+ANDROID = "android-metrics-token"
+
+
+def sample(name: str, **labels: str) -> float:
+    """The current value in this process's registry (0 when the labels were never used)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def db(sqlite_url):
+    upgrade_to_head(sqlite_url)
+    database = Database(sqlite_url)
+    yield database
+    database.dispose()
+
+
+def claims_for_event(db: Database, tokens: list[tuple[Platform, str, PushKind]]):
+    with db.transaction() as session:
+        stored = store_webhook(
+            session,
+            NewWebhook(
+                webhook_id=f"wh-{utcnow().timestamp()}",
+                api_key="k",
+                event_type="call.ring",
+                body="{}",
+            ),
+        )
+        for platform, token, _kind in tokens:
+            devices.add_device(session, user_id="bob", platform=platform, token=token, voip=True)
+        found = {d.token: d for d in devices.active_devices_for(session, ["bob"])}
+        targets = [(found[token], kind, platform.value) for platform, token, kind in tokens]
+        claims = deliveries.claim_deliveries(
+            session, stored.event_id, targets, timedelta(seconds=10)
+        )
+    by_token = {claim.device.token: claim for claim in claims}
+    return stored.event_id, [by_token[token] for _, token, _ in tokens]
+
+
+def test_recorded_outcomes_count_pushes_latency_and_disabled_tokens(db):
+    event_id, claims = claims_for_event(
+        db,
+        [
+            (Platform.APNS, VOIP, PushKind.VOIP),
+            (Platform.APNS, GONE, PushKind.VOIP),
+            (Platform.FCM, ANDROID, PushKind.DATA),
+        ],
+    )
+    outcomes = [
+        PushOutcome.sent(),
+        PushOutcome(PushResult.TOKEN_INVALID, reason="Unregistered", status_code=410),
+        PushOutcome(PushResult.RETRY, reason="UNAVAILABLE", status_code=503),
+    ]
+    before = {
+        "apns_sent": sample(
+            "callpush_pushes_total", provider="apns", platform="apns", result="sent"
+        ),
+        "apns_invalid": sample(
+            "callpush_pushes_total", provider="apns", platform="apns", result="token_invalid"
+        ),
+        "fcm_retry": sample(
+            "callpush_pushes_total", provider="fcm", platform="fcm", result="retry"
+        ),
+        "disabled": sample("callpush_tokens_disabled_total", reason="Unregistered"),
+        "latency_count": sample("callpush_push_latency_seconds_count"),
+        "latency_le_1s": sample("callpush_push_latency_seconds_bucket", le="1.0"),
+        "latency_le_100ms": sample("callpush_push_latency_seconds_bucket", le="0.1"),
+    }
+    received_at = utcnow() - timedelta(milliseconds=250)
+
+    record_push_outcomes(
+        db, event_id, received_at, claims, outcomes, provider_of=lambda platform: platform.value
+    )
+
+    assert sample("callpush_pushes_total", provider="apns", platform="apns", result="sent") == (
+        before["apns_sent"] + 1
+    )
+    assert sample(
+        "callpush_pushes_total", provider="apns", platform="apns", result="token_invalid"
+    ) == (before["apns_invalid"] + 1)
+    assert sample("callpush_pushes_total", provider="fcm", platform="fcm", result="retry") == (
+        before["fcm_retry"] + 1
+    )
+    assert sample("callpush_tokens_disabled_total", reason="Unregistered") == before["disabled"] + 1
+    # One observation per provider answer, each ≥ 250 ms after the webhook and well under 1 s.
+    assert sample("callpush_push_latency_seconds_count") == before["latency_count"] + 3
+    assert sample("callpush_push_latency_seconds_bucket", le="1.0") == before["latency_le_1s"] + 3
+    assert sample("callpush_push_latency_seconds_bucket", le="0.1") == before["latency_le_100ms"]
+    with db.transaction() as session:
+        gone = session.query(Device).filter_by(token=GONE).one()
+        assert gone.disabled_at is not None
+
+
+def test_the_provider_is_inferred_when_not_given(db):
+    """Until every caller passes ``provider_of``: the console provider is told apart by its
+    answer, the real providers are named after their platform."""
+    event_id, claims = claims_for_event(
+        db, [(Platform.APNS, VOIP, PushKind.VOIP), (Platform.FCM, ANDROID, PushKind.DATA)]
+    )
+    console = sample("callpush_pushes_total", provider="console", platform="apns", result="sent")
+    fcm = sample("callpush_pushes_total", provider="fcm", platform="fcm", result="sent")
+    outcomes = [PushOutcome(PushResult.SENT, reason="console"), PushOutcome.sent()]
+    record_push_outcomes(db, event_id, utcnow(), claims, outcomes)
+    assert sample("callpush_pushes_total", provider="console", platform="apns", result="sent") == (
+        console + 1
+    )
+    assert sample("callpush_pushes_total", provider="fcm", platform="fcm", result="sent") == fcm + 1
+
+
+@pytest.fixture
+def client(sqlite_url, monkeypatch):
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    settings = load_settings(
+        database_url=sqlite_url,
+        apps=[{"api_key": API_KEY, "api_secrets": [SECRET]}],
+        max_body_bytes=16 * 1024,
+    )
+    upgrade_to_head(sqlite_url)
+    database = Database(sqlite_url)
+    celery = create_celery(settings)
+    yield create_app(settings, db=database, celery=celery).test_client()
+    database.dispose()
+
+
+def webhooks(event_type: str, outcome: str) -> float:
+    return sample("callpush_webhooks_total", type=event_type, outcome=outcome)
+
+
+def test_each_webhook_answer_is_counted_by_type_and_outcome(client):
+    ring = sample_events.ring_event("alice", ["bob"])
+    body, headers = sample_events.signed_request(ring, api_key=API_KEY, secret=SECRET)
+    ended = sample_events.call_event("call.ended", ring["call_cid"])
+    ended_body, ended_headers = sample_events.signed_request(ended, api_key=API_KEY, secret=SECRET)
+    other = {"type": "call.member_added", "call_cid": ring["call_cid"]}
+    other_body, other_headers = sample_events.signed_request(other, api_key=API_KEY, secret=SECRET)
+    big = dict(ring, padding="x" * 20_000)
+    big_body, big_headers = sample_events.signed_request(big, api_key=API_KEY, secret=SECRET)
+    bad_json_headers = sample_events.signed_request({}, api_key=API_KEY, secret=SECRET)[1]
+    before = {
+        key: webhooks(*key)
+        for key in [
+            ("call.ring", "accepted"),
+            ("call.ring", "duplicate"),
+            ("call.ended", "processed"),
+            ("call.member_added", "ignored"),
+            ("unknown", "401"),
+            ("unknown", "413"),
+            ("unknown", "400"),
+        ]
+    }
+
+    answers = [
+        client.post("/webhooks/stream", data=body, headers=headers).status_code,
+        client.post("/webhooks/stream", data=body, headers=headers).status_code,
+        client.post("/webhooks/stream", data=ended_body, headers=ended_headers).status_code,
+        client.post("/webhooks/stream", data=other_body, headers=other_headers).status_code,
+        client.post(
+            "/webhooks/stream", data=body, headers=headers | {"X-Signature": "0" * 64}
+        ).status_code,
+        client.post("/webhooks/stream", data=big_body, headers=big_headers).status_code,
+    ]
+    # A signed body that is not JSON: 400 before its type is known.
+    from worker.webhook_signature import expected_signature
+
+    not_json = b"not json"
+    answers.append(
+        client.post(
+            "/webhooks/stream",
+            data=not_json,
+            headers=bad_json_headers | {"X-Signature": expected_signature(not_json, SECRET)},
+        ).status_code
+    )
+    assert answers == [202, 200, 200, 200, 401, 413, 400]
+    after = {key: webhooks(*key) for key in before}
+    assert {key: after[key] - before[key] for key in before} == dict.fromkeys(before, 1.0)
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from datetime import timedelta
+    from prometheus_client import values
+    from worker import metrics
+    from worker.push.base import PushOutcome, PushResult
+    from worker.storage.models import utcnow
+
+    assert values.ValueClass is not values.MutexValue, "not in multiprocess mode"
+    for _ in range(int(sys.argv[1])):
+        metrics.record_webhook("call.ring", "accepted")
+        metrics.record_push_answers(
+            [("apns", "apns", PushOutcome.sent())], utcnow() - timedelta(milliseconds=30)
+        )
+    metrics.record_tokens_disabled("Unregistered", 1)
+    print(os.getpid())
+    """
+)
+
+
+def run_child(directory, count: int) -> int:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(count)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return int(done.stdout.strip())
+
+
+def families(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_several_processes_add_up_in_multiprocess_mode(tmp_path):
+    """Two processes (as two gunicorn workers or two Celery pool processes) write to the shared
+    directory; a scrape reads the sum, also after both are marked dead."""
+    pids = [run_child(tmp_path, 2), run_child(tmp_path, 3)]
+    assert len(set(pids)) == 2 and len(list(tmp_path.glob("*.db"))) >= 2
+
+    for pid in pids:
+        metrics.mark_process_dead(pid)  # no-op here (no multiprocess dir in this process)
+    from prometheus_client import multiprocess
+
+    for pid in pids:
+        multiprocess.mark_process_dead(pid, str(tmp_path))
+
+    text = generate_latest(metrics.build_registry(None, (), path=str(tmp_path))).decode()
+    values = families(text)
+    assert (
+        values[("callpush_webhooks_total", (("outcome", "accepted"), ("type", "call.ring")))] == 5
+    )
+    key = (
+        "callpush_pushes_total",
+        (("platform", "apns"), ("provider", "apns"), ("result", "sent")),
+    )
+    assert values[key] == 5
+    assert values[("callpush_tokens_disabled_total", (("reason", "Unregistered"),))] == 2
+    assert values[("callpush_push_latency_seconds_count", ())] == 5
+    assert values[("callpush_push_latency_seconds_bucket", (("le", "0.025"),))] == 0
+    assert values[("callpush_push_latency_seconds_bucket", (("le", "0.05"),))] == 5
+
+
+def test_the_cli_does_not_import_prometheus_client_before_the_commands_set_it_up():
+    """`callpush web`/`worker` turn on multiprocess mode by setting PROMETHEUS_MULTIPROC_DIR,
+    which prometheus_client reads once, at import: nothing on the way to the command may
+    import it first."""
+    code = (
+        "import json, sys, worker.cli;"
+        "print(json.dumps(sorted(m for m in sys.modules if 'prometheus' in m)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == []
