@@ -83,6 +83,10 @@ def _multiprocess_metrics_dir(role: str) -> str:
     return str(directory)
 
 
+# Ring tasks a `--queues ring` worker runs at once (threads; the database pool has 30 connections).
+RING_THREADS = 16
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
@@ -147,8 +151,17 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
 @click.option(
     "--queues", default="ring,bulk", show_default=True, help="comma-separated: ring, bulk"
 )
-@click.option("--concurrency", "-c", default=None, type=int, help="processes (default: cores)")
-@click.option("--pool", default="prefork", show_default=True)
+@click.option(
+    "--concurrency",
+    "-c",
+    default=None,
+    type=int,
+    help=f"tasks at once (default: {RING_THREADS} threads for --queues ring, else one process "
+    "per core)",
+)
+@click.option(
+    "--pool", default=None, help="prefork or threads (default: threads for --queues ring only)"
+)
 @click.option(
     "--metrics-port",
     type=int,
@@ -157,9 +170,19 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
 )
 @click.pass_context
 def worker(
-    ctx: click.Context, queues: str, concurrency: int | None, pool: str, metrics_port: int | None
+    ctx: click.Context,
+    queues: str,
+    concurrency: int | None,
+    pool: str | None,
+    metrics_port: int | None,
 ) -> None:
     """A Celery worker on Redis.  Run separate ones for `--queues ring` and `--queues bulk`."""
+    if pool is None and queues.strip() == "ring":
+        # A ring task mostly waits on APNs/FCM (and, for a stalled device, on its timeout and
+        # quick retries): with one process per core, a few stalled devices would hold every slot
+        # and delay everyone's ring.  Threads make many cheap slots in one process.
+        pool, concurrency = "threads", concurrency or RING_THREADS
+    pool = pool or "prefork"
     settings = cli_settings(ctx)
     _require_production(settings)
     quiet = _take_over_celery_logging(*_logging(settings, "json"))

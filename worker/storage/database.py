@@ -43,7 +43,10 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pool_pre_ping: it costs a round trip on every checkout, several per ring.  Connections
+    # are recycled instead, and one broken by a database restart fails a single transaction
+    # (the receiver answers 503 and Stream retries; a task is retried or swept).
+    return create_engine(url, echo=echo, pool_recycle=300, pool_size=10, max_overflow=20)
 
 
 def _asynchronous_commit(dbapi_connection: Any, _record: Any) -> None:
