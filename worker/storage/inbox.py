@@ -70,13 +70,20 @@ def load_event(session: Session, event_id: int) -> WebhookEvent | None:
 
 
 def start_processing(session: Session, event_id: int) -> WebhookEvent | None:
-    """Mark an event as being processed; None when it is finished already (a redelivery)."""
-    event = session.get(WebhookEvent, event_id, with_for_update=True)
-    if event is None or event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
-        return None
-    event.status = EventStatus.PROCESSING
-    event.processing_attempts += 1
-    return event
+    """Mark an event as being processed; None when it is finished already (a redelivery).
+    One statement: it is on every ring's path."""
+    return session.scalars(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id == event_id,
+            WebhookEvent.status.not_in([EventStatus.PROCESSED, EventStatus.IGNORED]),
+        )
+        .values(
+            status=EventStatus.PROCESSING,
+            processing_attempts=WebhookEvent.processing_attempts + 1,
+        )
+        .returning(WebhookEvent)
+    ).one_or_none()
 
 
 def finish_event(session: Session, event_id: int, status: str, reason: str | None = None) -> None:
