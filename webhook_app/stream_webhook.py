@@ -7,7 +7,6 @@ database is down (Stream retries); 4xx for requests no retry can fix.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 
@@ -18,12 +17,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_app.app import receiver
 from worker import metrics
-from worker.event_processing import stored_status
 from worker.logging_setup import bind_log_context, log_context
-from worker.storage.inbox import NewWebhook, store_webhook
+from worker.storage.inbox import store_webhook
 from worker.storage.models import EventStatus
-from worker.stream_events import InvalidEvent, parse_call_event, parse_event_type
+from worker.stream_events import InvalidEvent
 from worker.tasks import enqueue_event
+from worker.webhook_intake import webhook_for_event
 from worker.webhook_signature import WebhookRejected, verify_webhook
 
 log = logging.getLogger("callpush.webhook")
@@ -66,33 +65,25 @@ def _receive() -> ResponseReturnValue:
 
     try:
         document = json.loads(body)
-        event_type = parse_event_type(document)
-    except (ValueError, RecursionError, InvalidEvent) as error:
+    except (ValueError, RecursionError) as error:
         # RecursionError: JSON nested deeper than the parser's limit (~1000 levels).
         message = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         return _error(400, f"malformed event: {message}")
-    status, reason = stored_status(event_type)
-    call_cid = session_id = created_at = None
     try:
-        event = parse_call_event(document)
-        call_cid, session_id, created_at = event.call_cid, event.session_id, event.created_at
+        webhook = webhook_for_event(
+            document,
+            body,
+            api_key=api_key,
+            webhook_id=request.headers.get("X-Webhook-Id"),
+            attempt=_attempt(),
+        )
     except InvalidEvent as error:
-        if status == EventStatus.RECEIVED:  # an event we must act on, but cannot read
-            return _error(400, f"malformed {event_type} event: {error}", event_type)
-    bind_log_context(call_cid=call_cid)
+        # The type is a metrics label only once it was read ("malformed <type> event").
+        known = not str(error).startswith("malformed event")
+        return _error(400, str(error), document.get("type") if known else None)
+    event_type = webhook.event_type
+    bind_log_context(call_cid=webhook.call_cid)
 
-    webhook = NewWebhook(
-        webhook_id=_webhook_id(body),
-        api_key=api_key,
-        event_type=event_type[:64],
-        body=body.decode("utf-8", "replace"),
-        call_cid=call_cid,
-        session_id=session_id,
-        event_created_at=created_at,
-        attempt=_attempt(),
-        status=status,
-        status_reason=reason,
-    )
     try:
         with ctx.db.transaction() as session:
             stored = store_webhook(session, webhook)
@@ -114,14 +105,6 @@ def _receive() -> ResponseReturnValue:
         return jsonify(status="accepted", event_id=stored.event_id), 202
     metrics.record_webhook(event_type, stored.status)  # ignored, or processed (a ring stopper)
     return jsonify(status=stored.status, event_id=stored.event_id), 200
-
-
-def _webhook_id(body: bytes) -> str:
-    header = request.headers.get("X-Webhook-Id", "").strip()
-    if header:
-        return header[:128]
-    # No id (an import, or a proxy that dropped it): the body itself deduplicates.
-    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def _attempt() -> int:

@@ -18,7 +18,6 @@ holds under another id is a duplicate too.  Every line is stored before any is q
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -27,11 +26,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.event_processing import stored_status
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.models import EventStatus, WebhookEvent
-from worker.stream_events import InvalidEvent, parse_call_event, parse_event_type
+from worker.stream_events import InvalidEvent
+from worker.webhook_intake import webhook_for_event
 
 log = logging.getLogger("callpush.import")
 
@@ -104,30 +103,9 @@ def webhook_from_line(line: str, api_key: str, max_bytes: int) -> NewWebhook:
     if len(raw) > max_bytes:
         raise InvalidLine(f"body larger than {max_bytes} bytes")
     try:
-        event_type = parse_event_type(document)
+        return webhook_for_event(document, raw, api_key=api_key, webhook_id=webhook_id)
     except InvalidEvent as error:
-        raise InvalidLine(f"malformed event: {error}") from None
-    status, reason = stored_status(event_type)
-    call_cid = session_id = created_at = None
-    try:
-        event = parse_call_event(document)
-        call_cid, session_id, created_at = event.call_cid, event.session_id, event.created_at
-    except InvalidEvent as error:
-        if status == EventStatus.RECEIVED:  # the receiver answers 400 to this
-            raise InvalidLine(f"malformed {event_type} event: {error}") from None
-    return NewWebhook(
-        # The receiver's rule when Stream sent no X-Webhook-Id: the body deduplicates.
-        webhook_id=(webhook_id.strip() if webhook_id else None)
-        or "sha256:" + hashlib.sha256(raw).hexdigest(),
-        api_key=api_key,
-        event_type=event_type[:64],
-        body=text,
-        call_cid=call_cid,
-        session_id=session_id,
-        event_created_at=created_at,
-        status=status,
-        status_reason=reason,
-    )
+        raise InvalidLine(str(error)) from None
 
 
 def import_lines(

@@ -86,10 +86,10 @@ def build_ring_message(
     services: Services, event: CallEvent, claim: Claim, *, time_to_live: int, event_id: int
 ) -> PushMessage:
     if claim.kind is PushKind.VOIP:
-        names = {m.user_id: m.display_name for m in event.members}
-        text = services.templates.render(
-            event, claim.device.user_id, names.get(claim.device.user_id, "")
+        name = next(
+            (m.display_name for m in event.members if m.user_id == claim.device.user_id), ""
         )
+        text = services.templates.render(event, claim.device.user_id, name)
         return payloads.apns_voip_ring(
             event,
             claim.device,
