@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from worker import payloads
 from worker.logging_setup import bind_log_context, log_context
 from worker.push.base import Platform, PushKind, PushMessage, PushResult
-from worker.push_outcomes import record_push_outcomes
+from worker.push_outcomes import OutcomeRecorder
 from worker.recipients import recipient_pages
 from worker.ringing import StoredEvent
 from worker.services import Services
@@ -130,28 +130,26 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
     claims = [c for c in claims if c.device.user_id not in muted]
     retry: list[Claim] = []
     retry_after = 0.0
-    # Sent and recorded a slice at a time: a worker killed mid-chunk leaves at most one slice
-    # whose answers were not recorded (README: guarantees).
+    # At most ``send_batch`` pushes in flight, each answer recorded as it arrives: a worker
+    # killed mid-chunk leaves unrecorded only the pushes in flight at that moment, and only
+    # those are sent again by whoever takes its claims over (README: guarantees).
     size = settings.fanout.send_batch
-    for start in range(0, len(claims), size):
-        part = claims[start : start + size]
-        messages = [
-            _message(services, event, claim, names[claim.device.user_id], event_id)
-            for claim in part
-        ]
-        outcomes = services.sender.send(messages)
-        record_push_outcomes(
-            services.db,
-            event_id,
-            stored.received_at,
-            part,
-            outcomes,
-            provider_of=services.sender.provider_name,
-        )
-        for claim, outcome in zip(part, outcomes, strict=True):
-            if outcome.result is PushResult.RETRY:
-                retry.append(claim)
-                retry_after = max(retry_after, outcome.retry_after or 0.0)
+    recorder = OutcomeRecorder(
+        services.db, event_id, stored.received_at, provider_of=services.sender.provider_name
+    )
+    with recorder:
+        for start in range(0, len(claims), size):
+            recorder.raise_if_failed()
+            part = claims[start : start + size]
+            messages = [
+                _message(services, event, claim, names[claim.device.user_id], event_id)
+                for claim in part
+            ]
+            outcomes = services.sender.send(messages, on_answer=recorder.answers_for(part))
+            for claim, outcome in zip(part, outcomes, strict=True):
+                if outcome.result is PushResult.RETRY:
+                    retry.append(claim)
+                    retry_after = max(retry_after, outcome.retry_after or 0.0)
     if retry:
         if attempt < settings.fanout.max_retries:
             return ChunkRun(max(retry_after, backoff_with_jitter(services, attempt)))

@@ -133,8 +133,10 @@ def test_worker_child_killed_mid_fanout_every_device_gets_its_push(
     assert 0 < killed_at < 1_000, "the kill landed mid fan-out"
     assert len(apns) == 500 and len(fcm) == 500, "every device got its push"
     duplicated = sum(n - 1 for n in apns.values()) + sum(n - 1 for n in fcm.values())
-    # Only pushes whose answer the killed child had not recorded can go out twice: at most one
-    # send batch (fanout.send_batch = 100) per killed child; each carries the same apns-id.
+    # Answers are recorded as they arrive, so only the pushes in flight at the kill (their
+    # answers never read) can go out twice: here the ~50 APNs pushes waiting on the fake's 20 ms
+    # answers.  At most one send batch (fanout.send_batch = 100) per killed child; each resend
+    # carries the same apns-id.  APNs and FCM take no idempotency key: README "Guarantees".
     assert duplicated <= 100 * len(children)
     for token, n in apns.items():
         if n > 1:

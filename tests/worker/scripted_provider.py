@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from worker.push.base import PushMessage, PushOutcome
+from worker.push.base import AnswerCallback, PushMessage, PushOutcome
 
 
 class ScriptedProvider:
@@ -20,13 +20,18 @@ class ScriptedProvider:
         self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def send_batch(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
+    def send_batch(
+        self, messages: Sequence[PushMessage], on_answer: AnswerCallback | None = None
+    ) -> list[PushOutcome]:
         outcomes = []
-        with self._lock:
-            for message in messages:
+        for index, message in enumerate(messages):
+            with self._lock:
                 self.sent.append(message)
                 n = self._attempts[message.token] = self._attempts.get(message.token, 0) + 1
-                outcomes.append(self._answer(message, n))
+            outcome = self._answer(message, n)
+            if on_answer is not None:
+                on_answer(index, outcome)
+            outcomes.append(outcome)
         return outcomes
 
     def tokens(self) -> list[str]:

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from sqlalchemy import select
 
 from tests.fakes.fake_stream_api import MEMBERS
 from tests.fakes.stream_api_plugin import stream_app_for
@@ -23,7 +24,7 @@ from worker.storage import devices, preferences
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.migrations import upgrade_to_head
-from worker.storage.models import Delivery, FanoutChunk, WebhookEvent, utcnow
+from worker.storage.models import Delivery, Device, FanoutChunk, WebhookEvent, utcnow
 from worker.stream_events import parse_call_event
 from worker.templates import TemplateBook
 
@@ -245,3 +246,32 @@ def test_a_muted_until_in_the_past_no_longer_mutes(world):
     )
     run_all_chunks(services, queued)
     assert fcm.tokens() == ["bob-fcm"]
+
+
+def test_answers_are_recorded_while_the_chunk_is_still_sending(world):
+    services, _apns, fcm, queued, _fake = world
+    answered: list[str] = []
+    recorded_before_the_next_answer: list[bool] = []
+
+    def status_of(token: str) -> str | None:
+        with services.db.transaction() as session:
+            return session.scalar(select(Delivery.status).join(Device).where(Device.token == token))
+
+    def answer(message, _n):
+        if answered:
+            # The first FCM answer reaches the database while this push is still in flight.
+            deadline = time.monotonic() + 5
+            while status_of(answered[0]) != "sent" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            recorded_before_the_next_answer.append(status_of(answered[0]) == "sent")
+            assert status_of(message.token) == "sending"
+        answered.append(message.token)
+        return PushOutcome.sent()
+
+    fcm._answer = answer
+    event = sample_events.member_event("call.notification", "alice", ["bob", "carol"])
+    process_event(services, store(services, event))
+    run_all_chunks(services, queued)
+    assert sorted(answered) == ["bob-fcm", "carol-fcm"]
+    assert recorded_before_the_next_answer == [True]
+    assert status_of("carol-fcm") == "sent"

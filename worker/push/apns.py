@@ -34,7 +34,7 @@ import math
 import re
 import ssl
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ClassVar, NoReturn, cast
 
 from aioapns import APNs, NotificationRequest, PushType
@@ -62,6 +62,7 @@ from h2.events import (
 from h2.exceptions import FlowControlError, H2Error, NoAvailableStreamIDError, ProtocolError
 
 from worker.push.base import (
+    AnswerCallback,
     Platform,
     PushKind,
     PushMessage,
@@ -284,6 +285,14 @@ def _ssl_context(settings: ApnsSettings) -> ssl.SSLContext:
     return context
 
 
+async def _reporting(
+    send: Coroutine[Any, Any, PushOutcome], index: int, on_answer: AnswerCallback
+) -> PushOutcome:
+    outcome = await send
+    on_answer(index, outcome)
+    return outcome
+
+
 class ApnsProvider:
     """Sends VoIP and alert pushes with one long-lived aioapns client per process."""
 
@@ -302,13 +311,15 @@ class ApnsProvider:
         # Sign once now so a key that jwt cannot use fails here, with no key material logged.
         self._new_auth_provider().get_header()
 
-    def send_batch(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
+    def send_batch(
+        self, messages: Sequence[PushMessage], on_answer: AnswerCallback | None = None
+    ) -> list[PushOutcome]:
         if not messages:
             return []
         rounds = math.ceil(len(messages) / MAX_IN_FLIGHT)
         bound = self._settings.timeout_seconds * rounds + BATCH_GRACE_SECONDS
         try:
-            return self._loop_thread.run(self._send_all(list(messages)), timeout=bound)
+            return self._loop_thread.run(self._send_all(list(messages), on_answer), timeout=bound)
         except TimeoutError:
             logger.error("APNs batch of %d did not finish within %.1f s", len(messages), bound)
             return [PushOutcome(PushResult.RETRY, reason="timeout") for _ in messages]
@@ -376,17 +387,20 @@ class ApnsProvider:
             key=self._key, key_id=settings.key_id, team_id=settings.team_id
         )
 
-    async def _send_all(self, messages: list[PushMessage]) -> list[PushOutcome]:
+    async def _send_all(
+        self, messages: list[PushMessage], on_answer: AnswerCallback | None
+    ) -> list[PushOutcome]:
         client, in_flight = self._ensure_client()
         seen: set[str] = set()
         sends = []
-        for message in messages:
+        for index, message in enumerate(messages):
             apns_id = apns_id_for(message.message_id)
             if apns_id in seen:
                 # aioapns keys in-flight requests by apns-id: a duplicate would orphan the first.
                 apns_id = str(uuid.uuid4())
             seen.add(apns_id)
-            sends.append(self._send_one(client, in_flight, message, apns_id))
+            send = self._send_one(client, in_flight, message, apns_id)
+            sends.append(send if on_answer is None else _reporting(send, index, on_answer))
         return list(await asyncio.gather(*sends))
 
     async def _send_one(

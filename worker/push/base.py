@@ -7,7 +7,7 @@ answers into one of four results, so nothing above this layer ever sees an SDK r
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,13 +65,24 @@ class PushOutcome:
         return cls(PushResult.SENT, provider_message_id=provider_message_id)
 
 
+# Told each answer as it arrives: (index of the message in the batch, its outcome).
+AnswerCallback = Callable[[int, PushOutcome], None]
+
+
 class PushProvider(Protocol):
     """Sends a batch concurrently; returns one outcome per message, in order.  Never raises for
-    a per-message failure: a timeout or a broken connection is ``RETRY`` for that message."""
+    a per-message failure: a timeout or a broken connection is ``RETRY`` for that message.
+
+    ``on_answer``, when given, is called (from any thread) as each answer arrives, before the
+    batch is over, so the caller can record it at once: a process killed mid-batch then leaves
+    unrecorded only what was still in flight.  It may miss a message (a batch that timed out as
+    a whole); the returned list is complete."""
 
     name: str
 
-    def send_batch(self, messages: Sequence[PushMessage]) -> list[PushOutcome]: ...
+    def send_batch(
+        self, messages: Sequence[PushMessage], on_answer: AnswerCallback | None = None
+    ) -> list[PushOutcome]: ...
 
     def close(self) -> None: ...
 

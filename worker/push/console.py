@@ -11,7 +11,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 
-from worker.push.base import PushMessage, PushOutcome, PushResult, redact_token
+from worker.push.base import AnswerCallback, PushMessage, PushOutcome, PushResult, redact_token
 
 logger = logging.getLogger("callpush.push.console")
 
@@ -29,9 +29,11 @@ class ConsoleProvider:
         # messages fall off once ``keep`` is reached.
         self.sent: deque[PushMessage] = deque(maxlen=keep)
 
-    def send_batch(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
+    def send_batch(
+        self, messages: Sequence[PushMessage], on_answer: AnswerCallback | None = None
+    ) -> list[PushOutcome]:
         outcomes = []
-        for message in messages:
+        for index, message in enumerate(messages):
             logger.info(
                 "console push [%s] platform=%s kind=%s topic=%s token=%s payload=%s",
                 self.platform_name,
@@ -42,11 +44,12 @@ class ConsoleProvider:
                 json.dumps(message.payload, sort_keys=True, default=str, ensure_ascii=False),
             )
             self.sent.append(message)
-            outcomes.append(
-                PushOutcome(
-                    PushResult.SENT, reason="console", provider_message_id=message.message_id
-                )
+            outcome = PushOutcome(
+                PushResult.SENT, reason="console", provider_message_id=message.message_id
             )
+            if on_answer is not None:
+                on_answer(index, outcome)
+            outcomes.append(outcome)
         return outcomes
 
     def close(self) -> None:

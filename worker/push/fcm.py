@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 
 from worker.http_retry import parse_retry_after
 from worker.push.base import (
+    AnswerCallback,
     Platform,
     PushKind,
     PushMessage,
@@ -268,11 +269,16 @@ class FcmProvider:
                 self._endpoint = self._fcm.fcm_end_point
                 self._closed = False
 
-    def send_batch(self, messages: Sequence[PushMessage]) -> list[PushOutcome]:
+    def send_batch(
+        self, messages: Sequence[PushMessage], on_answer: AnswerCallback | None = None
+    ) -> list[PushOutcome]:
         if not messages:
             return []
         self._ensure_open()
-        futures = [self._executor.submit(self._send_one, m) for m in messages]
+        futures = [
+            self._executor.submit(self._send_one, message, index, on_answer)
+            for index, message in enumerate(messages)
+        ]
         # Each message: at most two posts (401 -> refresh -> retry), each bounded by a connect
         # and a read timeout, plus a token refresh (google-auth retries it up to 3 times).
         timeout = self._settings.timeout_seconds
@@ -309,14 +315,19 @@ class FcmProvider:
 
     # -- on a pool thread ------------------------------------------------------------------------
 
-    def _send_one(self, message: PushMessage) -> PushOutcome:
+    def _send_one(
+        self, message: PushMessage, index: int, on_answer: AnswerCallback | None
+    ) -> PushOutcome:
         token = redact_token(message.token)
         try:
             outcome = self._deliver(message)
         except Exception:
             logger.exception("FCM push to %s failed unexpectedly", token)
-            return PushOutcome(PushResult.RETRY, reason="error")
-        self._log_outcome(token, outcome)
+            outcome = PushOutcome(PushResult.RETRY, reason="error")
+        else:
+            self._log_outcome(token, outcome)
+        if on_answer is not None:
+            on_answer(index, outcome)  # before the future completes: all reported on return
         return outcome
 
     def _deliver(self, message: PushMessage) -> PushOutcome:

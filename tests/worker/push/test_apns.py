@@ -18,7 +18,7 @@ from tests.fakes.credentials import PushCredentials, make_apns_key
 from tests.fakes.fake_apns import FakeApns
 from tests.fakes.pytest_plugin import APNS_BUNDLE_ID, apns_settings_for
 from worker.push.apns import ApnsProvider, apns_id_for, classify_result
-from worker.push.base import Platform, PushKind, PushMessage, PushResult
+from worker.push.base import Platform, PushKind, PushMessage, PushOutcome, PushResult
 from worker.settings import ApnsSettings
 
 VOIP_TOPIC = f"{APNS_BUNDLE_ID}.voip"
@@ -427,3 +427,29 @@ def test_close_is_idempotent(apns_settings: ApnsSettings, fake_apns: FakeApns) -
     assert provider.send_batch([voip(token("ok"))])[0].result is PushResult.SENT
     provider.close()
     provider.close()
+
+
+def test_each_answer_is_reported_as_it_arrives_not_when_the_batch_ends(
+    apns_provider: ApnsProvider, fake_apns: FakeApns
+) -> None:
+    quick, held = token("ok", 5), token("holdreport")
+    reported: list[tuple[int, PushResult]] = []
+    results: list[PushOutcome] = []
+    sender = threading.Thread(
+        target=lambda: results.extend(
+            apns_provider.send_batch(
+                [voip(quick), voip(held)], lambda i, o: reported.append((i, o.result))
+            )
+        )
+    )
+    sender.start()
+    deadline = time.monotonic() + 5
+    while not reported and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The quick push is reported while the held one is still waiting for its answer.
+    assert reported == [(0, PushResult.SENT)]
+    assert fake_apns.wait_for(2, timeout=10)
+    assert fake_apns.release("holdreport") == 1
+    sender.join(10)
+    assert reported == [(0, PushResult.SENT), (1, PushResult.SENT)]
+    assert [o.result for o in results] == [PushResult.SENT, PushResult.SENT]

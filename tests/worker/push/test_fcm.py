@@ -199,6 +199,26 @@ def test_slow_answer_is_retry_timeout(
     assert time.monotonic() - started < 3
 
 
+def test_each_answer_is_reported_as_it_arrives_not_when_the_batch_ends(
+    fake_fcm_factory: Callable[..., FakeFcm],
+    push_credentials: PushCredentials,
+    provider_for: Callable[..., FcmProvider],
+    tmp_path: Path,
+) -> None:
+    fake = fake_fcm_factory(slow_delay=1.5)
+    provider = provider_for(fcm_settings_for(fake, push_credentials, tmp_path, timeout_seconds=5))
+    started = time.monotonic()
+    reported: list[tuple[int, PushResult, float]] = []
+    outcomes = provider.send_batch(
+        [data("slow-2"), data("ok-2")],
+        lambda i, o: reported.append((i, o.result, time.monotonic() - started)),
+    )
+    finished = time.monotonic() - started
+    assert [(i, r) for i, r, _ in reported] == [(1, PushResult.SENT), (0, PushResult.SENT)]
+    assert reported[0][2] < 1.0 <= finished  # the quick answer did not wait for the slow one
+    assert [o.result for o in outcomes] == [PushResult.SENT, PushResult.SENT]
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

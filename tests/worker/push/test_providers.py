@@ -76,7 +76,7 @@ class _Closing:
         self.fail = fail
         self.closed = 0
 
-    def send_batch(self, messages: object) -> list[PushOutcome]:
+    def send_batch(self, messages: object, on_answer: object = None) -> list[PushOutcome]:
         return []
 
     def close(self) -> None:
