@@ -327,21 +327,42 @@ def wait_for_port(port: int, process: subprocess.Popen[Any], log_path: Path, tim
 
 
 class Stack:
-    """callpush processes sharing one environment (fakes, database, broker)."""
+    """callpush processes sharing one environment (fakes, database, broker).
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    With ``restart_crashed``, a process that exits on its own is started again within 0.2 s, as
+    the compose file's ``restart: unless-stopped`` does; ``restarts`` records each exit code."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], *, restart_crashed: bool = False):
         self.workdir = workdir
         self.env = env
         self.stack = ExitStack()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, list[int]] = {}
+        self._launch: dict[str, Any] = {}
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if restart_crashed:
+            self._watcher = threading.Thread(target=self._restart_crashed, daemon=True)
+            self._watcher.start()
 
     def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
         for process in reversed(list(self.processes.values())):
             stop_process(process)
         self.stack.close()
+
+    def _restart_crashed(self) -> None:
+        while not self._closing.wait(0.2):
+            for name, process in list(self.processes.items()):
+                if process.poll() is not None and not self._closing.is_set():
+                    self.restarts.setdefault(name, []).append(process.returncode)
+                    log(f"{name} exited ({process.returncode}): restarting it")
+                    self.processes[name] = self._launch[name]()
 
     def cli(self, *args: str, timeout: float = 120) -> str:
         done = subprocess.run(
@@ -367,15 +388,19 @@ class Stack:
     ) -> subprocess.Popen[bytes]:
         log_path = self.workdir / f"{name}.log"
         log_file = self.stack.enter_context(open(log_path, "ab"))  # noqa: SIM115
-        process = subprocess.Popen(
-            [*(command or callpush_command()), *args],
-            env=base_env(self.env | (extra_env or {})),
-            cwd=self.workdir,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes[name] = process
+
+        def launch() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [*(command or callpush_command()), *args],
+                env=base_env(self.env | (extra_env or {})),
+                cwd=self.workdir,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+        self._launch[name] = launch
+        process = self.processes[name] = launch()
         if wait_port is not None:
             wait_for_port(wait_port, process, log_path)
         return process
@@ -403,6 +428,7 @@ class Stack:
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name)
+        self._launch.pop(name, None)
         stop_process(process, sig)
 
 

@@ -14,13 +14,16 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from worker.commands import cli_settings
 from worker.logging_setup import LogFormat
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 # prometheus_client's variable, read when prometheus_client is first imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -210,7 +213,7 @@ def worker(
     ]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
-    app.worker_main(argv)
+    run_celery(app, argv)
 
 
 @click.command()
@@ -222,7 +225,26 @@ def beat(ctx: click.Context) -> None:
     settings = cli_settings(ctx)
     _require_production(settings)
     quiet = _take_over_celery_logging(*_logging(settings, "json"))
-    create_celery(settings).start([*quiet, "beat", "--loglevel", settings.log_level])
+    run_celery(create_celery(settings), [*quiet, "beat", "--loglevel", settings.log_level])
+
+
+def run_celery(app: Celery, argv: list[str]) -> None:
+    """Run a Celery command (``worker``, ``beat``) for ``app`` and exit with its status.
+
+    ``Celery.start`` and ``worker_main`` drop the status: they run Celery's click command with
+    standalone mode off, which returns it, and discard the return value.  A worker stopped by
+    "Unrecoverable error" (README: restarting) would then exit 0, and a supervisor that
+    restarts only on failure would leave it down.  So this does what ``Celery.start`` does
+    (the app as the ``--app`` option's default) and keeps the status."""
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app
+    try:
+        status = celery_command.main(args=argv, standalone_mode=False)
+    finally:
+        celery_command.params[0].default = None
+    if isinstance(status, int) and status:
+        raise SystemExit(status)
 
 
 def _take_over_celery_logging(apply_logging: Callable[[], None], json_logs: bool) -> list[str]:
