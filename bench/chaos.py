@@ -413,10 +413,9 @@ def run(quick: bool) -> dict[str, Any]:
         for process, codes in result.get("processes_restarted", {}).items():
             findings.append(
                 f"chaos {name}: {process} exited {len(codes)} time(s) (exit codes {codes}) when "
-                "Redis went away and was restarted, as `restart: unless-stopped` does. The ring "
-                "worker's threads pool can hit a kombu race while closing the lost connection "
-                "(AttributeError in the Redis transport's _connparams, 'Unrecoverable error'); "
-                "the README says to run every process under a restart policy."
+                "Redis went away, and was started again as `restart: unless-stopped` would. "
+                "Look for 'Unrecoverable error' in its log: worker/broker_transport.py closes "
+                "the kombu races known to cause one (README: restarting)."
             )
         if result["duplicated"]:
             findings.append(

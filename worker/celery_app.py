@@ -25,7 +25,7 @@ EMBEDDED_BROKER = "memory://localhost/"  # a host, or kombu warns on every conne
 
 
 def create_celery(settings: Settings) -> Celery:
-    from worker import tasks
+    from worker import broker_transport, tasks
 
     broker = settings.broker_url or EMBEDDED_BROKER
     app = Celery("callpush", broker=broker, set_as_current=False)
@@ -38,6 +38,9 @@ def create_celery(settings: Settings) -> Celery:
             "socket_connect_timeout": 2,
             "socket_timeout": 5,
         }
+        if broker.startswith("redis://"):
+            # kombu's Redis transport with the reconnect race fixed (worker/broker_transport.py).
+            app.conf.broker_transport = broker_transport.TRANSPORT
     elif broker == EMBEDDED_BROKER:
         # The in-memory transport polls; the default 1 s would add up to 1 s to every ring.
         transport_options = {"polling_interval": 0.002}
