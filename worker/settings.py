@@ -127,8 +127,8 @@ class CallTypeSettings(BaseModel):
 class FanoutSettings(BaseModel):
     # Recipients per bulk task: big enough to batch pushes, small enough to retry cheaply.
     chunk_size: Annotated[int, Field(ge=1, le=10_000)] = 500
-    # Pushes sent concurrently and then recorded, within a chunk: also the most a worker killed
-    # mid-send can leave unrecorded (and so send again).
+    # Pushes of a chunk in flight at once, each answer recorded as it arrives: also the most a
+    # worker killed mid-send can leave unrecorded (and so send again).
     send_batch: Annotated[int, Field(ge=1, le=10_000)] = 100
     # Transient failures of non-ring pushes: exponential backoff with full jitter, capped.
     max_retries: int = 6
