@@ -192,18 +192,7 @@ def redis_restart(quick: bool) -> dict[str, Any]:
                 log("chaos redis_restart: redis back")
                 process.wait(600)
                 sent = common.read_jsonl(out)
-                common.wait_until(
-                    lambda: (
-                        common.sql(
-                            db_url,
-                            "select count(*) from webhook_events"
-                            " where status in ('received','processing')",
-                        )[0][0]
-                        == 0
-                    ),
-                    180,
-                    1.0,
-                )
+                common.wait_until(lambda: common.unfinished_events(db_url) == 0, 180, 1.0)
                 time.sleep(3)
                 result = accounting(fakes, expected)
                 inbox = dict(
@@ -283,18 +272,7 @@ def provider_faults(quick: bool) -> dict[str, Any]:
             process, out = start_loadgen(work, "faults", port, items, rate)
             process.wait(600)
             sent = common.read_jsonl(out)
-            common.wait_until(
-                lambda: (
-                    common.sql(
-                        db_url,
-                        "select count(*) from webhook_events"
-                        " where status in ('received','processing')",
-                    )[0][0]
-                    == 0
-                ),
-                240,
-                1.0,
-            )
+            common.wait_until(lambda: common.unfinished_events(db_url) == 0, 240, 1.0)
             time.sleep(3)
             fakes.fetch()
             # Second ring to the users whose token the first ring disabled (410 / 404):

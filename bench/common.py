@@ -283,6 +283,12 @@ def sql(db_url: str, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, 
         return list(cur.fetchall()) if cur.description else []
 
 
+def unfinished_events(db_url: str) -> int:
+    """Inbox events not yet processed (received or processing): 0 once a run has drained."""
+    query = "select count(*) from webhook_events where status in ('received', 'processing')"
+    return int(sql(db_url, query)[0][0])
+
+
 # --- callpush processes -------------------------------------------------------------------------
 
 

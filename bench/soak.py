@@ -134,18 +134,13 @@ def run(quick: bool) -> dict[str, Any]:
                     details["ring_worker_profile"] = spy.join()
                 load_end = time.monotonic()
 
-                def pending() -> int:
-                    return common.sql(
-                        db_url,
-                        "select count(*) from webhook_events"
-                        " where status in ('received', 'processing')",
-                    )[0][0]
-
-                drained = common.wait_until(lambda: pending() == 0, DRAIN_SECONDS, 1.0)
+                drained = common.wait_until(
+                    lambda: common.unfinished_events(db_url) == 0, DRAIN_SECONDS, 1.0
+                )
                 details["drain_seconds"] = round(time.monotonic() - load_end, 1)
                 details["drained"] = drained
                 time.sleep(2)
-            details["left_unprocessed"] = pending()
+            details["left_unprocessed"] = common.unfinished_events(db_url)
             sent = common.read_jsonl(out)
             fakes.fetch()
             statuses = dict(

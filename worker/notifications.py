@@ -134,10 +134,9 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
     # killed mid-chunk leaves unrecorded only the pushes in flight at that moment, and only
     # those are sent again by whoever takes its claims over (README: guarantees).
     size = settings.fanout.send_batch
-    recorder = OutcomeRecorder(
+    with OutcomeRecorder(
         services.db, event_id, stored.received_at, provider_of=services.sender.provider_name
-    )
-    with recorder:
+    ) as recorder:
         for start in range(0, len(claims), size):
             recorder.raise_if_failed()
             part = claims[start : start + size]

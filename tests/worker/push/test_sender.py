@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+import pytest
 
 from tests.worker.scripted_provider import ScriptedProvider
 from worker.push.base import (
@@ -61,35 +63,32 @@ def collect() -> tuple[list[tuple[int, PushOutcome]], AnswerCallback]:
     return seen, on_answer
 
 
-def test_outcomes_come_back_in_message_order_across_platforms() -> None:
+MIXED = [message(Platform.FCM, "f1"), message(Platform.APNS, "a1"), message(Platform.FCM, "f2")]
+
+
+@pytest.fixture
+def sender() -> Iterator[PushSender]:
+    """APNs answers sent; FCM answers failed, with the token as the reason."""
     apns = ScriptedProvider("apns")
     fcm = ScriptedProvider("fcm", lambda m, _n: PushOutcome(PushResult.FAILED, reason=m.token))
     sender = PushSender({Platform.APNS: apns, Platform.FCM: fcm})
-    messages = [
-        message(Platform.FCM, "f1"),
-        message(Platform.APNS, "a1"),
-        message(Platform.FCM, "f2"),
-    ]
-    outcomes = sender.send(messages)
+    yield sender
+    sender.close()
+
+
+def test_outcomes_come_back_in_message_order_across_platforms(sender: PushSender) -> None:
+    outcomes = sender.send(MIXED)
     assert [o.result for o in outcomes] == [PushResult.FAILED, PushResult.SENT, PushResult.FAILED]
     assert [o.reason for o in outcomes] == ["f1", "", "f2"]
-    sender.close()
 
 
-def test_each_answer_is_passed_on_once_with_its_index_in_the_whole_send() -> None:
-    apns = ScriptedProvider("apns")
-    fcm = ScriptedProvider("fcm", lambda m, _n: PushOutcome(PushResult.FAILED, reason=m.token))
-    sender = PushSender({Platform.APNS: apns, Platform.FCM: fcm})
-    messages = [
-        message(Platform.FCM, "f1"),
-        message(Platform.APNS, "a1"),
-        message(Platform.FCM, "f2"),
-    ]
+def test_each_answer_is_passed_on_once_with_its_index_in_the_whole_send(
+    sender: PushSender,
+) -> None:
     seen, on_answer = collect()
-    outcomes = sender.send(messages, on_answer=on_answer)
+    outcomes = sender.send(MIXED, on_answer=on_answer)
     assert sorted(index for index, _ in seen) == [0, 1, 2]
     assert dict(seen) == dict(enumerate(outcomes))
-    sender.close()
 
 
 def test_answers_a_provider_did_not_report_come_from_its_final_list() -> None:
