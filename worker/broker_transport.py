@@ -6,7 +6,7 @@ or running on pool threads.  Some of them then reach a channel whose transport i
 detached (``channel.connection`` or ``transport.client`` is None), and building a Redis client
 for it raises ``AttributeError`` in ``Channel._connparams``.  That is not one of the transport's
 connection errors, so nothing handles it and Celery stops the worker with "Unrecoverable error".
-Seen in ``bench chaos``: 3 of 10 Redis restarts stopped the ring worker (threads pool) in
+Seen in ``bench chaos``: 3 of 9 Redis restarts stopped the ring worker (threads pool) in
 ``_connparams`` via ``restore_unacked``, and one stopped a prefork worker via a late ack
 (README: restarting).
 
