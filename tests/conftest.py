@@ -2,6 +2,13 @@
 
 PostgreSQL and Redis tests are marked ``services``.  Without the servers they are skipped with the
 reason; under ``CI=true`` a missing server is an error, never a skip.
+
+The servers may be shared with other work on the machine, so the suite keeps to its own:
+PostgreSQL tests each create (and drop) a database named ``callpush_test_<random>`` through
+``CALLPUSH_TEST_POSTGRES_URL``; Redis tests use the one database named in
+``CALLPUSH_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/13``) and empty it before and after
+each test, so point that at a database nothing else uses (and give two suites running at once
+two different ones).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ pytest_plugins = ["tests.fakes.pytest_plugin", "tests.fakes.stream_api_plugin"]
 POSTGRES_ADMIN_URL = os.environ.get(
     "CALLPUSH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("CALLPUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("CALLPUSH_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -75,11 +82,11 @@ def redis_server_url() -> str:
 
 @pytest.fixture
 def redis_url(redis_server_url: str) -> Iterator[str]:
-    """A Redis database (index 9..14 by worker) emptied before and after the test."""
+    """The suite's own Redis database (``CALLPUSH_TEST_REDIS_URL``), emptied before and after
+    the test."""
     import redis
 
-    base = redis_server_url.rsplit("/", 1)[0]
-    url = f"{base}/{9 + (os.getpid() % 6)}"
+    url = redis_server_url
     client = redis.Redis.from_url(url)
     client.flushdb()
     try:
