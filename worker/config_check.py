@@ -633,6 +633,8 @@ def check_fcm(settings: Settings) -> list[Check]:
     for index, app in enumerate(settings.apps):
         for name, named in app.fcm_providers.items():
             own = named.model_dump(exclude_none=True)
+            if "service_account_file" in own:  # its project is not [fcm]'s
+                own.setdefault("project_id", None)
             prefix = f"apps[{index}].fcm_providers.{name}"
 
             def setting(key: str, own: dict[str, Any] = own, prefix: str = prefix) -> str:

@@ -103,7 +103,7 @@ class ApnsProviderSettings(BaseModel):
     """One of an app's named APNs providers (in Stream: a push provider of type "apn", whose
     name devices carry as ``push_provider_name``).  Unset keys take the value of [apns]: one .p8
     key serves every app of a team, so a debug build's provider is often just its bundle_id and
-    use_sandbox = true."""
+    use_sandbox = true.  A key of its own comes with its key_id (team_id may be inherited)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,6 +116,13 @@ class ApnsProviderSettings(BaseModel):
     port: int | None = None
     ca_file: Path | None = None
 
+    @model_validator(mode="after")
+    def _key_with_its_id(self) -> ApnsProviderSettings:
+        # A key's id is its own: one inherited from [apns] with another key_file would be wrong.
+        if (self.key_file is None) != (self.key_id is None):
+            raise ValueError("key_file and key_id go together: set both, or neither")
+        return self
+
     def over(self, default: ApnsSettings) -> ApnsSettings:
         """The provider's complete settings: its own keys over [apns]'s."""
         return ApnsSettings.model_validate(
@@ -125,7 +132,8 @@ class ApnsProviderSettings(BaseModel):
 
 class FcmProviderSettings(BaseModel):
     """One of an app's named FCM providers (in Stream: a push provider of type "firebase"),
-    e.g. a second Firebase project.  Unset keys take the value of [fcm]."""
+    e.g. a second Firebase project.  Unset keys take the value of [fcm], except project_id when
+    the provider has a service account of its own."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -134,8 +142,12 @@ class FcmProviderSettings(BaseModel):
     endpoint: str | None = None
 
     def over(self, default: FcmSettings) -> FcmSettings:
-        """The provider's complete settings: its own keys over [fcm]'s."""
-        return FcmSettings.model_validate(default.model_dump() | self.model_dump(exclude_none=True))
+        """The provider's complete settings: its own keys over [fcm]'s.  A service account of
+        its own brings its own project (from the file, unless project_id is set here)."""
+        base = default.model_dump()
+        if self.service_account_file is not None:
+            base["project_id"] = None
+        return FcmSettings.model_validate(base | self.model_dump(exclude_none=True))
 
 
 class StreamAppSettings(BaseModel):

@@ -422,7 +422,11 @@ def test_every_named_provider_is_checked_as_it_will_be_built(tmp_path: Path) -> 
         tmp_path,
         apns_providers={
             "ios-voip-debug": {"bundle_id": "com.example.app.debug", "use_sandbox": True},
-            "second-team": {"key_file": str(other_key), "team_id": "TEAM999999"},
+            "second-team": {
+                "key_file": str(other_key),
+                "key_id": "XYZ987WVUT",
+                "team_id": "TEAM999999",
+            },
         },
     )
     checks = config_check.check_apns(settings)

@@ -96,16 +96,20 @@ def list_(ctx: click.Context, user_id: str | None) -> None:
     db = _db(ctx)
     with db.transaction() as session:
         found = registry.list_devices(session, user_id)
-        click.echo(f"{'ID':>5}  {'USER':<20} {'PLATFORM':<8} {'VOIP':<4} {'TOKEN':<14} STATE")
+        click.echo(
+            f"{'ID':>5}  {'USER':<20} {'PLATFORM':<8} {'VOIP':<4} {'TOKEN':<14} "
+            f"{'PROVIDER':<20} STATE"
+        )
         for d in found:
             state = (
                 f"disabled {d.disabled_at:%Y-%m-%d %H:%M} ({d.disabled_reason})"
                 if d.disabled_at
                 else "active"
             )
+            provider = d.push_provider_name or "(default)"
             click.echo(
                 f"{d.id:>5}  {d.user_id:<20} {d.platform:<8} {'yes' if d.voip else 'no':<4} "
-                f"{redact_token(d.token):<14} {state}"
+                f"{redact_token(d.token):<14} {provider:<20} {state}"
             )
     db.dispose()
 

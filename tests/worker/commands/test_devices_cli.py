@@ -56,6 +56,8 @@ def test_add_with_a_configured_push_provider_name(run, sqlite_url):
     result = add(run, "--push-provider-name", "ios-voip-debug", "--app-id", "com.example.app")
     assert result.exit_code == 0, result.output
     assert stored(sqlite_url) == [(VOIP, "com.example.app", "ios-voip-debug")]
+    listed = run("list", "--user", "bob").output
+    assert "ios-voip-debug" in listed and VOIP not in listed
 
 
 def test_add_without_a_name_uses_the_apps_default_provider(run, sqlite_url):

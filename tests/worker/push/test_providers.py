@@ -23,7 +23,13 @@ from worker.push.base import (
 from worker.push.console import ConsoleProvider
 from worker.push.fcm import FcmProvider
 from worker.push.providers import build_providers, close_providers, provider_ref
-from worker.settings import ApnsSettings, FcmSettings, Settings, StreamAppSettings
+from worker.settings import (
+    ApnsSettings,
+    FcmProviderSettings,
+    FcmSettings,
+    Settings,
+    StreamAppSettings,
+)
 
 APP = "app-key-1"
 
@@ -157,8 +163,11 @@ def test_named_providers_get_their_own_client_and_share_one_when_identical(
 
 
 def test_a_named_provider_inherits_and_must_be_complete(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"apps\[0\]\.apns_providers\.debug: .*key_id"):
-        Settings(apps=[app(apns_providers={"debug": {"key_file": str(tmp_path / "k.p8")}})])
+    key = str(tmp_path / "k.p8")
+    with pytest.raises(ValueError, match=r"apps\[0\]\.apns_providers\.debug: .*team_id"):
+        Settings(apps=[app(apns_providers={"debug": {"key_file": key, "key_id": "K2"}})])
+    with pytest.raises(ValueError, match="key_file and key_id go together"):
+        Settings(apps=[app(apns_providers={"debug": {"key_file": key}})])
     with pytest.raises(ValueError, match=r"apps\[0\]\.apns_providers\.debug\.bundle_id .*\.voip"):
         Settings(apps=[app(apns_providers={"debug": {"bundle_id": "com.example.app.voip"}})])
     with pytest.raises(ValueError, match="default_apns_provider 'x' is not one of"):
@@ -167,6 +176,16 @@ def test_a_named_provider_inherits_and_must_be_complete(tmp_path: Path) -> None:
         StreamAppSettings.model_validate(app(fcm_providers={"n" * 37: {}}))
     with pytest.raises(ValueError, match="Extra inputs"):
         StreamAppSettings.model_validate(app(apns_providers={"x": {"bundle": "typo"}}))
+
+
+def test_a_named_fcm_provider_with_its_own_account_does_not_inherit_the_project(
+    tmp_path: Path,
+) -> None:
+    default = FcmSettings(service_account_file=tmp_path / "a.json", project_id="first")
+    own = FcmProviderSettings(service_account_file=tmp_path / "b.json").over(default)
+    assert (own.service_account_file, own.project_id) == (tmp_path / "b.json", None)
+    same = FcmProviderSettings(endpoint="http://127.0.0.1:1/v1/projects").over(default)
+    assert (same.service_account_file, same.project_id) == (tmp_path / "a.json", "first")
 
 
 def test_provider_ref_follows_the_device_name_the_app_default_and_the_compat_rule() -> None:
