@@ -39,7 +39,7 @@ class Services:
     _apis: dict[str, StreamApi] = field(default_factory=dict)
     _device_sources: dict[str, DeviceSource] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _bundle_ids: dict[ProviderRef, str] | None = None
+    _bundle_ids: dict[ProviderRef, str] | None = field(default=None, init=False, repr=False)
 
     def stream_api(self, api_key: str) -> StreamApi | None:
         """Stream's REST API for the app that sent the event (several apps may be served)."""
