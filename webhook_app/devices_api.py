@@ -1,6 +1,7 @@
 """The device registration and push preference API, authenticated with Stream tokens.
 
-    POST   /devices           {"token", "platform": "apns"|"fcm", "voip"?, "app_id"?, "user_id"?}
+    POST   /devices           {"token", "platform": "apns"|"fcm", "voip"?, "app_id"?,
+                               "push_provider_name"?, "user_id"?}
     GET    /devices           [?user_id=]
     DELETE /devices/<token>   [?user_id=]
     GET    /preferences       [?user_id=]
@@ -24,7 +25,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_app.app import receiver
+from worker.apns_topics import bundle_id_problem
 from worker.push.base import Platform, redact_token
+from worker.settings import MAX_PROVIDER_NAME
 from worker.storage import devices as registry
 from worker.storage import preferences
 from worker.storage.models import Device, UserPreference, utcnow
@@ -38,7 +41,7 @@ MAX_USER_ID = 255
 MAX_DEVICE_TOKEN = 512
 MAX_APP_ID = 255
 
-DEVICE_FIELDS = frozenset({"token", "platform", "voip", "app_id", "user_id"})
+DEVICE_FIELDS = frozenset({"token", "platform", "voip", "app_id", "push_provider_name", "user_id"})
 PREFERENCE_FIELDS = frozenset({"call_pushes", "until", "user_id"})
 
 
@@ -86,10 +89,23 @@ def register_device() -> ResponseReturnValue:
     if voip and platform != Platform.APNS:
         raise ApiError(400, "voip is for APNs (PushKit) tokens only", "voip")
     app_id = _string(body, "app_id", MAX_APP_ID, required=False)
+    if app_id is not None and platform is Platform.APNS:
+        problem = bundle_id_problem(app_id)
+        if problem:
+            raise ApiError(400, f"app_id (the app's bundle id) {problem}", "app_id")
+    provider_name = _string(body, "push_provider_name", MAX_PROVIDER_NAME, required=False)
+    if provider_name is not None:
+        _check_provider_name(caller.api_key, platform, provider_name)
 
     with receiver().db.transaction() as session:
         device = registry.add_device(
-            session, user_id=user_id, platform=platform, token=token, voip=voip, app_id=app_id
+            session,
+            user_id=user_id,
+            platform=platform,
+            token=token,
+            voip=voip,
+            app_id=app_id,
+            push_provider_name=provider_name,
         )
         shown = _device_json(device)
     log.info(
@@ -213,6 +229,21 @@ def _string(body: dict[str, Any], name: str, max_length: int, *, required: bool)
     return value
 
 
+def _check_provider_name(api_key: str, platform: Platform, name: str) -> None:
+    """The name must be one of the caller's app's providers of that platform, as Stream refuses
+    a device whose provider is not configured."""
+    app = receiver().settings.app_for_key(api_key)
+    named = (app.apns_providers if platform is Platform.APNS else app.fcm_providers) if app else {}
+    if name not in named:
+        configured = ", ".join(sorted(named)) or "none"
+        raise ApiError(
+            400,
+            f"push provider {name!r} is not configured for app {api_key} "
+            f"({platform.value} providers: {configured})",
+            "push_provider_name",
+        )
+
+
 def _platform(value: Any) -> Platform:
     try:
         return Platform(value)
@@ -246,6 +277,7 @@ def _device_json(device: Device) -> dict[str, Any]:
         "token": device.token,
         "voip": device.voip,
         "app_id": device.app_id,
+        "push_provider_name": device.push_provider_name,
         "source": device.source,
         "created_at": _timestamp(device.created_at),
         "disabled": device.disabled_at is not None,

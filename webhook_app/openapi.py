@@ -582,7 +582,18 @@ OPENAPI: dict[str, Any] = {
                     "token": {"type": "string", "maxLength": 512},
                     "platform": {"type": "string", "enum": ["apns", "fcm"]},
                     "voip": {"type": "boolean", "default": False},
-                    "app_id": {"type": "string", "maxLength": 255},
+                    "app_id": {
+                        "type": "string",
+                        "maxLength": 255,
+                        "description": "APNs: the app's bundle id (without .voip); "
+                        "default: its provider's bundle_id.",
+                    },
+                    "push_provider_name": {
+                        "type": "string",
+                        "maxLength": 36,
+                        "description": "One of the app's configured push providers of the "
+                        "platform; default: the app's default provider.",
+                    },
                     "user_id": {"type": "string", "maxLength": 255},
                 },
             },
@@ -595,6 +606,7 @@ OPENAPI: dict[str, Any] = {
                     "token": {"type": "string"},
                     "voip": {"type": "boolean"},
                     "app_id": _nullable("string"),
+                    "push_provider_name": _nullable("string"),
                     "source": {"type": "string", "enum": ["local", "stream"]},
                     "created_at": NULLABLE_TIMESTAMP,
                     "disabled": {"type": "boolean"},
@@ -727,6 +739,7 @@ OPENAPI: dict[str, Any] = {
                     "voip": {"type": "boolean"},
                     "token_hint": {"type": "string", "description": "Redacted."},
                     "app_id": _nullable("string"),
+                    "push_provider_name": _nullable("string"),
                     "source": {"type": "string"},
                     "created_at": TIMESTAMP,
                     "disabled_at": NULLABLE_TIMESTAMP,

@@ -21,7 +21,15 @@ from urllib.parse import SplitResult, urlsplit
 
 from pydantic import ValidationError
 
-from worker.settings import CONFIG_ENV, DEFAULT_CONFIG_FILE, DEV_API_SECRET, Settings
+from worker.apns_topics import bundle_id_problem
+from worker.settings import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_FILE,
+    DEV_API_SECRET,
+    ApnsSettings,
+    FcmSettings,
+    Settings,
+)
 
 REDACTED = "**********"
 CONNECT_TIMEOUT_SECONDS = 2
@@ -500,39 +508,77 @@ def _read_file(setting: str, path: Path) -> tuple[bytes | None, Check | None]:
 
 
 def check_apns(settings: Settings) -> list[Check]:
+    """The default APNs provider ([apns]) and every app's named one, each as it will be built:
+    a named provider's unset keys come from [apns]."""
     apns = settings.apns
     if settings.push_provider == "console":
         return [_ok("apns", "push_provider = console: pushes are logged, not sent")]
+    checks: list[Check] = []
     if not apns.configured or apns.key_file is None:
-        return [
+        checks.append(
             _warn(
                 "apns",
                 "not configured (apns.key_file unset): iOS pushes go to the console provider",
             )
-        ]
+        )
+    else:
+        checks += _check_apns_provider(apns, lambda key: f"apns.{key}", "")
+    for index, app in enumerate(settings.apps):
+        for name, named in app.apns_providers.items():
+            own = named.model_dump(exclude_none=True)
+            prefix = f"apps[{index}].apns_providers.{name}"
+
+            def setting(key: str, own: dict[str, Any] = own, prefix: str = prefix) -> str:
+                return f"{prefix}.{key}" if key in own else f"apns.{key}"
+
+            merged = named.over(apns)
+            if not merged.configured:
+                checks.append(
+                    _warn("apns", f"{prefix}: no key_file (nor apns.key_file): console provider")
+                )
+                continue
+            # [apns]'s own host and port are checked with the other URLs.
+            if named.host is not None and (
+                "/" in named.host or ":" in named.host or not named.host.strip()
+            ):
+                checks.append(_fail("apns", f"{prefix}.host: {named.host!r} must be a bare host"))
+            if named.port is not None and not 0 < named.port < 65536:
+                checks.append(_fail("apns", f"{prefix}.port: {named.port} is not a TCP port"))
+            checks += _check_apns_provider(merged, setting, f"{prefix}: ")
+    return checks
+
+
+def _check_apns_provider(
+    apns: ApnsSettings, setting: Callable[[str], str], label: str
+) -> list[Check]:
+    """One APNs provider's settings; ``setting`` names where each key was set."""
+    assert apns.key_file is not None
     checks = [
-        _fail("apns", f"apns.{name} is empty (needed with apns.key_file)")
+        _fail("apns", f"{setting(name)} is empty (needed with {setting('key_file')})")
         for name in ("key_id", "team_id", "bundle_id")
         if not getattr(apns, name).strip()
     ]
+    bundle_problem = bundle_id_problem(apns.bundle_id) if apns.bundle_id.strip() else None
+    if bundle_problem:
+        checks.append(_fail("apns", f"{setting('bundle_id')} {apns.bundle_id!r} {bundle_problem}"))
     if apns.ca_file is not None:
-        _, problem = _read_file("apns.ca_file", apns.ca_file)
-        if problem:
-            checks.append(problem)
+        _, unreadable = _read_file(setting("ca_file"), apns.ca_file)
+        if unreadable:
+            checks.append(unreadable)
 
-    data, problem = _read_file("apns.key_file", apns.key_file)
-    if problem:
-        return [*checks, problem]
+    data, unreadable = _read_file(setting("key_file"), apns.key_file)
+    if unreadable:
+        return [*checks, unreadable]
     assert data is not None
     key_problem = _apns_key_problem(data)
     if key_problem:
-        checks.append(_fail("apns", f"apns.key_file: {apns.key_file} {key_problem}"))
+        checks.append(_fail("apns", f"{setting('key_file')}: {apns.key_file} {key_problem}"))
     if not checks:
         environment = "sandbox" if apns.use_sandbox else "production"
         checks.append(
             _ok(
                 "apns",
-                f"key {apns.key_id} of team {apns.team_id} for {apns.bundle_id} "
+                f"{label}key {apns.key_id} of team {apns.team_id} for {apns.bundle_id} "
                 f"({environment}{f', via {apns.host}' if apns.host else ''})",
             )
         )
@@ -568,58 +614,92 @@ def _apns_key_problem(data: bytes) -> str | None:
 
 
 def check_fcm(settings: Settings) -> list[Check]:
+    """The default FCM provider ([fcm]) and every app's named one; a named provider's unset keys
+    come from [fcm]."""
     fcm = settings.fcm
     if settings.push_provider == "console":
         return [_ok("fcm", "push_provider = console: pushes are logged, not sent")]
+    checks: list[Check] = []
     if not fcm.configured or fcm.service_account_file is None:
-        return [
+        checks.append(
             _warn(
                 "fcm",
                 "not configured (fcm.service_account_file unset): "
                 "Android pushes go to the console provider",
             )
-        ]
+        )
+    else:
+        checks.append(_check_fcm_provider(fcm, lambda key: f"fcm.{key}", ""))
+    for index, app in enumerate(settings.apps):
+        for name, named in app.fcm_providers.items():
+            own = named.model_dump(exclude_none=True)
+            if "service_account_file" in own:  # its project is not [fcm]'s
+                own.setdefault("project_id", None)
+            prefix = f"apps[{index}].fcm_providers.{name}"
+
+            def setting(key: str, own: dict[str, Any] = own, prefix: str = prefix) -> str:
+                return f"{prefix}.{key}" if key in own else f"fcm.{key}"
+
+            merged = named.over(fcm)
+            if not merged.configured:
+                checks.append(
+                    _warn(
+                        "fcm",
+                        f"{prefix}: no service_account_file (nor fcm.service_account_file): "
+                        "console provider",
+                    )
+                )
+                continue
+            problem = _http_url_problem(named.endpoint) if named.endpoint is not None else None
+            if problem:  # [fcm]'s own endpoint is checked with the other URLs
+                checks.append(_fail("fcm", f"{prefix}.endpoint: {problem}"))
+            checks.append(_check_fcm_provider(merged, setting, f"{prefix}: "))
+    return checks
+
+
+def _check_fcm_provider(fcm: FcmSettings, setting: Callable[[str], str], label: str) -> Check:
+    """One FCM provider's service account; ``setting`` names where each key was set."""
     path = fcm.service_account_file
-    setting = "fcm.service_account_file"
-    data, problem = _read_file(setting, path)
+    assert path is not None
+    where = setting("service_account_file")
+    data, problem = _read_file(where, path)
     if problem:
-        return [problem]
+        return problem
     assert data is not None
     try:
         info = json.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
-        where = (
+        at = (
             f" (line {error.lineno}, column {error.colno})"
             if isinstance(error, json.JSONDecodeError)
             else ""
         )
-        return [_fail("fcm", f"{setting}: {path} is not valid JSON{where}")]
+        return _fail("fcm", f"{where}: {path} is not valid JSON{at}")
     if not isinstance(info, dict):
-        return [_fail("fcm", f"{setting}: {path} is not a JSON object")]
+        return _fail("fcm", f"{where}: {path} is not a JSON object")
 
     missing = [name for name in SERVICE_ACCOUNT_FIELDS if not info.get(name)]
     if not fcm.project_id and not info.get("project_id"):
-        missing.append("project_id (or set fcm.project_id)")
+        missing.append(f"project_id (or set {setting('project_id')})")
     if missing:
-        return [_fail("fcm", f"{setting}: {path} lacks {', '.join(missing)}")]
+        return _fail("fcm", f"{where}: {path} lacks {', '.join(missing)}")
     if info.get("type") != "service_account":
-        return [
-            _fail(
-                "fcm",
-                f"{setting}: {path} is a {str(info.get('type'))!r} credential, "
-                "not a service account key",
-            )
-        ]
+        return _fail(
+            "fcm",
+            f"{where}: {path} is a {str(info.get('type'))!r} credential, not a service account key",
+        )
     try:
         from google.oauth2 import service_account
 
         service_account.Credentials.from_service_account_info(info)
     except Exception:
         # Not the library's message: it could quote part of the key.
-        return [_fail("fcm", f"{setting}: {path}: its private_key is not a valid PEM private key")]
+        return _fail("fcm", f"{where}: {path}: its private_key is not a valid PEM private key")
     project = fcm.project_id or info["project_id"]
-    source = "fcm.project_id" if fcm.project_id else "the service account"
-    return [_ok("fcm", f"service account {info['client_email']}, project {project} ({source})")]
+    source = setting("project_id") if fcm.project_id else "the service account"
+    return _ok(
+        "fcm", f"{label}service account {info['client_email']}, project {project} ({source})"
+    )
 
 
 def failed(checks: Iterable[Check]) -> list[Check]:

@@ -59,7 +59,11 @@ def usable_devices(listed: Iterable[StreamDevice]) -> tuple[MirroredDevice, ...]
             continue
         # The voip flag means an Apple PushKit token (§4.3); it has no meaning for FCM.
         voip = device.voip and platform is Platform.APNS
-        usable.append(MirroredDevice(platform, device.token, voip, device.hardware_id))
+        usable.append(
+            MirroredDevice(
+                platform, device.token, voip, device.hardware_id, device.push_provider_name
+            )
+        )
     return tuple(usable)
 
 

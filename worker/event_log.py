@@ -159,6 +159,7 @@ class DeviceSummary:
     voip: bool
     token_hint: str
     app_id: str | None
+    push_provider_name: str | None  # which of the app's push providers; None = the default
     source: str
     created_at: datetime
     disabled_at: datetime | None
@@ -350,6 +351,7 @@ def find_devices(session: Session, user_id: str | None, limit: int = 100) -> lis
             voip=d.voip,
             token_hint=redact_token(d.token),
             app_id=d.app_id,
+            push_provider_name=d.push_provider_name,
             source=d.source,
             created_at=d.created_at,
             disabled_at=d.disabled_at,

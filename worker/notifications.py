@@ -22,6 +22,7 @@ from worker.push_outcomes import OutcomeRecorder
 from worker.recipients import recipient_pages
 from worker.ringing import StoredEvent
 from worker.services import Services
+from worker.settings import DEFAULT_FCM_HIGH_PRIORITY
 from worker.storage import deliveries, fanout, inbox, preferences
 from worker.storage.deliveries import Claim
 from worker.storage.devices import DeviceTarget
@@ -120,7 +121,7 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
         claims = deliveries.claim_deliveries(
             session,
             event_id,
-            [(d, kind, services.sender.provider_name(d.platform)) for d, kind in targets],
+            [(d, kind, services.provider_label(row.api_key, d)) for d, kind in targets],
             lease=services.claim_lease(),
         )
         skipped = [c for c in claims if c.device.user_id in muted]
@@ -141,7 +142,7 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
             recorder.raise_if_failed()
             part = claims[start : start + size]
             messages = [
-                _message(services, event, claim, names[claim.device.user_id], event_id)
+                _message(services, stored, event, claim, names[claim.device.user_id])
                 for claim in part
             ]
             outcomes = services.sender.send(messages, on_answer=recorder.answers_for(part))
@@ -186,14 +187,29 @@ def alert_targets(found: Sequence[DeviceTarget]) -> list[tuple[DeviceTarget, Pus
 
 
 def _message(
-    services: Services, event: CallEvent, claim: Claim, receiver_name: str, event_id: int
+    services: Services, stored: StoredEvent, event: CallEvent, claim: Claim, receiver_name: str
 ) -> PushMessage:
     text = services.templates.render(event, claim.device.user_id, receiver_name)
+    provider = services.provider_for(stored.api_key, claim.device)
     if claim.kind is PushKind.ALERT:
         return payloads.apns_alert(
-            event, claim.device, text, bundle_id=services.settings.apns.bundle_id, event_id=event_id
+            event,
+            claim.device,
+            text,
+            bundle_id=services.bundle_id(provider),
+            event_id=stored.event_id,
+            provider=provider,
         )
-    return payloads.fcm_data(event, claim.device, text, event_id=event_id)
+    app = services.settings.app_for_key(stored.api_key)
+    high = event.type in (app.fcm_high_priority if app is not None else DEFAULT_FCM_HIGH_PRIORITY)
+    return payloads.fcm_data(
+        event,
+        claim.device,
+        text,
+        event_id=stored.event_id,
+        high_priority=high,
+        provider=provider,
+    )
 
 
 def backoff_with_jitter(services: Services, attempt: int) -> float:

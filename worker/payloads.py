@@ -11,7 +11,8 @@ import hashlib
 import uuid
 from typing import Any
 
-from worker.push.base import Platform, PushKind, PushMessage
+from worker.apns_topics import voip_topic
+from worker.push.base import Platform, ProviderRef, PushKind, PushMessage
 from worker.storage.devices import DeviceTarget
 from worker.stream_events import (
     LIVE_STARTED,
@@ -28,6 +29,9 @@ SENDER = "stream.video"  # Android/Flutter/RN drop pushes without it (§3.2 to �
 VERSION = "v2"
 CATEGORY = "stream.video"
 APNS_COLLAPSE_ID_MAX_BYTES = 64  # Apple: apns-collapse-id must not exceed 64 bytes
+# APNs priority 10 = send now; FCM: 10 -> android.priority "high", 5 -> "normal".
+HIGH_PRIORITY = 10
+NORMAL_PRIORITY = 5
 # Display names come from call.custom / user.name, unbounded; with the template caps
 # (worker/templates.py: title 256, body 1024, each sent twice on iOS) this keeps every payload
 # far below APNs' 4096-byte alert / 5120-byte VoIP limits and FCM's 4096-byte data limit.
@@ -97,6 +101,7 @@ def apns_alert(
     *,
     bundle_id: str,
     event_id: int,
+    provider: ProviderRef | None = None,
 ) -> PushMessage:
     """A regular alert (never VoIP: a VoIP push must report a call to CallKit, §3.3, §3.6).
     Shape of Stream's documented missed-call payload (§3.6)."""
@@ -106,19 +111,30 @@ def apns_alert(
         token=device.token,
         payload=apns_body(event, event.type, device.user_id, text),
         topic=device.app_id or bundle_id or None,
-        priority=10,
+        priority=HIGH_PRIORITY,
         time_to_live=ALERT_TIME_TO_LIVE.get(event.type, 600),
         # A resent alert replaces the first on the lock screen instead of showing twice.
         collapse_id=collapse_id(f"{event.type}:{event.call_cid}"),
         message_id=message_id(event_id, device.device_id),
+        provider=provider,
     )
 
 
 def fcm_data(
-    event: CallEvent, device: DeviceTarget, text: PushText, *, event_id: int
+    event: CallEvent,
+    device: DeviceTarget,
+    text: PushText,
+    *,
+    event_id: int,
+    high_priority: bool = True,
+    provider: ProviderRef | None = None,
 ) -> PushMessage:
     """Data message with the same keys (§3.6); Android's SDK builds its own notification, and
-    ``title``/``body`` are there for apps that render it themselves (React Native)."""
+    ``title``/``body`` are there for apps that render it themselves (React Native).
+
+    ``high_priority`` only for what the app shows: Firebase lowers the priority of an app whose
+    high-priority messages end in no visible notification, rings included
+    (https://firebase.google.com/docs/cloud-messaging/android/message-priority)."""
     data = stream_fields(event, event.type, device.user_id) | {
         "title": text.title,
         "body": text.body,
@@ -128,9 +144,10 @@ def fcm_data(
         kind=PushKind.DATA,
         token=device.token,
         payload=data,
-        priority=10,
+        priority=HIGH_PRIORITY if high_priority else NORMAL_PRIORITY,
         time_to_live=ALERT_TIME_TO_LIVE.get(event.type, 600),
         message_id=message_id(event_id, device.device_id),
+        provider=provider,
     )
 
 
@@ -142,6 +159,7 @@ def apns_voip_ring(
     time_to_live: int,
     event_id: int,
     text: PushText | None = None,
+    provider: ProviderRef | None = None,
 ) -> PushMessage:
     """PushKit VoIP push for CallKit (§3.3, §3.6): the SDK reads the ``stream`` dict; ``aps``
     carries the alert some apps show when CallKit is unavailable.  ``text`` is the receiver's
@@ -150,22 +168,65 @@ def apns_voip_ring(
         text = default_book().render(event, device.user_id)
     payload = apns_body(event, RING, device.user_id, text)
     payload["aps"]["badge"] = 0  # as in Stream's ring example (§3.6)
+    bundle = device.app_id or bundle_id
     return PushMessage(
         platform=Platform.APNS,
         kind=PushKind.VOIP,
         token=device.token,
         payload=payload,
         # Apple: the VoIP topic is <bundle id>.voip.  No bundle id: the console provider.
-        topic=f"{device.app_id or bundle_id}.voip" if (device.app_id or bundle_id) else None,
-        priority=10,
+        topic=voip_topic(bundle) if bundle else None,
+        priority=HIGH_PRIORITY,
         time_to_live=time_to_live,
         collapse_id=collapse_id(event.call_cid),
         message_id=message_id(event_id, device.device_id),
+        provider=provider,
+    )
+
+
+def apns_alert_ring(
+    event: CallEvent,
+    device: DeviceTarget,
+    *,
+    bundle_id: str,
+    time_to_live: int,
+    event_id: int,
+    text: PushText | None = None,
+    provider: ProviderRef | None = None,
+) -> PushMessage:
+    """call.ring as a time-sensitive alert to a regular APNs token, for an iPhone that has no
+    VoIP token (an app that rings without CallKit: Stream documents "regular push notifications
+    for ringing" on iOS, https://getstream.io/video/docs/ios/advanced/incoming-calls/overview/).
+
+    The ``stream`` dict is the VoIP ring's (type call.ring, ``video``), so the app's tap handler
+    joins the call.  ``interruption-level: time-sensitive`` lets it through a Focus and lights up
+    the screen (https://developer.apple.com/documentation/usernotifications/generating-a-remote-notification);
+    it expires with the ring, and a resend replaces it instead of showing twice."""
+    if text is None:
+        text = default_book().render(event, device.user_id)
+    payload = apns_body(event, RING, device.user_id, text)
+    payload["aps"]["interruption-level"] = "time-sensitive"
+    return PushMessage(
+        platform=Platform.APNS,
+        kind=PushKind.ALERT,
+        token=device.token,
+        payload=payload,
+        topic=device.app_id or bundle_id or None,
+        priority=HIGH_PRIORITY,
+        time_to_live=time_to_live,
+        collapse_id=collapse_id(f"{RING}:{event.call_cid}"),
+        message_id=message_id(event_id, device.device_id),
+        provider=provider,
     )
 
 
 def fcm_ring(
-    event: CallEvent, device: DeviceTarget, *, time_to_live: int, event_id: int
+    event: CallEvent,
+    device: DeviceTarget,
+    *,
+    time_to_live: int,
+    event_id: int,
+    provider: ProviderRef | None = None,
 ) -> PushMessage:
     """Data-only, high-priority FCM message (§3.2, §3.6): Stream's Android SDK reads
     ``RemoteMessage.data`` and never a ``notification`` block."""
@@ -174,8 +235,9 @@ def fcm_ring(
         kind=PushKind.DATA,
         token=device.token,
         payload=stream_fields(event, RING, device.user_id),
-        priority=10,
+        priority=HIGH_PRIORITY,  # always: it rings (Stream's SDKs show an incoming call)
         time_to_live=time_to_live,
         collapse_id=None,  # a collapse key would make FCM treat it as collapsible, not urgent
         message_id=message_id(event_id, device.device_id),
+        provider=provider,
     )

@@ -37,16 +37,14 @@ def record_push_outcomes(
 ) -> Counter[str]:
     """Store each outcome on its claim, disable invalid tokens; return counts by status.
 
-    ``provider_of`` names the provider that sent to a platform (``services.sender.provider_name``)
-    for the metrics; without it the name is inferred from the outcome."""
+    The metrics' provider label is the kind of the claim's provider (its label's first part);
+    for a claim without a label, ``provider_of`` names the platform's provider
+    (``services.sender.provider_name``), else the name is inferred from the outcome."""
     pairs = list(zip(claims, outcomes, strict=True))
     # Counted before the database write: the provider answered (the push went out, or not)
     # whether or not recording it succeeds.
     metrics.record_push_answers(
-        (
-            (_provider(c.device.platform, o, provider_of), c.device.platform.value, o)
-            for c, o in pairs
-        ),
+        ((_provider(c, o, provider_of), c.device.platform.value, o) for c, o in pairs),
         received_at,
     )
     with db.transaction() as session:
@@ -159,8 +157,13 @@ def _log_counts(event_id: int, counts: Counter[str]) -> None:
 
 
 def _provider(
-    platform: Platform, outcome: PushOutcome, provider_of: Callable[[Platform], str] | None
+    claim: Claim, outcome: PushOutcome, provider_of: Callable[[Platform], str] | None
 ) -> str:
+    # The metric's label is the provider's kind ("apns", "fcm", "console"), never an app's
+    # provider name: bounded by construction, whatever the apps configure.
+    if claim.provider:
+        return claim.provider.partition(":")[0]
+    platform = claim.device.platform
     if provider_of is not None:
         return provider_of(platform)
     # The console provider answers every push with reason "console"; the real providers are

@@ -2,9 +2,10 @@
 
 The phones must ring within milliseconds, exactly once, and never after the ring is over:
   1. recipients = members minus the caller and anyone who already answered (recipients.py);
-  2. their active devices: APNs VoIP tokens and FCM tokens;
+  2. their active devices: APNs VoIP tokens and FCM tokens, and the regular APNs token of an
+     iPhone that has no VoIP token (a time-sensitive alert rings it);
   3. each (event, device) push is claimed in the deliveries table before it is sent;
-  4. everything is sent in one concurrent batch per platform;
+  4. everything is sent in one concurrent batch per push provider;
   5. transient failures are retried quickly, inline, until the ring deadline, checking before
      each attempt that the call was not accepted, rejected or ended in the meantime.
 """
@@ -70,35 +71,65 @@ def ring_deadline(event: CallEvent, stored: StoredEvent, default_timeout_ms: int
     return started + timedelta(milliseconds=event.ring_timeout_ms or default_timeout_ms)
 
 
-def ring_targets(found: Sequence[DeviceTarget]) -> list[tuple[DeviceTarget, PushKind]]:
-    """iOS rings through PushKit only (a plain APNs token cannot start CallKit); Android through
-    a data message."""
+def ring_targets(
+    found: Sequence[DeviceTarget], *, alert_ring: bool = True
+) -> list[tuple[DeviceTarget, PushKind]]:
+    """How each device rings: an APNs VoIP token through PushKit (CallKit), an FCM token
+    through a data message, and a regular APNs token through a time-sensitive alert when its
+    phone has no VoIP token (an app without CallKit) and ``alert_ring`` is on.
+
+    Never both kinds to one phone: a regular token is left out when a VoIP token of its user is
+    on the same phone (``hardware_id``), or may be (either token's ``hardware_id`` unknown)."""
+    voip_phones: dict[str, set[str | None]] = {}
+    for device in found:
+        if device.platform is Platform.APNS and device.voip:
+            voip_phones.setdefault(device.user_id, set()).add(device.hardware_id or None)
     targets = []
     for device in found:
         if device.platform is Platform.APNS and device.voip:
             targets.append((device, PushKind.VOIP))
         elif device.platform is Platform.FCM:
             targets.append((device, PushKind.DATA))
+        elif alert_ring and not _may_share_a_phone(device, voip_phones.get(device.user_id)):
+            targets.append((device, PushKind.ALERT))
     return targets
 
 
+def _may_share_a_phone(device: DeviceTarget, voip_phones: set[str | None] | None) -> bool:
+    if not voip_phones:
+        return False
+    hardware_id = device.hardware_id or None
+    return hardware_id is None or None in voip_phones or hardware_id in voip_phones
+
+
 def build_ring_message(
-    services: Services, event: CallEvent, claim: Claim, *, time_to_live: int, event_id: int
+    services: Services,
+    event: CallEvent,
+    claim: Claim,
+    *,
+    time_to_live: int,
+    event_id: int,
+    api_key: str,
 ) -> PushMessage:
-    if claim.kind is PushKind.VOIP:
-        name = next(
-            (m.display_name for m in event.members if m.user_id == claim.device.user_id), ""
+    """The ring push of one claim, through the provider of the device for the app ``api_key``."""
+    device = claim.device
+    provider = services.provider_for(api_key, device)
+    if claim.kind is PushKind.DATA:
+        return payloads.fcm_ring(
+            event, device, time_to_live=time_to_live, event_id=event_id, provider=provider
         )
-        text = services.templates.render(event, claim.device.user_id, name)
-        return payloads.apns_voip_ring(
-            event,
-            claim.device,
-            bundle_id=services.settings.apns.bundle_id,
-            time_to_live=time_to_live,
-            event_id=event_id,
-            text=text,
-        )
-    return payloads.fcm_ring(event, claim.device, time_to_live=time_to_live, event_id=event_id)
+    name = next((m.display_name for m in event.members if m.user_id == device.user_id), "")
+    text = services.templates.render(event, device.user_id, name)
+    build = payloads.apns_voip_ring if claim.kind is PushKind.VOIP else payloads.apns_alert_ring
+    return build(
+        event,
+        device,
+        bundle_id=services.bundle_id(provider),
+        time_to_live=time_to_live,
+        event_id=event_id,
+        text=text,
+        provider=provider,
+    )
 
 
 def find_ring_stops(session: Session, event: CallEvent, stored: StoredEvent) -> RingStops:
@@ -156,9 +187,12 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
         with services.db.transaction() as session:
             muted = preferences.muted_users(session, recipients, services.now())
             found = source.devices_for(session, [r for r in recipients if r not in muted])
+            app = services.settings.app_for_key(stored.api_key)
             targets = [
-                (device, kind, services.sender.provider_name(device.platform))
-                for device, kind in ring_targets(one_ring_per_phone(found))
+                (device, kind, services.provider_label(stored.api_key, device))
+                for device, kind in ring_targets(
+                    one_ring_per_phone(found), alert_ring=app is None or app.alert_ring
+                )
             ]
             claims = _claim_unless_stopped(session, event, stored, targets, lease, counts)
     except StreamApiError as error:
@@ -211,7 +245,14 @@ def _send_until_deadline(
             return
         ttl = max(1, math.ceil(remaining))
         messages = [
-            build_ring_message(services, event, claim, time_to_live=ttl, event_id=stored.event_id)
+            build_ring_message(
+                services,
+                event,
+                claim,
+                time_to_live=ttl,
+                event_id=stored.event_id,
+                api_key=stored.api_key,
+            )
             for claim in claims
         ]
         outcomes = services.sender.send(messages)
@@ -238,7 +279,7 @@ def _send_until_deadline(
         time.sleep(delay)
         # Claimed again, and dropped if the call was answered or ended in the meantime.
         targets = [
-            (c.device, c.kind, services.sender.provider_name(c.device.platform)) for c in to_retry
+            (c.device, c.kind, services.provider_label(stored.api_key, c.device)) for c in to_retry
         ]
         with services.db.transaction() as session:
             claims = _claim_unless_stopped(

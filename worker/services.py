@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from worker.device_sources import DeviceSource, LocalRegistry, StreamDevices
-from worker.push.providers import build_providers
+from worker.push.base import Platform, ProviderRef
+from worker.push.providers import build_providers, provider_ref
 from worker.push.sender import PushSender
 from worker.settings import Settings
 from worker.storage.database import Database
+from worker.storage.devices import DeviceTarget
 from worker.storage.models import utcnow
 from worker.stream_api import StreamApi
 from worker.templates import TemplateBook
@@ -37,6 +39,7 @@ class Services:
     _apis: dict[str, StreamApi] = field(default_factory=dict)
     _device_sources: dict[str, DeviceSource] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _bundle_ids: dict[ProviderRef, str] | None = field(default=None, init=False, repr=False)
 
     def stream_api(self, api_key: str) -> StreamApi | None:
         """Stream's REST API for the app that sent the event (several apps may be served)."""
@@ -62,6 +65,28 @@ class Services:
             with self._lock:
                 source = self._device_sources.setdefault(key, source)
         return source
+
+    def provider_for(self, api_key: str, device: DeviceTarget) -> ProviderRef:
+        """The push provider that sends to ``device`` for an event of the app ``api_key``."""
+        app = self.settings.app_for_key(api_key)
+        return provider_ref(app, device.platform, device.push_provider_name)
+
+    def bundle_id(self, ref: ProviderRef) -> str:
+        """The bundle id (APNs topic base) of the APNs provider ``ref``: [apns]'s, or the app's
+        named provider's; "" for a provider that is not configured."""
+        if ref.name is None:
+            return self.settings.apns.bundle_id
+        with self._lock:
+            if self._bundle_ids is None:
+                self._bundle_ids = {
+                    ProviderRef(Platform.APNS, app, name): apns.bundle_id
+                    for (app, name), apns in self.settings.named_apns_providers().items()
+                }
+            return self._bundle_ids.get(ref, "")
+
+    def provider_label(self, api_key: str, device: DeviceTarget) -> str:
+        """The delivery row's provider for a push to ``device`` (see ``ProviderSet.label``)."""
+        return self.sender.provider_label(self.provider_for(api_key, device))
 
     def claim_lease(self) -> timedelta:
         """A SENDING claim older than this belongs to a worker that died mid-send: a live one

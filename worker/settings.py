@@ -11,13 +11,23 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from worker.apns_topics import bundle_id_problem
 
 CONFIG_ENV = "CALLPUSH_CONFIG"
 DEFAULT_CONFIG_FILE = "callpush.toml"
@@ -27,27 +37,24 @@ DEFAULT_CONFIG_FILE = "callpush.toml"
 DEV_API_KEY = "callpush-dev-key"
 DEV_API_SECRET = "callpush-dev-secret-not-for-production"
 
-
-class StreamAppSettings(BaseModel):
-    """One Stream app.  Several may be served by one deployment (e.g. dev and prod)."""
-
-    api_key: str
-    # The first secret signs our server tokens; every one is accepted on incoming webhooks so a
-    # secret can be rotated without downtime (stream-protocol.md §1.2).
-    api_secrets: list[SecretStr] = Field(min_length=1)
-    base_url: str = "https://video.stream-io-api.com"
-
-    @field_validator("api_secrets", mode="before")
-    @classmethod
-    def _split_secrets(cls, value: Any) -> Any:
-        if isinstance(value, str | SecretStr):
-            raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-            return [s.strip() for s in raw.split(",") if s.strip()]
-        return value
-
-    @property
-    def signing_secret(self) -> str:
-        return self.api_secrets[0].get_secret_value()
+# Stream's push provider names are 1-36 characters (PushProviderRequest.name in
+# https://github.com/GetStream/protocol/blob/main/openapi/v2/video-serverside-api.yaml).
+MAX_PROVIDER_NAME = 36
+# The non-ring event types that send pushes, and those whose FCM message goes out at high
+# priority by default: the ones Stream's Android SDK shows a notification for (its
+# VideoPushDelegate handles call.ring, call.missed, call.notification and call.live_started and
+# drops call.session_started:
+# https://github.com/GetStream/stream-video-android/blob/8fbaea45804cb3276b3dc41d6f8a55a07cfdf3b6/stream-video-android-core/src/main/kotlin/io/getstream/video/android/core/notifications/internal/VideoPushDelegate.kt).
+# Firebase lowers an app's high-priority messages to normal when they do not end in a visible
+# notification, and then rings cannot wake a phone in Doze
+# (https://firebase.google.com/docs/cloud-messaging/android/message-priority).
+NON_RING_PUSH_EVENTS = (
+    "call.notification",
+    "call.missed",
+    "call.live_started",
+    "call.session_started",
+)
+DEFAULT_FCM_HIGH_PRIORITY = ["call.notification", "call.missed", "call.live_started"]
 
 
 class ApnsSettings(BaseModel):
@@ -90,6 +97,135 @@ class FcmSettings(BaseModel):
     @property
     def configured(self) -> bool:
         return self.service_account_file is not None
+
+
+class ApnsProviderSettings(BaseModel):
+    """One of an app's named APNs providers (in Stream: a push provider of type "apn", whose
+    name devices carry as ``push_provider_name``).  Unset keys take the value of [apns]: one .p8
+    key serves every app of a team, so a debug build's provider is often just its bundle_id and
+    use_sandbox = true.  A key of its own comes with its key_id (team_id may be inherited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_file: Path | None = None
+    key_id: str | None = None
+    team_id: str | None = None
+    bundle_id: str | None = None
+    use_sandbox: bool | None = None
+    host: str | None = None
+    port: int | None = None
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _key_with_its_id(self) -> ApnsProviderSettings:
+        # A key's id is its own: one inherited from [apns] with another key_file would be wrong.
+        if (self.key_file is None) != (self.key_id is None):
+            raise ValueError("key_file and key_id go together: set both, or neither")
+        return self
+
+    def over(self, default: ApnsSettings) -> ApnsSettings:
+        """The provider's complete settings: its own keys over [apns]'s."""
+        return ApnsSettings.model_validate(
+            default.model_dump() | self.model_dump(exclude_none=True)
+        )
+
+
+class FcmProviderSettings(BaseModel):
+    """One of an app's named FCM providers (in Stream: a push provider of type "firebase"),
+    e.g. a second Firebase project.  Unset keys take the value of [fcm], except project_id when
+    the provider has a service account of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service_account_file: Path | None = None
+    project_id: str | None = None
+    endpoint: str | None = None
+
+    def over(self, default: FcmSettings) -> FcmSettings:
+        """The provider's complete settings: its own keys over [fcm]'s.  A service account of
+        its own brings its own project (from the file, unless project_id is set here)."""
+        base = default.model_dump()
+        if self.service_account_file is not None:
+            base["project_id"] = None
+        return FcmSettings.model_validate(base | self.model_dump(exclude_none=True))
+
+
+class StreamAppSettings(BaseModel):
+    """One Stream app.  Several may be served by one deployment (e.g. dev and prod)."""
+
+    api_key: str
+    # The first secret signs our server tokens; every one is accepted on incoming webhooks so a
+    # secret can be rotated without downtime (stream-protocol.md §1.2).
+    api_secrets: list[SecretStr] = Field(min_length=1)
+    base_url: str = "https://video.stream-io-api.com"
+    # Non-ring event types whose FCM data message goes out at android.priority "high"; the
+    # others go out at "normal".  call.ring is always high.
+    fcm_high_priority: list[str] = DEFAULT_FCM_HIGH_PRIORITY
+    # Ring a phone that has no VoIP token through its regular APNs token, with a time-sensitive
+    # alert (apps without CallKit).
+    alert_ring: bool = True
+    # Named push providers, as in the app's Stream dashboard: a device is sent through the one
+    # its push_provider_name names.  Empty: every device goes through [apns] / [fcm].
+    apns_providers: dict[str, ApnsProviderSettings] = {}
+    fcm_providers: dict[str, FcmProviderSettings] = {}
+    # The named provider for devices that name none; unset: [apns] / [fcm].
+    default_apns_provider: str | None = None
+    default_fcm_provider: str | None = None
+
+    @field_validator("api_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: Any) -> Any:
+        if isinstance(value, str | SecretStr):
+            raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+            return [s.strip() for s in raw.split(",") if s.strip()]
+        return value
+
+    @field_validator("fcm_high_priority")
+    @classmethod
+    def _known_event_types(cls, value: list[str]) -> list[str]:
+        unknown = [t for t in value if t not in NON_RING_PUSH_EVENTS and t != "call.ring"]
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]!r} is not an event type that sends a push "
+                f"(one of {', '.join(NON_RING_PUSH_EVENTS)}; call.ring is always high)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _provider_names(self) -> StreamAppSettings:
+        for kind, named in (("apns", self.apns_providers), ("fcm", self.fcm_providers)):
+            for name in named:
+                problem = provider_name_problem(name)
+                if problem:
+                    raise ValueError(f"{kind}_providers: provider name {name!r} {problem}")
+        for kind, default, named in (
+            ("apns", self.default_apns_provider, self.apns_providers),
+            ("fcm", self.default_fcm_provider, self.fcm_providers),
+        ):
+            if default is not None and default not in named:
+                raise ValueError(
+                    f"default_{kind}_provider {default!r} is not one of {kind}_providers "
+                    f"({', '.join(named) or 'none configured'})"
+                )
+        return self
+
+    @property
+    def signing_secret(self) -> str:
+        return self.api_secrets[0].get_secret_value()
+
+    def fcm_priority(self, event_type: str) -> Literal["high", "normal"]:
+        if event_type == "call.ring" or event_type in self.fcm_high_priority:
+            return "high"
+        return "normal"
+
+
+def provider_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a push provider name; None when it can."""
+    if not name or len(name) > MAX_PROVIDER_NAME:
+        return f"must be 1 to {MAX_PROVIDER_NAME} characters (Stream's limit)"
+    if not name.isprintable() or any(c.isspace() for c in name):
+        return "must be printable, without spaces"
+    return None
 
 
 class RingSettings(BaseModel):
@@ -209,6 +345,47 @@ class Settings(BaseSettings):
             self.apps = [app, *[a for a in self.apps if a.api_key != app.api_key]]
         return self
 
+    @model_validator(mode="after")
+    def _complete_push_providers(self) -> Settings:
+        # Each named provider, [apns] / [fcm] filled in, must be usable: fail at start-up, with
+        # the setting named, rather than at the first push through it.
+        for index, app in enumerate(self.apps):
+            where = f"apps[{index}]"
+            for name, apns in app.apns_providers.items():
+                try:
+                    merged = apns.over(self.apns)
+                except ValueError as error:
+                    raise ValueError(
+                        f"{where}.apns_providers.{name}: {_first_error(error)}"
+                    ) from None
+                problem = bundle_id_problem(merged.bundle_id) if merged.bundle_id else None
+                if problem:
+                    raise ValueError(f"{where}.apns_providers.{name}.bundle_id {problem}")
+            for name, fcm in app.fcm_providers.items():
+                try:
+                    fcm.over(self.fcm)
+                except ValueError as error:
+                    raise ValueError(
+                        f"{where}.fcm_providers.{name}: {_first_error(error)}"
+                    ) from None
+        return self
+
+    def named_apns_providers(self) -> dict[tuple[str, str], ApnsSettings]:
+        """(app api key, provider name) -> that provider's settings, [apns] filled in."""
+        return {
+            (app.api_key, name): named.over(self.apns)
+            for app in self.apps
+            for name, named in app.apns_providers.items()
+        }
+
+    def named_fcm_providers(self) -> dict[tuple[str, str], FcmSettings]:
+        """(app api key, provider name) -> that provider's settings, [fcm] filled in."""
+        return {
+            (app.api_key, name): named.over(self.fcm)
+            for app in self.apps
+            for name, named in app.fcm_providers.items()
+        }
+
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
@@ -225,6 +402,15 @@ class Settings(BaseSettings):
             return self
         dev = StreamAppSettings(api_key=DEV_API_KEY, api_secrets=[SecretStr(DEV_API_SECRET)])
         return self.model_copy(update={"apps": [dev]})
+
+
+def _first_error(error: ValueError) -> str:
+    """A nested model's validation error as one line, without the input values (secrets)."""
+    if isinstance(error, ValidationError):
+        item = error.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in item["loc"])
+        return f"{where + ': ' if where else ''}{item['msg']}"
+    return str(error)
 
 
 def _config_path() -> Path | None:

@@ -147,6 +147,16 @@ def test_example_loads(example_settings: Settings) -> None:
     assert settings.apns.configured and settings.apns.key_file == Path("/run/secrets/apns_key.p8")
     assert settings.fcm.service_account_file == Path("/run/secrets/fcm_service_account.json")
     assert "default" in settings.call_types
+    # The dev app's named providers, [apns] filled in.
+    named = settings.named_apns_providers()
+    assert named[("devkey1234ab", "ios-voip")] == settings.apns
+    debug = named[("devkey1234ab", "ios-voip-debug")]
+    assert (debug.bundle_id, debug.use_sandbox, debug.key_id) == (
+        "com.example.app.debug",
+        True,
+        settings.apns.key_id,
+    )
+    assert ("devkey1234ab", "firebase-staging") in settings.named_fcm_providers()
 
 
 def test_example_documents_every_setting() -> None:

@@ -44,7 +44,14 @@ SERVER = auth({"server": True})
 def client(sqlite_url, monkeypatch):
     monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
     settings = load_settings(
-        database_url=sqlite_url, apps=[{"api_key": API_KEY, "api_secrets": [SECRET, OLD_SECRET]}]
+        database_url=sqlite_url,
+        apps=[
+            {
+                "api_key": API_KEY,
+                "api_secrets": [SECRET, OLD_SECRET],
+                "apns_providers": {"ios-voip-debug": {"bundle_id": "com.example.app.debug"}},
+            }
+        ],
     )
     upgrade_to_head(sqlite_url)
     db = Database(sqlite_url)
@@ -86,6 +93,58 @@ def test_user_registers_lists_and_deletes_own_devices(client):
     assert deleted.status_code == 204 and deleted.data == b""
     assert tokens_of(client, ALICE) == [APNS_TOKEN]
     assert client.delete(f"/devices/{FCM_TOKEN}", headers=ALICE).status_code == 404
+
+
+def test_a_device_names_one_of_its_apps_push_providers(client):
+    created = register(client, ALICE, voip=True, push_provider_name="ios-voip-debug")
+    assert created.status_code == 201 and created.json["push_provider_name"] == "ios-voip-debug"
+    listed = client.get("/devices", headers=ALICE).json["devices"]
+    assert [d["push_provider_name"] for d in listed] == ["ios-voip-debug"]
+    # Without a name: the app's default provider.
+    again = register(client, ALICE, voip=True)
+    assert again.status_code == 201 and again.json["push_provider_name"] is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"push_provider_name": "ios-voip"}, "push provider 'ios-voip' is not configured for app"),
+        (
+            {"platform": "fcm", "push_provider_name": "ios-voip-debug"},
+            "fcm providers: none",  # an APNs provider's name is no FCM provider
+        ),
+        ({"push_provider_name": 7}, "push_provider_name must be a non-empty string"),
+        ({"push_provider_name": "x" * 37}, "longer than 36"),
+    ],
+)
+def test_an_unknown_push_provider_name_is_refused(client, fields, message):
+    response = register(client, ALICE, **fields)
+    assert response.status_code == 400
+    assert response.json["field"] == "push_provider_name"
+    assert message in response.json["error"]
+    assert tokens_of(client, ALICE) == []
+
+
+@pytest.mark.parametrize(
+    ("app_id", "message"),
+    [
+        ("com.example.app.voip", "ends in '.voip'"),  # would make the topic ….voip.voip
+        ("com.example.app.VoIP", "ends in '.voip'"),
+        ("com.example_app", "only letters"),
+        ("com..example", "only letters"),
+        ("example", "reverse-DNS"),
+    ],
+)
+def test_an_app_id_apns_would_not_accept_is_refused(client, app_id, message):
+    response = register(client, ALICE, voip=True, app_id=app_id)
+    assert response.status_code == 400
+    assert response.json["field"] == "app_id" and message in response.json["error"]
+    assert tokens_of(client, ALICE) == []
+
+
+def test_an_fcm_app_id_is_not_a_bundle_id(client):
+    response = register(client, ALICE, FCM_TOKEN, platform="fcm", app_id="my-firebase-project")
+    assert response.status_code == 201
 
 
 def test_registering_again_updates_the_same_device(client):

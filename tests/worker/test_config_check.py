@@ -398,6 +398,102 @@ def test_console_provider_needs_no_credentials() -> None:
     assert all(c.ok and not c.warning for c in config_check.check_fcm(settings))
 
 
+def test_apns_bundle_id_that_apns_would_not_accept(tmp_path: Path) -> None:
+    settings = with_apns(good_settings(tmp_path), bundle_id="com.example.app.voip")
+    assert_fails_with(
+        config_check.check_apns(settings),
+        "apns",
+        "apns.bundle_id 'com.example.app.voip' ends in '.voip'",
+    )
+    settings = with_apns(good_settings(tmp_path), bundle_id="com.example_app")
+    assert_fails_with(config_check.check_apns(settings), "apns", "apns.bundle_id", "only letters")
+
+
+def with_providers(directory: Path, **app_options: Any) -> Settings:
+    apps = [{"api_key": "dev-key", "api_secrets": [STREAM_SECRET], **app_options}]
+    return good_settings(directory, apps=apps)
+
+
+def test_every_named_provider_is_checked_as_it_will_be_built(tmp_path: Path) -> None:
+    """A named provider inherits [apns]'s key; one with a key of its own has it read."""
+    other_key = tmp_path / "AuthKey_OTHER.p8"
+    other_key.write_bytes(b"not a key")
+    settings = with_providers(
+        tmp_path,
+        apns_providers={
+            "ios-voip-debug": {"bundle_id": "com.example.app.debug", "use_sandbox": True},
+            "second-team": {
+                "key_file": str(other_key),
+                "key_id": "XYZ987WVUT",
+                "team_id": "TEAM999999",
+            },
+        },
+    )
+    checks = config_check.check_apns(settings)
+    details = [c.detail for c in checks if c.ok]
+    assert "key ABC123DEFG of team TEAM123456 for com.example.app (production)" in details
+    assert (
+        "apps[0].apns_providers.ios-voip-debug: key ABC123DEFG of team TEAM123456 for "
+        "com.example.app.debug (sandbox)" in details
+    )
+    assert_fails_with(
+        checks,
+        "apns",
+        f"apps[0].apns_providers.second-team.key_file: {other_key} is not a PEM file",
+    )
+
+
+def test_a_named_fcm_provider_with_its_own_service_account(tmp_path: Path) -> None:
+    account = tmp_path / "second.json"
+    account.write_text(json.dumps(service_account(project_id="second-project")))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    settings = with_providers(
+        tmp_path,
+        fcm_providers={
+            "android-2": {"service_account_file": str(account)},
+            "android-3": {"service_account_file": str(broken), "endpoint": "ftp://x"},
+        },
+    )
+    checks = config_check.check_fcm(settings)
+    assert any(
+        c.ok
+        and c.detail.startswith("apps[0].fcm_providers.android-2: ")
+        and "second-project" in c.detail
+        for c in checks
+    )
+    assert_fails_with(
+        checks,
+        "fcm",
+        "apps[0].fcm_providers.android-3.endpoint:",
+        f"apps[0].fcm_providers.android-3.service_account_file: {broken} is not valid JSON",
+    )
+
+
+def test_named_providers_without_credentials_warn_they_use_the_console(tmp_path: Path) -> None:
+    settings = Settings(apps=[{"api_key": "k", "api_secrets": ["s"], "apns_providers": {"x": {}}}])
+    checks = config_check.check_apns(settings)
+    assert all(c.ok and c.warning for c in checks) and len(checks) == 2
+    assert "apps[0].apns_providers.x: no key_file" in checks[1].detail
+
+
+def test_a_named_provider_that_cannot_be_complete_fails_to_load(tmp_path: Path) -> None:
+    settings, problem = config_check.load_settings_safely(
+        lambda: Settings(
+            apps=[
+                {
+                    "api_key": "k",
+                    "api_secrets": ["s"],
+                    "apns_providers": {"debug": {"bundle_id": "com.example.app.voip"}},
+                }
+            ]
+        )
+    )
+    assert settings is None and problem is not None and not problem.ok
+    assert "apps[0].apns_providers.debug.bundle_id" in problem.detail
+    assert "ends in '.voip'" in problem.detail
+
+
 # --------------------------------------------------------------------------------------------
 # FCM
 

@@ -121,6 +121,30 @@ def test_stream_devices_map_providers_and_are_mirrored(
     assert (stored[FCM].platform, stored[FCM].hardware_id) == ("fcm", "pixel-1")
 
 
+def test_the_push_provider_name_is_mirrored_and_follows_stream(
+    db: Database, fake_stream_api: FakeStreamApi, source: StreamDevices, clock: Clock
+) -> None:
+    """Each device keeps the name of the push provider Stream lists it with (its topic and
+    environment); a name Stream changes is changed here too, and an over-long one is cut to
+    the column."""
+    fake_stream_api.set_devices(
+        "alice",
+        [
+            device(VOIP, "apn", voip=True, push_provider_name="ios-voip-debug"),
+            device(FCM, "firebase", push_provider_name="n" * 80),
+            device(APNS, "apn"),
+        ],
+    )
+    found = {t.token: t.push_provider_name for t in targets_of(db, source, "alice")}
+    assert found == {VOIP: "ios-voip-debug", FCM: "n" * 64, APNS: None}
+    assert rows(db)[VOIP].push_provider_name == "ios-voip-debug"
+
+    fake_stream_api.set_devices("alice", [device(VOIP, "apn", voip=True, push_provider_name="v2")])
+    clock.now += 31
+    (target,) = targets_of(db, source, "alice")
+    assert target.push_provider_name == "v2" and rows(db)[VOIP].push_provider_name == "v2"
+
+
 def test_device_lists_are_cached_within_the_ttl(
     db: Database, fake_stream_api: FakeStreamApi, source: StreamDevices, clock: Clock
 ) -> None:

@@ -3,6 +3,7 @@ webhook's answer), the latency histogram observes, and several processes add up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -122,12 +123,37 @@ def test_recorded_outcomes_count_pushes_latency_and_disabled_tokens(db):
         assert gone.disabled_at is not None
 
 
-def test_the_provider_is_inferred_when_not_given(db):
-    """Until every caller passes ``provider_of``: the console provider is told apart by its
-    answer, the real providers are named after their platform."""
+def test_the_provider_label_is_the_kind_of_the_claims_provider(db):
+    """A named provider's pushes count under its kind ("apns", "console"), never its name: the
+    label's values stay bounded whatever the apps configure."""
     event_id, claims = claims_for_event(
         db, [(Platform.APNS, VOIP, PushKind.VOIP), (Platform.FCM, ANDROID, PushKind.DATA)]
     )
+    claims = [
+        dataclasses.replace(claims[0], provider="console:ios-voip-debug"),
+        dataclasses.replace(claims[1], provider="fcm:android-2"),
+    ]
+    console = sample("callpush_pushes_total", provider="console", platform="apns", result="sent")
+    fcm = sample("callpush_pushes_total", provider="fcm", platform="fcm", result="sent")
+    record_push_outcomes(
+        db, event_id, utcnow(), claims, [PushOutcome.sent(), PushOutcome.sent()], provider_of=str
+    )
+    assert sample("callpush_pushes_total", provider="console", platform="apns", result="sent") == (
+        console + 1
+    )
+    assert sample("callpush_pushes_total", provider="fcm", platform="fcm", result="sent") == fcm + 1
+    assert not sample(
+        "callpush_pushes_total", provider="fcm:android-2", platform="fcm", result="sent"
+    )
+
+
+def test_the_provider_is_inferred_when_not_given(db):
+    """Claims without a provider label, and no ``provider_of``: the console provider is told
+    apart by its answer, the real providers are named after their platform."""
+    event_id, claims = claims_for_event(
+        db, [(Platform.APNS, VOIP, PushKind.VOIP), (Platform.FCM, ANDROID, PushKind.DATA)]
+    )
+    claims = [dataclasses.replace(claim, provider="") for claim in claims]
     console = sample("callpush_pushes_total", provider="console", platform="apns", result="sent")
     fcm = sample("callpush_pushes_total", provider="fcm", platform="fcm", result="sent")
     outcomes = [PushOutcome(PushResult.SENT, reason="console"), PushOutcome.sent()]

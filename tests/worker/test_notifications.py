@@ -16,10 +16,11 @@ from tests.worker.scripted_provider import ScriptedProvider
 from worker import sample_events
 from worker.event_processing import process_event, stored_status
 from worker.notifications import deliver_chunk
-from worker.push.base import Platform, PushKind, PushOutcome, PushResult
+from worker.push.base import Platform, ProviderRef, PushKind, PushOutcome, PushResult
+from worker.push.providers import ProviderSet
 from worker.push.sender import PushSender
 from worker.services import Services
-from worker.settings import load_settings
+from worker.settings import ApnsProviderSettings, load_settings
 from worker.storage import devices, preferences
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
@@ -275,3 +276,72 @@ def test_answers_are_recorded_while_the_chunk_is_still_sending(world):
     assert sorted(answered) == ["bob-fcm", "carol-fcm"]
     assert recorded_before_the_next_answer == [True]
     assert status_of("carol-fcm") == "sent"
+
+
+def _fcm_priorities(services, queued, fake, event_type: str) -> set[int]:
+    event = sample_events.member_event(event_type, "alice", ["alice", "bob"], created_by="alice")
+    fake.set_members(event["call_cid"], ["alice", "bob"])
+    process_event(services, store(services, event))
+    run_all_chunks(services, queued)
+    return {m.priority for m in services.sender.providers.defaults[Platform.FCM].sent}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "priority"),
+    [
+        ("call.notification", 10),
+        ("call.missed", 10),
+        ("call.live_started", 10),
+        ("call.session_started", 5),  # shown by no Android SDK: never high by default
+    ],
+)
+def test_fcm_priority_is_high_only_for_what_the_apps_sdk_shows(world, event_type, priority):
+    services, _apns, _fcm, queued, fake = world
+    assert _fcm_priorities(services, queued, fake, event_type) == {priority}
+
+
+def test_fcm_priority_is_configured_per_app(world):
+    services, _apns, fcm, queued, fake = world
+    services.settings.apps[0].fcm_high_priority = ["call.session_started"]
+    assert _fcm_priorities(services, queued, fake, "call.session_started") == {10}
+    fcm.sent.clear()
+    assert _fcm_priorities(services, queued, fake, "call.missed") == {5}
+
+
+def test_an_alert_goes_through_the_devices_named_provider(world):
+    """A named provider of the app sends the device's alert with its own bundle id as topic; a
+    name the app does not configure is a failed delivery, and the token is kept."""
+    services, apns, _fcm, queued, _fake = world
+    app = services.settings.apps[0].model_copy(
+        update={"apns_providers": {"ios-debug": ApnsProviderSettings(bundle_id="com.ex.debug")}}
+    )
+    services.settings.apps = [app]
+    debug = ScriptedProvider("apns")
+    sender = PushSender(
+        ProviderSet(
+            services.sender.providers.defaults,
+            {ProviderRef(Platform.APNS, app.api_key, "ios-debug"): debug},
+        )
+    )
+    services.sender = sender
+    with services.db.transaction() as session:
+        for user, name in (("bob", "ios-debug"), ("carol", "ios-gone")):
+            device = session.scalars(select(Device).where(Device.token == apns_token(user))).one()
+            device.push_provider_name = name
+    event_id = store(services, sample_events.member_event("call.missed", "alice", ["bob", "carol"]))
+    process_event(services, event_id)
+    run_all_chunks(services, queued)
+    assert debug.tokens() == [apns_token("bob")] and debug.sent[0].topic == "com.ex.debug"
+    assert apns_token("carol") not in apns.tokens() and apns_token("bob") not in apns.tokens()
+    with services.db.transaction() as session:
+        rows = {
+            (d.user_id, d.platform): d
+            for d in session.scalars(select(Delivery).where(Delivery.event_id == event_id))
+        }
+        carol = session.scalars(select(Device).where(Device.token == apns_token("carol"))).one()
+        assert carol.disabled_at is None
+    assert rows[("bob", "apns")].provider == "apns:ios-debug"
+    assert rows[("carol", "apns")].status == "failed"
+    assert "push provider 'ios-gone' is not configured" in rows[("carol", "apns")].reason
+    assert rows[("carol", "fcm")].status == "sent"  # no named FCM provider: [fcm] as before
+    assert event_row(services, event_id).status == "failed"

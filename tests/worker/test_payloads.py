@@ -1,7 +1,7 @@
 """Payload shape, without a network: the keys Stream's SDKs parse (stream-protocol.md §3)."""
 
 from worker import payloads, sample_events
-from worker.push.base import Platform, PushKind
+from worker.push.base import Platform, ProviderRef, PushKind
 from worker.storage.devices import DeviceTarget
 from worker.stream_events import parse_call_event
 
@@ -100,3 +100,37 @@ def test_fcm_data_for_non_ring_events_carries_title_and_body_as_strings():
     assert message.payload["type"] == "call.notification"
     assert message.payload["title"] == "Hi" and message.payload["body"] == "there"
     assert all(isinstance(v, str) for v in message.payload.values())
+
+
+def test_fcm_data_priority_is_high_only_when_asked():
+    event = parse_call_event(sample_events.member_event("call.session_started", "alice", ["bob"]))
+    text = payloads.PushText("t", "b")
+    normal = payloads.fcm_data(event, ANDROID, text, event_id=1, high_priority=False)
+    high = payloads.fcm_data(event, ANDROID, text, event_id=1)
+    assert (normal.priority, high.priority) == (payloads.NORMAL_PRIORITY, payloads.HIGH_PRIORITY)
+
+
+def test_alert_ring_is_a_time_sensitive_ring_with_the_voip_rings_stream_keys():
+    """An iPhone without a VoIP token rings through its regular token (Stream's "regular push
+    notifications for ringing"): the same stream dict as the VoIP ring, an alert push type,
+    the bundle id itself as topic, the ring's expiration and a collapse id."""
+    event = _ring()
+    plain = DeviceTarget(10, "bob", Platform.APNS, "d" * 64, False, None)
+    ref = ProviderRef(Platform.APNS, "k", "ios-apn")
+    alert = payloads.apns_alert_ring(
+        event, plain, bundle_id="com.example.app", time_to_live=25, event_id=1, provider=ref
+    )
+    voip = payloads.apns_voip_ring(
+        event, IOS, bundle_id="com.example.app", time_to_live=25, event_id=1
+    )
+    assert alert.kind is PushKind.ALERT and alert.topic == "com.example.app"
+    assert alert.provider == ref
+    assert alert.payload["stream"] == voip.payload["stream"] | {"receiver_id": "bob"}
+    assert alert.payload["stream"]["type"] == "call.ring" and alert.payload["stream"]["video"]
+    aps = alert.payload["aps"]
+    assert aps["interruption-level"] == "time-sensitive" and aps["sound"] == "default"
+    assert aps["alert"] == {"title": "Alice is calling you", "body": ""}
+    assert "badge" not in aps
+    assert alert.time_to_live == 25 and alert.priority == 10
+    assert alert.collapse_id == f"video-call.ring:{event.call_cid}"
+    assert alert.message_id == payloads.message_id(1, 10)

@@ -13,12 +13,22 @@ import pytest
 from tests.worker.scripted_provider import ScriptedProvider
 from worker import sample_events
 from worker.event_processing import process_event, stored_status
-from worker.push.base import Platform, PushKind, PushOutcome, PushResult, redact_token
+from worker.push.base import (
+    Platform,
+    ProviderRef,
+    PushKind,
+    PushOutcome,
+    PushResult,
+    redact_token,
+)
+from worker.push.providers import ProviderSet
 from worker.push.sender import PushSender
+from worker.ringing import ring_targets
 from worker.services import Services
 from worker.settings import load_settings
 from worker.storage import deliveries, devices
 from worker.storage.database import Database
+from worker.storage.devices import DeviceTarget
 from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, Device, WebhookEvent, utcnow
@@ -30,6 +40,7 @@ BOB_PLAIN_APNS = "b0b" + "2" * 61
 BOB_ANDROID = "bob-fcm-token"
 CAROL_ANDROID = "carol-fcm-token"
 ALICE_ANDROID = "alice-fcm-token"
+DAN_APNS = "da0" + "3" * 61
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -145,7 +156,10 @@ def test_invalid_token_is_disabled_and_not_pushed_again(world):
         dev = session.query(Device).filter_by(token=BOB_VOIP).one()
         assert dev.disabled_at is not None and "Unregistered" in dev.disabled_reason
     process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
-    assert apns.tokens() == [BOB_VOIP]  # only the first ring reached the dead token
+    # Only the first ring reached the dead token.  With no VoIP token left, bob's iPhone rings
+    # through its regular token: a time-sensitive alert.
+    assert apns.tokens() == [BOB_VOIP, BOB_PLAIN_APNS]
+    assert apns.sent[1].kind is PushKind.ALERT
 
 
 def test_transient_failure_is_retried_inline_then_sent(world):
@@ -269,3 +283,134 @@ def test_a_ring_listing_100_members_or_more_reads_them_from_stream(world, fake_s
         session.get(WebhookEvent, event_id).api_key = app.api_key
     process_event(services, event_id)
     assert fcm.tokens() == [CAROL_ANDROID]  # carol was past the first 100
+
+
+# --- how each phone rings: VoIP, FCM, or a time-sensitive alert ---------------------------------
+
+
+def target(device_id, user, platform, voip=False, hardware_id=None) -> DeviceTarget:
+    return DeviceTarget(device_id, user, platform, f"tok{device_id}", voip, None, hardware_id)
+
+
+def kinds(targets) -> dict[int, PushKind]:
+    return {device.device_id: kind for device, kind in targets}
+
+
+def test_a_phone_without_a_voip_token_rings_through_its_regular_token():
+    found = [
+        target(1, "dan", Platform.APNS),  # dan: only a regular token
+        target(2, "bob", Platform.APNS, voip=True, hardware_id="bobs-iphone"),
+        target(3, "bob", Platform.APNS, hardware_id="bobs-iphone"),  # same phone: VoIP only
+        target(4, "bob", Platform.APNS, hardware_id="bobs-ipad"),  # another phone: alert
+        target(5, "eve", Platform.APNS, voip=True),  # eve's VoIP phone is unknown...
+        target(6, "eve", Platform.APNS, hardware_id="eves-ipad"),  # ...it may be this one
+        target(7, "fay", Platform.APNS, voip=True, hardware_id="fays-iphone"),
+        target(8, "fay", Platform.APNS),  # unknown phone: it may be fay's iPhone
+        target(9, "gus", Platform.FCM),
+    ]
+    assert kinds(ring_targets(found)) == {
+        1: PushKind.ALERT,
+        2: PushKind.VOIP,
+        4: PushKind.ALERT,
+        5: PushKind.VOIP,
+        7: PushKind.VOIP,
+        9: PushKind.DATA,
+    }
+    assert kinds(ring_targets(found, alert_ring=False)) == {
+        2: PushKind.VOIP,
+        5: PushKind.VOIP,
+        7: PushKind.VOIP,
+        9: PushKind.DATA,
+    }
+
+
+def test_alert_ring_end_to_end_in_the_domain(world):
+    services, apns, _fcm = world
+    with services.db.transaction() as session:
+        devices.add_device(session, user_id="dan", platform=Platform.APNS, token=DAN_APNS)
+    event_id = store(services, sample_events.ring_event("alice", ["bob", "dan"]))
+    assert process_event(services, event_id) == "processed"
+    by_token = {m.token: m for m in apns.sent}
+    assert set(by_token) == {BOB_VOIP, DAN_APNS}  # bob has a VoIP token: never both kinds
+    alert = by_token[DAN_APNS]
+    assert alert.kind is PushKind.ALERT and alert.topic == "com.example.app"
+    assert alert.payload["aps"]["interruption-level"] == "time-sensitive"
+    assert alert.payload["stream"]["type"] == "call.ring"
+    assert 0 < (alert.time_to_live or 0) <= 30
+    with services.db.transaction() as session:
+        rows = {d.token_hint: d for d in deliveries.deliveries_for_event(session, event_id)}
+    assert rows[redact_token(DAN_APNS)].kind == "alert"
+    assert rows[redact_token(DAN_APNS)].status == "sent"
+
+
+def test_alert_ring_switched_off_for_the_app(world):
+    services, apns, _fcm = world
+    services.settings.apps[0].alert_ring = False
+    with services.db.transaction() as session:
+        devices.add_device(session, user_id="dan", platform=Platform.APNS, token=DAN_APNS)
+    event_id = store(services, sample_events.ring_event("alice", ["dan"]))
+    assert process_event(services, event_id) == "processed"
+    assert apns.sent == []
+
+
+# --- named push providers -----------------------------------------------------------------------
+
+DEBUG = ProviderRef(Platform.APNS, "k", "ios-voip-debug")
+
+
+@pytest.fixture
+def providers_world(sqlite_url, monkeypatch):
+    """App "k" names one APNs provider, a debug build's sandbox one with its own bundle id."""
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    upgrade_to_head(sqlite_url)
+    settings = load_settings(
+        database_url=sqlite_url,
+        apps=[
+            {
+                "api_key": "k",
+                "api_secrets": ["s"],
+                "apns_providers": {
+                    "ios-voip-debug": {"bundle_id": "com.example.app.debug", "use_sandbox": True}
+                },
+            }
+        ],
+        apns={"bundle_id": "com.example.app"},
+    )
+    default, debug, fcm = (
+        ScriptedProvider("apns"),
+        ScriptedProvider("apns"),
+        ScriptedProvider("fcm"),
+    )
+    sender = PushSender(ProviderSet({Platform.APNS: default, Platform.FCM: fcm}, {DEBUG: debug}))
+    db = Database(sqlite_url)
+    services = Services(settings, db, sender, TemplateBook.from_settings(settings))
+    with db.transaction() as session:
+        for user, name in (("bob", "ios-voip-debug"), ("carol", "ios-voip-typo"), ("dave", None)):
+            devices.add_device(
+                session,
+                user_id=user,
+                platform=Platform.APNS,
+                token=f"{user}voip".ljust(64, "0"),
+                voip=True,
+                push_provider_name=name,
+            )
+    yield services, default, debug
+    services.close()
+
+
+def test_each_device_rings_through_its_named_provider(providers_world):
+    services, default, debug = providers_world
+    event_id = store(services, sample_events.ring_event("alice", ["bob", "carol", "dave"]))
+    assert process_event(services, event_id) == "failed"  # carol's provider is not configured
+    assert [m.token[:4] for m in debug.sent] == ["bobv"]
+    assert debug.sent[0].topic == "com.example.app.debug.voip"
+    assert [m.token[:4] for m in default.sent] == ["dave"]
+    assert default.sent[0].topic == "com.example.app.voip"
+    with services.db.transaction() as session:
+        rows = {d.user_id: d for d in deliveries.deliveries_for_event(session, event_id)}
+        carol = session.query(Device).filter_by(user_id="carol").one()
+        assert carol.disabled_at is None  # the token is fine: the configuration is missing
+    assert (rows["bob"].provider, rows["bob"].status) == ("apns:ios-voip-debug", "sent")
+    assert (rows["dave"].provider, rows["dave"].status) == ("apns", "sent")
+    assert (rows["carol"].provider, rows["carol"].status) == ("apns:ios-voip-typo", "failed")
+    assert rows["carol"].reason == "push provider 'ios-voip-typo' is not configured for app k"

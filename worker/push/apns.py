@@ -310,6 +310,9 @@ class ApnsProvider:
         self._in_flight: asyncio.Semaphore | None = None
         # Sign once now so a key that jwt cannot use fails here, with no key material logged.
         self._new_auth_provider().get_header()
+        # The client is built now (in the loop that will use it, opening no connection), so a
+        # worker is ready before its first ring; after a fork it is rebuilt in the new loop.
+        self._loop_thread.run(self._prepare(), timeout=5)
 
     def send_batch(
         self, messages: Sequence[PushMessage], on_answer: AnswerCallback | None = None
@@ -344,6 +347,9 @@ class ApnsProvider:
             self._loop_thread.stop()
 
     # -- inside the loop -------------------------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        self._ensure_client()
 
     def _ensure_client(self) -> tuple[APNs, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()

@@ -23,6 +23,21 @@ class PushKind(enum.StrEnum):
     DATA = "data"  # FCM data-only message
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderRef:
+    """Which configured provider sends a message: a Stream app's named push provider (the
+    device's ``push_provider_name``), or the platform's default provider ([apns] / [fcm])."""
+
+    platform: Platform
+    app: str | None = None  # api key of the Stream app that names the provider
+    name: str | None = None  # None: the platform's default provider
+
+    def describe(self) -> str:
+        if self.name is None:
+            return f"the default {self.platform.value} provider"
+        return f"push provider {self.name!r} of app {self.app}"
+
+
 class PushResult(enum.StrEnum):
     SENT = "sent"  # the provider accepted it
     TOKEN_INVALID = "token_invalid"  # the token is dead: disable it, never retry
@@ -49,6 +64,8 @@ class PushMessage:
     collapse_id: str | None = None
     # Stable per (event, device), so a provider-level retry can reuse it (APNs apns-id).
     message_id: str | None = None
+    # The provider that sends it (PushSender routes on this); None = the platform's default.
+    provider: ProviderRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

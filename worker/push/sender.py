@@ -1,74 +1,112 @@
-"""Routes built messages to the provider of their platform and sends the platforms in parallel,
-so an FCM batch never waits behind an APNs one."""
+"""Routes built messages to their provider (the platform default or an app's named provider,
+``PushMessage.provider``) and sends each provider's batch in parallel, so an FCM batch never
+waits behind an APNs one, nor a debug build's sandbox provider behind production."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from worker.push.base import AnswerCallback, Platform, PushMessage, PushOutcome, PushProvider
+from worker.push.base import (
+    AnswerCallback,
+    Platform,
+    ProviderRef,
+    PushMessage,
+    PushOutcome,
+    PushProvider,
+    PushResult,
+)
+from worker.push.providers import ProviderSet
 
 
 class PushSender:
-    def __init__(self, providers: dict[Platform, PushProvider]) -> None:
-        self.providers = providers
-        self._pool = ThreadPoolExecutor(max_workers=len(Platform), thread_name_prefix="push-send")
+    def __init__(self, providers: ProviderSet | Mapping[Platform, PushProvider]) -> None:
+        self.providers = (
+            providers if isinstance(providers, ProviderSet) else ProviderSet(dict(providers))
+        )
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(len(Platform), len(self.providers.distinct())),
+            thread_name_prefix="push-send",
+        )
 
     def provider_name(self, platform: Platform) -> str:
-        return self.providers[platform].name
+        """The name of the platform's default provider ("apns", "fcm" or "console")."""
+        return self.providers.defaults[platform].name
+
+    def provider_label(self, ref: ProviderRef) -> str:
+        """What the delivery row records as the provider of a push through ``ref``."""
+        return self.providers.label(ref)
 
     def send(
         self, messages: Sequence[PushMessage], on_answer: AnswerCallback | None = None
     ) -> list[PushOutcome]:
         """Send every message; return one outcome per message, in order.
 
-        With ``on_answer``, each message's outcome is also passed to it exactly once, as soon as
-        its provider has it, and all of them before this returns."""
-        by_platform: dict[Platform, list[int]] = {}
-        for index, message in enumerate(messages):
-            by_platform.setdefault(message.platform, []).append(index)
+        A message whose provider is not configured is not sent: it is ``FAILED`` with the reason
+        (and its token is kept).  With ``on_answer``, each message's outcome is also passed to it
+        exactly once, as soon as its provider has it, and all of them before this returns."""
         answers = _AnswerOnce(on_answer) if on_answer is not None else None
-        futures: dict[Platform, Future[list[PushOutcome]]] = {}
-        platforms = list(by_platform)
-        # The last platform runs on the calling thread: one thread hop fewer on the ring path.
-        for platform in platforms[:-1]:
-            futures[platform] = self._pool.submit(
-                self._send_platform, platform, messages, by_platform[platform], answers
-            )
-        results: dict[Platform, list[PushOutcome]] = {}
-        if platforms:
-            last = platforms[-1]
-            results[last] = self._send_platform(last, messages, by_platform[last], answers)
-        for platform, future in futures.items():
-            results[platform] = future.result()
         outcomes: list[PushOutcome | None] = [None] * len(messages)
-        for platform, indexes in by_platform.items():
-            for index, outcome in zip(indexes, results[platform], strict=True):
+        groups: dict[int, tuple[PushProvider, list[int]]] = {}
+        for index, message in enumerate(messages):
+            ref = message.provider or ProviderRef(message.platform)
+            provider = self.providers.get(ref)
+            if provider is None:
+                outcomes[index] = outcome = _not_configured(ref)
+                if answers is not None:
+                    answers.answer(index, outcome)
+                continue
+            groups.setdefault(id(provider), (provider, []))[1].append(index)
+        batches = list(groups.values())
+        futures: list[tuple[list[int], Future[list[PushOutcome]]]] = []
+        # The last batch runs on the calling thread: one thread hop fewer on the ring path.
+        for provider, indexes in batches[:-1]:
+            futures.append(
+                (
+                    indexes,
+                    self._pool.submit(self._send_batch, provider, messages, indexes, answers),
+                )
+            )
+        results: list[tuple[list[int], list[PushOutcome]]] = []
+        if batches:
+            provider, indexes = batches[-1]
+            results.append((indexes, self._send_batch(provider, messages, indexes, answers)))
+        results += [(indexes, future.result()) for indexes, future in futures]
+        for indexes, sent in results:
+            for index, outcome in zip(indexes, sent, strict=True):
                 outcomes[index] = outcome
         complete = [outcome for outcome in outcomes if outcome is not None]
         if answers is not None:
             answers.finish(complete)
         return complete
 
-    def _send_platform(
-        self,
-        platform: Platform,
+    @staticmethod
+    def _send_batch(
+        provider: PushProvider,
         messages: Sequence[PushMessage],
         indexes: list[int],
         answers: _AnswerOnce | None,
     ) -> list[PushOutcome]:
         batch = [messages[i] for i in indexes]
         if answers is None:
-            return self.providers[platform].send_batch(batch)
-        return self.providers[platform].send_batch(
+            return provider.send_batch(batch)
+        return provider.send_batch(
             batch, lambda position, outcome: answers.answer(indexes[position], outcome)
         )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
-        for provider in self.providers.values():
-            provider.close()
+        self.providers.close()
+
+
+def _not_configured(ref: ProviderRef) -> PushOutcome:
+    # FAILED, never TOKEN_INVALID: the token may be fine, the configuration is what is missing.
+    if ref.name is None:
+        reason = f"{ref.describe()} is not configured"
+    else:
+        reason = f"push provider {ref.name!r} is not configured for app {ref.app}"
+    return PushOutcome(PushResult.FAILED, reason=reason)
 
 
 class _AnswerOnce:

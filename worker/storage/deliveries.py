@@ -31,6 +31,8 @@ class Claim:
     delivery_id: int
     device: DeviceTarget
     kind: PushKind
+    # The provider label of the claim ("apns", "fcm:android-2", ...), as the row records it.
+    provider: str = ""
 
 
 def claim_deliveries(
@@ -47,7 +49,7 @@ def claim_deliveries(
     if not targets:
         return []
     now = utcnow()
-    by_device = {device.device_id: (device, kind) for device, kind, _ in targets}
+    by_device = {device.device_id: (device, kind, provider) for device, kind, provider in targets}
     rows = [
         {
             "event_id": event_id,
@@ -92,10 +94,7 @@ def claim_deliveries(
             .returning(Delivery.id, Delivery.device_id)
         )
         claimed.update({row.device_id: row.id for row in takeover})
-    return [
-        Claim(delivery_id, by_device[device_id][0], by_device[device_id][1])
-        for device_id, delivery_id in claimed.items()
-    ]
+    return [Claim(delivery_id, *by_device[device_id]) for device_id, delivery_id in claimed.items()]
 
 
 def unsettled_claim_times(

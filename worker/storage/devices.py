@@ -23,6 +23,8 @@ class DeviceTarget:
     voip: bool
     app_id: str | None
     hardware_id: str | None = None  # one physical phone (Stream's devices API, §4.3)
+    # The app's push provider the token belongs to; None = the app's default provider.
+    push_provider_name: str | None = None
 
 
 def add_device(
@@ -33,6 +35,7 @@ def add_device(
     token: str,
     voip: bool = False,
     app_id: str | None = None,
+    push_provider_name: str | None = None,
 ) -> Device:
     """Register a token, or move an existing one to this user and re-enable it (a phone that
     changed hands, or a token that came back after being pruned)."""
@@ -45,6 +48,7 @@ def add_device(
     device.user_id = user_id
     device.voip = voip
     device.app_id = app_id
+    device.push_provider_name = push_provider_name
     device.disabled_at = None
     device.disabled_reason = None
     session.flush()
@@ -78,12 +82,20 @@ def active_devices_for(session: Session, user_ids: Iterable[str]) -> list[Device
         .where(Device.user_id.in_(ids), Device.disabled_at.is_(None))
         .order_by(Device.id)
     )
-    return [
-        DeviceTarget(
-            d.id, d.user_id, Platform(d.platform), d.token, d.voip, d.app_id, d.hardware_id
-        )
-        for d in rows
-    ]
+    return [target_of(d) for d in rows]
+
+
+def target_of(device: Device) -> DeviceTarget:
+    return DeviceTarget(
+        device.id,
+        device.user_id,
+        Platform(device.platform),
+        device.token,
+        device.voip,
+        device.app_id,
+        device.hardware_id,
+        device.push_provider_name,
+    )
 
 
 def disable_devices(session: Session, device_ids: Iterable[int], reason: str) -> None:

@@ -134,6 +134,9 @@ class Device(Base):
     source: Mapped[str] = mapped_column(String(16), default="local")
     # Stream's stable physical-device id: one phone with a VoIP and an FCM token rings once.
     hardware_id: Mapped[str | None] = mapped_column(String(255))
+    # Which of the app's push providers the token belongs to (Stream's push_provider_name):
+    # its topic, environment and credentials.  None = the app's default provider.
+    push_provider_name: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     disabled_reason: Mapped[str | None] = mapped_column(String(255))
@@ -182,7 +185,8 @@ class Delivery(Base):
     platform: Mapped[str] = mapped_column(String(8))
     kind: Mapped[str] = mapped_column(String(8))  # voip | alert | data
     token_hint: Mapped[str] = mapped_column(String(32))  # redacted; never the whole token
-    provider: Mapped[str] = mapped_column(String(16))
+    # "apns" / "fcm" / "console", plus ":<name>" for an app's named provider.
+    provider: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.SENDING)
     reason: Mapped[str | None] = mapped_column(String(255))
     status_code: Mapped[int | None] = mapped_column(Integer)

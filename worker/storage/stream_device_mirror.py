@@ -15,11 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.push.base import Platform
-from worker.storage.devices import DeviceTarget
+from worker.storage.devices import DeviceTarget, target_of
 from worker.storage.models import Device, utcnow
 from worker.storage.upsert import insert_ignoring_conflicts
 
 SOURCE = "stream"
+# devices.push_provider_name's column size; Stream's names are at most 36 characters.
+MAX_PROVIDER_NAME = 64
 # Bound parameters per IN (...) query: SQLite allows 32766, PostgreSQL 65535.
 _CHUNK = 500
 
@@ -32,6 +34,7 @@ class MirroredDevice:
     token: str
     voip: bool
     hardware_id: str | None
+    push_provider_name: str | None = None
 
 
 def sync_stream_devices(
@@ -40,9 +43,10 @@ def sync_stream_devices(
     """Make the rows match what Stream lists per user and return the users' usable devices.
 
     Only differences are written: a row is inserted for a new token, and a row whose user,
-    voip flag, hardware id or source differs is updated (a phone that changed hands moves to
-    the user Stream lists it under).  ``disabled_at`` is never touched.  A call that finds
-    everything in place only reads, so the cached path of a ring takes no write lock.
+    voip flag, hardware id, push provider name or source differs is updated (a phone that
+    changed hands moves to the user Stream lists it under).  ``disabled_at`` is never touched.
+    A call that finds everything in place only reads, so the cached path of a ring takes no
+    write lock.
     """
     wanted = {(d.platform.value, d.token): (user, d) for user, ds in listed.items() for d in ds}
     if not wanted:
@@ -60,6 +64,7 @@ def sync_stream_devices(
                     "token": key[1],
                     "voip": wanted[key][1].voip,
                     "hardware_id": wanted[key][1].hardware_id,
+                    "push_provider_name": _provider_name(wanted[key][1]),
                     "source": SOURCE,
                     "created_at": now,
                 }
@@ -77,17 +82,7 @@ def sync_stream_devices(
     for key, (user_id, _) in wanted.items():
         row = rows.get(key)
         if row is not None and row.disabled_at is None and row.user_id == user_id:
-            targets.append(
-                DeviceTarget(
-                    row.id,
-                    row.user_id,
-                    Platform(row.platform),
-                    row.token,
-                    row.voip,
-                    row.app_id,
-                    row.hardware_id,
-                )
-            )
+            targets.append(target_of(row))
     return targets
 
 
@@ -97,11 +92,19 @@ def _update(row: Device, user_id: str, device: MirroredDevice) -> None:
         "user_id": user_id,
         "voip": device.voip,
         "hardware_id": device.hardware_id,
+        "push_provider_name": _provider_name(device),
         "source": SOURCE,
     }
     for name, value in changes.items():
         if getattr(row, name) != value:
             setattr(row, name, value)
+
+
+def _provider_name(device: MirroredDevice) -> str | None:
+    # Cut to the column: a longer name than Stream allows can match no configured provider, cut
+    # or not, so the push is recorded as failed for it either way.
+    name = device.push_provider_name
+    return name[:MAX_PROVIDER_NAME] if name else None
 
 
 def _rows_by_key(
