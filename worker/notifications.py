@@ -56,8 +56,8 @@ def plan_fanout(
 ) -> tuple[str, str] | None:
     """Store the recipients in chunks and queue one bulk task per chunk.  Returns None: the event
     is finished by its last chunk (:func:`deliver_chunk`)."""
-    if not services.templates.enabled(event.call_type, event.type):
-        return EventStatus.IGNORED, f"{event.type} switched off for call type {event.call_type}"
+    if off := services.push_switched_off(stored.api_key, event):
+        return EventStatus.IGNORED, off
     size = services.settings.fanout.chunk_size
     index, buffer = 0, list[tuple[str, str]]()
     queued: list[int] = []
@@ -141,7 +141,7 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
             recorder.raise_if_failed()
             part = claims[start : start + size]
             messages = [
-                _message(services, event, claim, names[claim.device.user_id], event_id)
+                _message(services, event, claim, names[claim.device.user_id], stored)
                 for claim in part
             ]
             outcomes = services.sender.send(messages, on_answer=recorder.answers_for(part))
@@ -186,9 +186,10 @@ def alert_targets(found: Sequence[DeviceTarget]) -> list[tuple[DeviceTarget, Pus
 
 
 def _message(
-    services: Services, event: CallEvent, claim: Claim, receiver_name: str, event_id: int
+    services: Services, event: CallEvent, claim: Claim, receiver_name: str, stored: StoredEvent
 ) -> PushMessage:
-    text = services.templates.render(event, claim.device.user_id, receiver_name)
+    event_id = stored.event_id
+    text = services.push_text(stored.api_key, event, claim.device.user_id, receiver_name)
     if claim.kind is PushKind.ALERT:
         return payloads.apns_alert(
             event, claim.device, text, bundle_id=services.settings.apns.bundle_id, event_id=event_id

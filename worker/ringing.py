@@ -83,13 +83,19 @@ def ring_targets(found: Sequence[DeviceTarget]) -> list[tuple[DeviceTarget, Push
 
 
 def build_ring_message(
-    services: Services, event: CallEvent, claim: Claim, *, time_to_live: int, event_id: int
+    services: Services,
+    event: CallEvent,
+    claim: Claim,
+    *,
+    time_to_live: int,
+    event_id: int,
+    api_key: str = "",
 ) -> PushMessage:
     if claim.kind is PushKind.VOIP:
         name = next(
             (m.display_name for m in event.members if m.user_id == claim.device.user_id), ""
         )
-        text = services.templates.render(event, claim.device.user_id, name)
+        text = services.push_text(api_key, event, claim.device.user_id, name)
         return payloads.apns_voip_ring(
             event,
             claim.device,
@@ -140,8 +146,8 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
     if stored.replay_force:
         timeout = event.ring_timeout_ms or services.settings.ring.default_timeout_ms
         deadline = services.now() + timedelta(milliseconds=timeout)
-    if not services.templates.enabled(event.call_type, event.type):
-        return EventStatus.IGNORED, f"call.ring switched off for call type {event.call_type}"
+    if off := services.push_switched_off(stored.api_key, event):
+        return EventStatus.IGNORED, off
     source = services.device_source(stored.api_key)
     try:
         recipients = ring_recipients(event, services.stream_api(stored.api_key))
@@ -211,7 +217,14 @@ def _send_until_deadline(
             return
         ttl = max(1, math.ceil(remaining))
         messages = [
-            build_ring_message(services, event, claim, time_to_live=ttl, event_id=stored.event_id)
+            build_ring_message(
+                services,
+                event,
+                claim,
+                time_to_live=ttl,
+                event_id=stored.event_id,
+                api_key=stored.api_key,
+            )
             for claim in claims
         ]
         outcomes = services.sender.send(messages)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from worker.call_type_settings import CallTypeSettingsCache, push_text, switched_off
 from worker.device_sources import DeviceSource, LocalRegistry, StreamDevices
 from worker.push.providers import build_providers
 from worker.push.sender import PushSender
@@ -16,7 +17,8 @@ from worker.settings import Settings
 from worker.storage.database import Database
 from worker.storage.models import utcnow
 from worker.stream_api import StreamApi
-from worker.templates import TemplateBook
+from worker.stream_events import CallEvent
+from worker.templates import RenderedText, TemplateBook
 
 EnqueueChunk = Callable[[int, int], None]
 
@@ -36,6 +38,7 @@ class Services:
     now: Callable[[], datetime] = field(default=utcnow)
     _apis: dict[str, StreamApi] = field(default_factory=dict)
     _device_sources: dict[str, DeviceSource] = field(default_factory=dict)
+    _call_type_settings: dict[str, CallTypeSettingsCache] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stream_api(self, api_key: str) -> StreamApi | None:
@@ -63,6 +66,46 @@ class Services:
                 source = self._device_sources.setdefault(key, source)
         return source
 
+    def call_type_settings(self, api_key: str) -> CallTypeSettingsCache | None:
+        """Stream's call-type push settings of the app, when it follows them
+        (``push_settings_source = "stream"``); started (fetching) on first use."""
+        app = self.settings.app_for_key(api_key)
+        if app is None or app.push_settings_source != "stream":
+            return None
+        with self._lock:
+            cache = self._call_type_settings.get(api_key)
+        if cache is None:
+            api = self.stream_api(api_key)
+            if api is None:  # pragma: no cover - app_for_key found it above
+                return None
+            fresh = CallTypeSettingsCache(
+                api,
+                refresh_seconds=self.settings.push_settings.refresh_seconds,
+                retry_seconds=self.settings.push_settings.retry_seconds,
+            )
+            with self._lock:
+                cache = self._call_type_settings.setdefault(api_key, fresh)
+            cache.start()
+        return cache
+
+    def start_background_work(self) -> None:
+        """At process start: fetch Stream's push settings of the apps that follow them, so the
+        copy is warm before the first ring."""
+        for app in self.settings.apps:
+            self.call_type_settings(app.api_key)
+
+    def push_switched_off(self, api_key: str, event: CallEvent) -> str | None:
+        """Why the event sends no push (local ``disabled_events``, or Stream's settings), or
+        None.  Reads only what is in memory."""
+        return switched_off(self.templates, self.call_type_settings(api_key), event)
+
+    def push_text(
+        self, api_key: str, event: CallEvent, receiver_id: str, receiver_name: str = ""
+    ) -> RenderedText:
+        """Title and body of one receiver's push.  Reads only what is in memory."""
+        cache = self.call_type_settings(api_key)
+        return push_text(self.templates, cache, event, receiver_id, receiver_name)
+
     def claim_lease(self) -> timedelta:
         """A SENDING claim older than this belongs to a worker that died mid-send: a live one
         has its provider's answer (or timeout) well within it."""
@@ -70,6 +113,8 @@ class Services:
         return timedelta(seconds=longest + 3)
 
     def close(self) -> None:
+        for cache in self._call_type_settings.values():
+            cache.close()
         self.sender.close()
         for source in self._device_sources.values():
             source.close()
@@ -79,13 +124,15 @@ class Services:
 
 
 def build_services(settings: Settings, enqueue_chunk: EnqueueChunk = _no_queue) -> Services:
-    return Services(
+    services = Services(
         settings=settings,
         db=Database(settings.database_url, durable_commits=False),
         sender=PushSender(build_providers(settings)),
         templates=TemplateBook.from_settings(settings),
         enqueue_chunk=enqueue_chunk,
     )
+    services.start_background_work()
+    return services
 
 
 class ProcessLocalServices:
