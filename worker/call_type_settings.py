@@ -260,7 +260,7 @@ class CallTypeSettingsCache:
             if not event.title.strip():
                 continue  # no wording in Stream: the local template
             try:
-                templates[event_type] = compile_stream_template(event.title, event.body)
+                templates[event_type] = compile_stream_template(event.title, event.body, event_type)
             except ValueError as problem:
                 self._warn_once(
                     ("compile", settings.name, event_type, event.title, event.body),

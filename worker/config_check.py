@@ -470,7 +470,7 @@ def _check_stream_push_settings(settings: Settings, app: Any, where: str) -> lis
         for event_type in worded:
             event = call_type.events[event_type]
             try:
-                compile_stream_template(event.title, event.body)
+                compile_stream_template(event.title, event.body, event_type)
             except ValueError as problem:
                 checks.append(
                     _warn(

@@ -84,11 +84,14 @@ class StreamTemplate:
         )
 
 
-def compile_stream_template(title: str, body: str) -> StreamTemplate:
-    """Compile and trial-render one event's ``apns.title`` / ``apns.body``.  Raises ValueError
-    saying which of the two is wrong and why."""
+def compile_stream_template(title: str, body: str, event_type: str | None = None) -> StreamTemplate:
+    """Compile one event's ``apns.title`` / ``apns.body`` and trial-render them on a sample
+    event of that type (of every push type when None).  Raises ValueError saying which of the
+    two is wrong and why."""
     compiled = StreamTemplate(_compile("title", title), _compile("body", body))
-    for event in sample_push_events().values():
+    samples = sample_push_events()
+    for name in sorted(samples) if event_type is None else [event_type]:
+        event = samples[name]
         for part, render in (("title", compiled.title), ("body", compiled.body)):
             try:
                 render(handlebars_context(event, "bob", "Bob"))
