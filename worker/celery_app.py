@@ -17,6 +17,7 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_shutdown,
 )
 from kombu import Exchange, Queue
 
@@ -109,9 +110,16 @@ def create_celery(settings: Settings) -> Celery:
         if getattr(sender, "app", None) is app and _runs_tasks_in_process(sender):
             services.get()
 
+    def _stop_in_this_process(sender: Any = None, **_: Any) -> None:
+        # The same pools, as the worker stops: no more refreshes from a stopped worker.
+        built = services.built()
+        if getattr(sender, "app", None) is app and built is not None:
+            built.stop_background_work()
+
     # Prefork: build the APNs client and DB pool in each child, after the fork.
     worker_process_init.connect(_init, weak=False)
     worker_init.connect(_init_in_this_process, weak=False)
+    worker_shutdown.connect(_stop_in_this_process, weak=False)
     worker_process_shutdown.connect(_close, weak=False)
     # Process-wide signals: connected once however many apps the process creates.
     task_prerun.connect(_bind_task_log_context, weak=False, dispatch_uid="callpush.log_context")

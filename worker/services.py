@@ -94,6 +94,13 @@ class Services:
         for app in self.settings.apps:
             self.call_type_settings(app.api_key)
 
+    def stop_background_work(self) -> None:
+        """Stop refreshing Stream's push settings (the copies stay readable)."""
+        with self._lock:
+            caches = list(self._call_type_settings.values())
+        for cache in caches:
+            cache.close()
+
     def push_switched_off(self, api_key: str, event: CallEvent) -> str | None:
         """Why the event sends no push (local ``disabled_events``, or Stream's settings), or
         None.  Reads only what is in memory."""
@@ -113,8 +120,7 @@ class Services:
         return timedelta(seconds=longest + 3)
 
     def close(self) -> None:
-        for cache in self._call_type_settings.values():
-            cache.close()
+        self.stop_background_work()
         self.sender.close()
         for source in self._device_sources.values():
             source.close()
@@ -152,6 +158,11 @@ class ProcessLocalServices:
                     self._services = self._factory()
                     self._pid = pid
         return self._services
+
+    def built(self) -> Services | None:
+        """This process's services if they were built, without building them."""
+        with self._lock:
+            return self._services if self._pid == os.getpid() else None
 
     def close(self) -> None:
         with self._lock:
