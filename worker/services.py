@@ -94,6 +94,14 @@ class Services:
         for app in self.settings.apps:
             self.call_type_settings(app.api_key)
 
+    def wait_for_background_work(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds per app) for the first fetch of Stream's push
+        settings: for one-off commands, which have no time to warm up in the background."""
+        for app in self.settings.apps:
+            cache = self.call_type_settings(app.api_key)
+            if cache is not None:
+                cache.wait_warm(timeout)
+
     def stop_background_work(self) -> None:
         """Stop refreshing Stream's push settings (the copies stay readable)."""
         with self._lock:

@@ -155,7 +155,9 @@ def settings_requests(fake: FakeStreamApi) -> int:
 def test_streams_dashboard_decides_what_is_pushed_and_its_wording(
     stack: Stack, fake_apns, fake_fcm, fake_stream_api: FakeStreamApi
 ) -> None:
-    # The worker fetched every call type as it started, before any webhook.
+    # The worker fetches every call type as it starts, before any webhook (nothing here has
+    # touched its services yet).
+    wait_until(lambda: fake_stream_api.calls.get(CALL_TYPES, 0) == 1, 10, message="warm-up")
     cache = services_of(stack.celery).call_type_settings(stack.api_key)
     assert cache is not None and cache.wait_warm(10)
     assert fake_stream_api.calls[CALL_TYPES] == 1
