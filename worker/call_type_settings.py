@@ -43,6 +43,8 @@ SWITCHED_OFF_IN_STREAM = "switched off in Stream's call type settings"
 # a flood of made-up ones must not grow memory or the queue of fetches without bound.
 MAX_PENDING = 100
 MAX_CALL_TYPES = 1000
+# Call types refreshed one by one per cycle when Stream refuses the list (not when it is down).
+MAX_ONE_BY_ONE = 50
 CLOSE_TIMEOUT_SECONDS = 1.0
 
 
@@ -186,10 +188,16 @@ class CallTypeSettingsCache:
                 self._pending.clear()
             try:
                 if self._clock() >= next_full:
-                    ok = self._refresh_all()
+                    error = self._refresh_all()
+                    if error is not None and not error.retryable:
+                        # The list is refused (not an outage): keep the call types known so
+                        # far fresh one by one.
+                        for name in sorted(self._entries)[:MAX_ONE_BY_ONE]:
+                            if not self._stopping:
+                                self._refresh_one(name)
                     next_full = self._clock() + (
                         self._refresh_seconds
-                        if ok
+                        if error is None
                         else min(self._retry_seconds, self._refresh_seconds)
                     )
                     self._warm.set()
@@ -201,12 +209,12 @@ class CallTypeSettingsCache:
                 next_full = self._clock() + self._retry_seconds
                 self._warm.set()
 
-    def _refresh_all(self) -> bool:
+    def _refresh_all(self) -> StreamApiError | None:
         try:
             fetched = self._api.list_call_type_push_settings()
         except StreamApiError as error:
             self._fetch_failed("every call type", error)
-            return False
+            return error
         metrics.record_call_type_fetch("ok")
         entries = {name: self._entry(settings) for name, settings in fetched.items()}
         entries = dict(list(entries.items())[:MAX_CALL_TYPES])
@@ -216,7 +224,7 @@ class CallTypeSettingsCache:
         self._entries = entries
         self._last_success = self._clock()
         log.info("app %s: Stream's push settings of %d call types fetched", self.app, len(fetched))
-        return True
+        return None
 
     def _refresh_one(self, name: str) -> None:
         try:
@@ -236,7 +244,7 @@ class CallTypeSettingsCache:
             entry = CallTypeEntry(name, in_stream=False)
         else:
             metrics.record_call_type_fetch("ok")
-        if len(self._entries) < MAX_CALL_TYPES:
+        if name in self._entries or len(self._entries) < MAX_CALL_TYPES:
             self._entries = {**self._entries, name: entry}
 
     def _fetch_failed(self, what: str, error: StreamApiError) -> None:

@@ -235,3 +235,21 @@ def test_close_stops_the_refresher(fake_stream_api: FakeStreamApi, stream_api: S
     count = _requests(fake_stream_api)
     time.sleep(0.3)  # six refresh periods
     assert _requests(fake_stream_api) == count
+
+
+def test_when_stream_refuses_the_list_the_known_call_types_are_refreshed_one_by_one(
+    fake_stream_api: FakeStreamApi, make_cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.fake_stream_api import _error
+
+    monkeypatch.setattr(
+        fake_stream_api, "_list_call_types", lambda: (_error(403, "not allowed"), 403)
+    )
+    fake_stream_api.set_call_type("default", notification_settings(off=["call_ring"]))
+    cache = make_cache(refresh=0.2, retry=0.1)
+    assert cache.get("default") is None  # first sight: local, fetched by name
+    wait_until(
+        lambda: switched_off(LOCAL, cache, _event()) == SWITCHED_OFF_IN_STREAM, 10, message="get"
+    )
+    fake_stream_api.set_call_type("default", notification_settings())
+    wait_until(lambda: switched_off(LOCAL, cache, _event()) is None, 10, message="refreshed")
