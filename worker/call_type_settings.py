@@ -223,6 +223,8 @@ class CallTypeSettingsCache:
             entries[name] = CallTypeEntry(name, in_stream=False)
         self._entries = entries
         self._last_success = self._clock()
+        with self._wake:
+            self._not_before.clear()  # Stream answers again: no name waits out a backoff
         log.info("app %s: Stream's push settings of %d call types fetched", self.app, len(fetched))
         return None
 
