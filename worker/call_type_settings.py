@@ -107,7 +107,7 @@ class CallTypeSettingsCache:
         self._refresh_seconds = refresh_seconds
         self._retry_seconds = retry_seconds
         self._clock = clock
-        # Replaced whole by the refresher (copy on write): a reader never takes a lock.
+        # Replaced whole by the refresher (copy on write): reading a known call type takes no lock.
         self._entries: dict[str, CallTypeEntry] = {}
         self._last_success: float | None = None
         self._pending: set[str] = set()
