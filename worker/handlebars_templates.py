@@ -26,6 +26,7 @@ data makes :meth:`StreamTemplate.render` raise, and the caller uses the local te
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -53,6 +54,7 @@ from worker.templates import (
     TITLE_MAX_BYTES,
     RenderedText,
     cap_utf8,
+    receiver_vars,
     sample_push_events,
     template_context,
 )
@@ -155,15 +157,32 @@ def _capped(value: Any, depth: int = 0) -> Any:
 
 
 def handlebars_context(event: CallEvent, receiver_id: str, receiver_name: str) -> dict[str, Any]:
-    context: dict[str, Any] = _capped(template_context(event, receiver_id, receiver_name))
+    base = _event_context(event)
+    return {
+        **base,
+        "receiver": receiver_vars(receiver_id, receiver_name),
+        "otherMembers": [m for m in base["members"] if m["id"] != receiver_id],
+    }
+
+
+# The event's part of the context, for the last event this thread rendered: a fan-out renders
+# one event for every receiver, and copying the event's data (to cap its lists) costs more
+# than the rendering.  Held by identity, with a strong reference, so it cannot be mistaken.
+_last_event = threading.local()
+
+
+def _event_context(event: CallEvent) -> dict[str, Any]:
+    memo = getattr(_last_event, "memo", None)
+    if memo is not None and memo[0] is event:
+        return memo[1]
+    context: dict[str, Any] = _capped(template_context(event, "", ""))
     sender = context["user"].get("id", "")
-    members = [
+    context["members"] = [
         {"id": m.user_id, "name": m.display_name, "display_name": m.display_name or m.user_id}
         for m in event.members[: MAX_LIST_ITEMS + 2]
         if m.user_id != sender
     ][:MAX_LIST_ITEMS]
-    context["members"] = members
-    context["otherMembers"] = [m for m in members if m["id"] != receiver_id]
+    _last_event.memo = (event, context)
     return context
 
 

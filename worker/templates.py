@@ -197,6 +197,14 @@ def _user_vars(user: Mapping[str, Any], display_name: str) -> dict[str, Any]:
     }
 
 
+def receiver_vars(receiver_id: str, receiver_name: str) -> dict[str, str]:
+    return {
+        "id": receiver_id,
+        "name": receiver_name,
+        "display_name": receiver_name.strip() or receiver_id,
+    }
+
+
 def template_context(event: CallEvent, receiver_id: str, receiver_name: str = "") -> dict[str, Any]:
     """The variables a template sees.
 
@@ -235,11 +243,7 @@ def template_context(event: CallEvent, receiver_id: str, receiver_name: str = ""
                 {**created_by, "id": event.created_by_id}, event.created_by_name
             ),
         },
-        "receiver": {
-            "id": receiver_id,
-            "name": receiver_name,
-            "display_name": receiver_name.strip() or receiver_id,
-        },
+        "receiver": receiver_vars(receiver_id, receiver_name),
         "event": {
             "type": event.type,
             "created_at": (

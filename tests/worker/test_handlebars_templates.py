@@ -139,3 +139,17 @@ def test_a_template_that_fails_on_one_events_data_raises_for_the_caller() -> Non
     event = _ring(call={**_ring().raw["call"], "custom": {"people": ["ann"]}})
     with pytest.raises(ValueError, match="Missing helper"):
         template.render(event, "bob")
+
+
+def test_each_receiver_of_one_event_gets_its_own_receiver_and_other_members() -> None:
+    # One event rendered for every receiver in turn, as a fan-out does.
+    event = _ring()
+    template = compile_stream_template(
+        "{{ receiver.display_name }}", "{{implodeMembers otherMembers}}"
+    )
+    texts = [template.render(event, user, user.title()) for user in ("bob", "carol", "dave")]
+    assert [(t.title, t.body) for t in texts] == [
+        ("Bob", "Carol, Dave"),
+        ("Carol", "Bob, Dave"),
+        ("Dave", "Bob, Carol"),
+    ]
