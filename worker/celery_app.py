@@ -11,7 +11,14 @@ import os
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import task_postrun, task_prerun, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from kombu import Exchange, Queue
 
 from worker.services import ProcessLocalServices, Services, build_services
@@ -96,13 +103,36 @@ def create_celery(settings: Settings) -> Celery:
 
         mark_process_dead(os.getpid())
 
+    def _init_in_this_process(sender: Any = None, **_: Any) -> None:
+        # A threads (or solo) pool runs the tasks in the worker's own process: build the
+        # services as it starts, not at its first task, so that Stream's call-type push
+        # settings are being fetched before the first ring.  A prefork parent builds nothing.
+        if getattr(sender, "app", None) is app and _runs_tasks_in_process(sender):
+            services.get()
+
+    def _stop_in_this_process(sender: Any = None, **_: Any) -> None:
+        # The same pools, as the worker stops: no more refreshes from a stopped worker.
+        built = services.built()
+        if getattr(sender, "app", None) is app and built is not None:
+            built.stop_background_work()
+
     # Prefork: build the APNs client and DB pool in each child, after the fork.
     worker_process_init.connect(_init, weak=False)
+    worker_init.connect(_init_in_this_process, weak=False)
+    worker_shutdown.connect(_stop_in_this_process, weak=False)
     worker_process_shutdown.connect(_close, weak=False)
     # Process-wide signals: connected once however many apps the process creates.
     task_prerun.connect(_bind_task_log_context, weak=False, dispatch_uid="callpush.log_context")
     task_postrun.connect(_clear_task_log_context, weak=False, dispatch_uid="callpush.log_context")
     return app
+
+
+def _runs_tasks_in_process(controller: Any) -> bool:
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    pool = get_implementation(getattr(controller, "pool_cls", None) or "prefork")
+    return isinstance(pool, type) and not issubclass(pool, PreforkPool)
 
 
 def _bind_task_log_context(task: Task | None = None, args: Any = None, **_: Any) -> None:

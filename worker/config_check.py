@@ -216,6 +216,7 @@ def run_checks(settings: Settings) -> list[Check]:
         ("apns", check_apns),
         ("fcm", check_fcm),
         ("templates", check_templates),
+        ("push settings", check_push_settings),
     ):
         try:
             checks.extend(check(settings))
@@ -435,6 +436,83 @@ def check_templates(settings: Settings) -> list[Check]:
         return [_fail("templates", problem) for problem in error.problems]
     configured = sum(len(c.templates) for c in settings.call_types.values())
     return [_ok("templates", f"{configured} configured, the rest Stream's default wording")]
+
+
+def check_push_settings(settings: Settings) -> list[Check]:
+    """Where each app's push switches and wording come from; for ``push_settings_source =
+    "stream"``, what Stream's call types say (worker/call_type_settings.py)."""
+    checks: list[Check] = []
+    for index, app in enumerate(settings.apps):
+        where = f"apps[{index}] ({app.api_key})"
+        if app.push_settings_source == "local":
+            checks.append(_ok("push settings", f"{where}: local ([call_types], built-in wording)"))
+        else:
+            checks.extend(_check_stream_push_settings(settings, app, where))
+    return checks
+
+
+def _check_stream_push_settings(settings: Settings, app: Any, where: str) -> list[Check]:
+    from worker.handlebars_templates import compile_stream_template
+    from worker.stream_api import StreamApi, StreamApiError
+
+    api = StreamApi(app, min(settings.stream_api_timeout_seconds, 10.0))
+    try:
+        call_types = api.list_call_type_push_settings()
+    except StreamApiError as error:
+        detail = (
+            f'{where}: push_settings_source = "stream", but Stream\'s call types could not be '
+            f"read ({describe_error(error)}); the workers use the local settings until they can"
+        )
+        return [
+            _warn("push settings", detail) if error.retryable else _fail("push settings", detail)
+        ]
+    finally:
+        api.close()
+    checks: list[Check] = []
+    summary: list[str] = []
+    for name, call_type in sorted(call_types.items()):
+        off = sorted(e for e, s in call_type.events.items() if not s.enabled)
+        worded = sorted(e for e, s in call_type.events.items() if s.title.strip())
+        wording = ", ".join(worded) or "none"
+        summary.append(f"{name} (off: {', '.join(off) or 'none'}; Stream's wording: {wording})")
+        for event_type in worded:
+            event = call_type.events[event_type]
+            try:
+                compile_stream_template(event.title, event.body, event_type)
+            except ValueError as problem:
+                checks.append(
+                    _warn(
+                        "push settings",
+                        f"{where}: call type {name!r}, {event_type}: Stream's template is not "
+                        f"usable ({problem}); the local one is used",
+                    )
+                )
+        if call_type.enabled:
+            checks.append(
+                _warn(
+                    "push settings",
+                    f"{where}: call type {name!r} has Stream's own pushes on "
+                    "(notification_settings.enabled = true): phones may ring twice; switch it "
+                    "off in Stream (README: Pointing Stream at callpush)",
+                )
+            )
+        if call_type.events and len(off) == len(call_type.events):
+            checks.append(
+                _warn(
+                    "push settings",
+                    f"{where}: call type {name!r} has every event switched off in Stream, so "
+                    "callpush sends it no push; to stop only Stream's own pushes, switch them "
+                    "on and set notification_settings.enabled = false instead",
+                )
+            )
+    checks.insert(
+        0,
+        _ok(
+            "push settings",
+            f"{where}: following Stream's call types: {'; '.join(summary) or 'none'}",
+        ),
+    )
+    return checks
 
 
 def check_apps(settings: Settings) -> list[Check]:

@@ -20,6 +20,8 @@ from worker.settings import Settings
 class InlineProcessor:
     def __init__(self, settings: Settings) -> None:
         self.services: Services = build_services(settings, enqueue_chunk=self._deliver_chunk)
+        # Events replayed at once would otherwise miss Stream's push settings still being read.
+        self.services.wait_for_background_work(settings.stream_api_timeout_seconds + 1)
 
     def process(self, event_id: int) -> str:
         while True:

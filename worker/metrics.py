@@ -67,6 +67,7 @@ class _Metrics:
     pushes: Counter
     push_latency: Histogram
     tokens_disabled: Counter
+    call_type_fetches: Counter
 
 
 _created: _Metrics | None = None
@@ -110,6 +111,12 @@ def _define() -> _Metrics:
             "Device tokens disabled because the provider called them invalid, by reason.",
             ["reason"],
         ),
+        call_type_fetches=Counter(
+            "callpush_stream_call_type_fetches",
+            "Fetches of Stream's call-type push settings (apps with push_settings_source = "
+            '"stream"), by result (ok, not_found, failed: the last good copy is kept).',
+            ["result"],
+        ),
     )
 
 
@@ -137,6 +144,11 @@ def record_tokens_disabled(reason: str, count: int) -> None:
     # Provider reason codes (Unregistered, BadDeviceToken, UNREGISTERED, ...) are a small closed
     # set; the cut only guards the label against a provider sending prose.
     _metrics().tokens_disabled.labels(reason=reason[:64] or UNKNOWN).inc(count)
+
+
+def record_call_type_fetch(result: str) -> None:
+    """One fetch of Stream's call-type push settings: "ok", "not_found" or "failed"."""
+    _metrics().call_type_fetches.labels(result=result).inc()
 
 
 def multiprocess_dir() -> str | None:

@@ -57,8 +57,8 @@ def plan_fanout(
 ) -> tuple[str, str] | None:
     """Store the recipients in chunks and queue one bulk task per chunk.  Returns None: the event
     is finished by its last chunk (:func:`deliver_chunk`)."""
-    if not services.templates.enabled(event.call_type, event.type):
-        return EventStatus.IGNORED, f"{event.type} switched off for call type {event.call_type}"
+    if off := services.push_switched_off(stored.api_key, event):
+        return EventStatus.IGNORED, off
     size = services.settings.fanout.chunk_size
     index, buffer = 0, list[tuple[str, str]]()
     queued: list[int] = []
@@ -189,7 +189,7 @@ def alert_targets(found: Sequence[DeviceTarget]) -> list[tuple[DeviceTarget, Pus
 def _message(
     services: Services, stored: StoredEvent, event: CallEvent, claim: Claim, receiver_name: str
 ) -> PushMessage:
-    text = services.templates.render(event, claim.device.user_id, receiver_name)
+    text = services.push_text(stored.api_key, event, claim.device.user_id, receiver_name)
     provider = services.provider_for(stored.api_key, claim.device)
     if claim.kind is PushKind.ALERT:
         return payloads.apns_alert(

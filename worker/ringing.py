@@ -119,7 +119,7 @@ def build_ring_message(
             event, device, time_to_live=time_to_live, event_id=event_id, provider=provider
         )
     name = next((m.display_name for m in event.members if m.user_id == device.user_id), "")
-    text = services.templates.render(event, device.user_id, name)
+    text = services.push_text(api_key, event, device.user_id, name)
     build = payloads.apns_voip_ring if claim.kind is PushKind.VOIP else payloads.apns_alert_ring
     return build(
         event,
@@ -171,8 +171,8 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
     if stored.replay_force:
         timeout = event.ring_timeout_ms or services.settings.ring.default_timeout_ms
         deadline = services.now() + timedelta(milliseconds=timeout)
-    if not services.templates.enabled(event.call_type, event.type):
-        return EventStatus.IGNORED, f"call.ring switched off for call type {event.call_type}"
+    if off := services.push_switched_off(stored.api_key, event):
+        return EventStatus.IGNORED, off
     source = services.device_source(stored.api_key)
     try:
         recipients = ring_recipients(event, services.stream_api(stored.api_key))

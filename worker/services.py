@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from worker.call_type_settings import CallTypeSettingsCache, push_text, switched_off
 from worker.device_sources import DeviceSource, LocalRegistry, StreamDevices
 from worker.push.base import Platform, ProviderRef
 from worker.push.providers import build_providers, provider_ref
@@ -18,7 +19,8 @@ from worker.storage.database import Database
 from worker.storage.devices import DeviceTarget
 from worker.storage.models import utcnow
 from worker.stream_api import StreamApi
-from worker.templates import TemplateBook
+from worker.stream_events import CallEvent
+from worker.templates import RenderedText, TemplateBook
 
 EnqueueChunk = Callable[[int, int], None]
 
@@ -38,6 +40,7 @@ class Services:
     now: Callable[[], datetime] = field(default=utcnow)
     _apis: dict[str, StreamApi] = field(default_factory=dict)
     _device_sources: dict[str, DeviceSource] = field(default_factory=dict)
+    _call_type_settings: dict[str, CallTypeSettingsCache] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _bundle_ids: dict[ProviderRef, str] | None = field(default=None, init=False, repr=False)
 
@@ -88,6 +91,61 @@ class Services:
         """The delivery row's provider for a push to ``device`` (see ``ProviderSet.label``)."""
         return self.sender.provider_label(self.provider_for(api_key, device))
 
+    def call_type_settings(self, api_key: str) -> CallTypeSettingsCache | None:
+        """Stream's call-type push settings of the app, when it follows them
+        (``push_settings_source = "stream"``); started (fetching) on first use."""
+        app = self.settings.app_for_key(api_key)
+        if app is None or app.push_settings_source != "stream":
+            return None
+        with self._lock:
+            cache = self._call_type_settings.get(api_key)
+        if cache is None:
+            api = self.stream_api(api_key)
+            if api is None:  # pragma: no cover - app_for_key found it above
+                return None
+            fresh = CallTypeSettingsCache(
+                api,
+                refresh_seconds=self.settings.push_settings.refresh_seconds,
+                retry_seconds=self.settings.push_settings.retry_seconds,
+            )
+            with self._lock:
+                cache = self._call_type_settings.setdefault(api_key, fresh)
+            cache.start()
+        return cache
+
+    def start_background_work(self) -> None:
+        """At process start: fetch Stream's push settings of the apps that follow them, so the
+        copy is warm before the first ring."""
+        for app in self.settings.apps:
+            self.call_type_settings(app.api_key)
+
+    def wait_for_background_work(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds per app) for the first fetch of Stream's push
+        settings: for one-off commands, which have no time to warm up in the background."""
+        for app in self.settings.apps:
+            cache = self.call_type_settings(app.api_key)
+            if cache is not None:
+                cache.wait_warm(timeout)
+
+    def stop_background_work(self) -> None:
+        """Stop refreshing Stream's push settings (the copies stay readable)."""
+        with self._lock:
+            caches = list(self._call_type_settings.values())
+        for cache in caches:
+            cache.close()
+
+    def push_switched_off(self, api_key: str, event: CallEvent) -> str | None:
+        """Why the event sends no push (local ``disabled_events``, or Stream's settings), or
+        None.  Reads only what is in memory."""
+        return switched_off(self.templates, self.call_type_settings(api_key), event)
+
+    def push_text(
+        self, api_key: str, event: CallEvent, receiver_id: str, receiver_name: str = ""
+    ) -> RenderedText:
+        """Title and body of one receiver's push.  Reads only what is in memory."""
+        cache = self.call_type_settings(api_key)
+        return push_text(self.templates, cache, event, receiver_id, receiver_name)
+
     def claim_lease(self) -> timedelta:
         """A SENDING claim older than this belongs to a worker that died mid-send: a live one
         has its provider's answer (or timeout) well within it."""
@@ -95,6 +153,7 @@ class Services:
         return timedelta(seconds=longest + 3)
 
     def close(self) -> None:
+        self.stop_background_work()
         self.sender.close()
         for source in self._device_sources.values():
             source.close()
@@ -104,13 +163,15 @@ class Services:
 
 
 def build_services(settings: Settings, enqueue_chunk: EnqueueChunk = _no_queue) -> Services:
-    return Services(
+    services = Services(
         settings=settings,
         db=Database(settings.database_url, durable_commits=False),
         sender=PushSender(build_providers(settings)),
         templates=TemplateBook.from_settings(settings),
         enqueue_chunk=enqueue_chunk,
     )
+    services.start_background_work()
+    return services
 
 
 class ProcessLocalServices:
@@ -130,6 +191,11 @@ class ProcessLocalServices:
                     self._services = self._factory()
                     self._pid = pid
         return self._services
+
+    def built(self) -> Services | None:
+        """This process's services if they were built, without building them."""
+        with self._lock:
+            return self._services if self._pid == os.getpid() else None
 
     def close(self) -> None:
         with self._lock:

@@ -171,6 +171,10 @@ class StreamAppSettings(BaseModel):
     # The named provider for devices that name none; unset: [apns] / [fcm].
     default_apns_provider: str | None = None
     default_fcm_provider: str | None = None
+    # Whether a push is sent, and its title/body: "local" = [call_types] and the built-in
+    # wording; "stream" = the call type's notification_settings in Stream (per-event switches
+    # and templates), read from Stream's API in the background (worker/call_type_settings.py).
+    push_settings_source: Literal["local", "stream"] = "local"
 
     @field_validator("api_secrets", mode="before")
     @classmethod
@@ -260,6 +264,18 @@ class CallTypeSettings(BaseModel):
     templates: dict[str, PushTemplate] = {}
 
 
+class PushSettingsCacheSettings(BaseModel):
+    """How the call types' notification_settings of apps with push_settings_source = "stream"
+    are kept: fetched at worker start and refreshed in the background, never on a push's path."""
+
+    # A fetched copy is refreshed after this long (the settings changed in Stream's dashboard
+    # reach the pushes within it).
+    refresh_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # After a failed fetch (Stream down), the next attempt waits this long; the last good copy
+    # is used meanwhile.
+    retry_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
 class FanoutSettings(BaseModel):
     # Recipients per bulk task: big enough to batch pushes, small enough to retry cheaply.
     chunk_size: Annotated[int, Field(ge=1, le=10_000)] = 500
@@ -303,6 +319,7 @@ class Settings(BaseSettings):
     fanout: FanoutSettings = FanoutSettings()
     devices: DeviceSettings = DeviceSettings()
     call_types: dict[str, CallTypeSettings] = {}
+    push_settings: PushSettingsCacheSettings = PushSettingsCacheSettings()
     stream_api_timeout_seconds: float = 5.0
     push_provider: Literal["auto", "console"] = "auto"
     max_body_bytes: int = 1024 * 1024
@@ -318,6 +335,7 @@ class Settings(BaseSettings):
     stream_api_key: str | None = None
     stream_api_secret: SecretStr | None = None
     stream_base_url: str | None = None
+    stream_push_settings_source: Literal["local", "stream"] | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -341,6 +359,7 @@ class Settings(BaseSettings):
                 api_key=self.stream_api_key,
                 api_secrets=self.stream_api_secret,  # type: ignore[arg-type]  # split by validator
                 base_url=self.stream_base_url or StreamAppSettings.model_fields["base_url"].default,
+                push_settings_source=self.stream_push_settings_source or "local",
             )
             self.apps = [app, *[a for a in self.apps if a.api_key != app.api_key]]
         return self

@@ -1,8 +1,10 @@
 """Stream's server-side REST API: the only module that talks to it (stream-protocol.md §4).
 
-Two reads are needed: the members of a call (QueryCallMembers, §4.4), for events whose webhook
-carries no or a possibly truncated ``members`` list (§2.4), and a user's devices (§4.3), for apps
-whose SDKs register push tokens with Stream instead of with callpush.
+Three reads are needed: the members of a call (QueryCallMembers, §4.4), for events whose webhook
+carries no or a possibly truncated ``members`` list (§2.4), a user's devices (§4.3), for apps
+whose SDKs register push tokens with Stream instead of with callpush, and the call types'
+``notification_settings``, for apps that follow Stream's push settings
+(worker/call_type_settings.py).
 
 Nothing is retried here: every failure is a :class:`StreamApiError` saying whether a retry can
 help, and the caller, which knows its deadline, decides.
@@ -16,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 import requests
@@ -23,12 +26,30 @@ from requests.adapters import HTTPAdapter
 
 from worker.http_retry import parse_retry_after
 from worker.settings import StreamAppSettings
-from worker.stream_events import user_display_name
+from worker.stream_events import (
+    LIVE_STARTED,
+    MISSED,
+    NOTIFICATION,
+    RING,
+    SESSION_STARTED,
+    user_display_name,
+)
 
 log = logging.getLogger("callpush.stream_api")
 
 MEMBERS_PATH = "/api/v2/video/call/members"
 DEVICES_PATH = "/api/v2/devices"
+# ListCallTypes / GetCallType (GetStream/stream-py getstream/video/rest_client.py).
+CALL_TYPES_PATH = "/api/v2/video/calltypes"
+# NotificationSettings' per-event entries and the events they are for
+# (https://getstream.io/video/docs/ios/call_types/settings).
+NOTIFICATION_SETTINGS_EVENTS = {
+    "call_ring": RING,
+    "call_notification": NOTIFICATION,
+    "call_missed": MISSED,
+    "call_live_started": LIVE_STARTED,
+    "session_started": SESSION_STARTED,
+}
 # QueryCallMembersRequest.limit is 0..100 ([OAS], stream-protocol.md §4.4).
 MAX_PAGE_SIZE = 100
 # Connections kept per host: enough for the device fan-out's thread pool (device_sources.py).
@@ -54,6 +75,24 @@ class StreamDevice:
     # "Stable physical device identifier used to deduplicate pushes across push providers".
     hardware_id: str | None
     push_provider_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPushSettings:
+    """One ``EventNotificationSettings``: whether the event notifies, and its APNs wording."""
+
+    enabled: bool
+    title: str  # apns.title, a Handlebars template ("" when Stream has none)
+    body: str  # apns.body
+
+
+@dataclass(frozen=True, slots=True)
+class CallTypePushSettings:
+    """A call type's ``notification_settings`` (``CallTypeResponse``), keyed by event type."""
+
+    name: str
+    enabled: bool  # the call type's master switch
+    events: Mapping[str, EventPushSettings]  # "call.ring", "call.missed", ...
 
 
 class StreamApiError(Exception):
@@ -159,6 +198,27 @@ class StreamApi:
         data = self._request("GET", DEVICES_PATH, params={"user_id": user_id})
         return [d for d in map(_stream_device, _list(data.get("devices"))) if d is not None]
 
+    def list_call_type_push_settings(self) -> dict[str, CallTypePushSettings]:
+        """Every call type of the app with its push settings (``GET /api/v2/video/calltypes``,
+        ``ListCallTypeResponse{call_types: {name: CallTypeResponse}}``)."""
+        data = self._request("GET", CALL_TYPES_PATH)
+        call_types = data.get("call_types")
+        if not isinstance(call_types, Mapping):
+            raise StreamApiError(
+                200, f"GET {CALL_TYPES_PATH}: the answer has no call_types object", retryable=False
+            )
+        return {
+            name: _call_type_push_settings(name, item)
+            for name, item in call_types.items()
+            if isinstance(name, str) and name
+        }
+
+    def call_type_push_settings(self, name: str) -> CallTypePushSettings:
+        """One call type's push settings (``GET /api/v2/video/calltypes/{name}``); a call type
+        Stream does not have is a :class:`StreamApiError` with status 404."""
+        data = self._request("GET", f"{CALL_TYPES_PATH}/{quote(name, safe='')}")
+        return _call_type_push_settings(name, data)
+
     def close(self) -> None:
         self._session.close()
 
@@ -262,3 +322,26 @@ def _stream_device(item: Any) -> StreamDevice | None:
         hardware_id=_text(item.get("hardware_id")) or None,
         push_provider_name=_text(item.get("push_provider_name")) or None,
     )
+
+
+def _call_type_push_settings(name: str, item: Any) -> CallTypePushSettings:
+    """A ``CallTypeResponse``'s ``notification_settings``.  Only an explicit ``false`` switches
+    something off: a missing or malformed entry leaves the event on, with callpush's wording
+    (a ring that should not ring is a nuisance; a ring that never comes is a missed call)."""
+    settings = item.get("notification_settings") if isinstance(item, Mapping) else None
+    if not isinstance(settings, Mapping):
+        settings = {}
+    events: dict[str, EventPushSettings] = {}
+    for key, event_type in NOTIFICATION_SETTINGS_EVENTS.items():
+        entry = settings.get(key)
+        if not isinstance(entry, Mapping):
+            continue
+        apns = entry.get("apns")
+        if not isinstance(apns, Mapping):
+            apns = {}
+        events[event_type] = EventPushSettings(
+            enabled=entry.get("enabled") is not False,
+            title=_text(apns.get("title")),
+            body=_text(apns.get("body")),
+        )
+    return CallTypePushSettings(name, settings.get("enabled") is not False, events)

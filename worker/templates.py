@@ -197,6 +197,14 @@ def _user_vars(user: Mapping[str, Any], display_name: str) -> dict[str, Any]:
     }
 
 
+def receiver_vars(receiver_id: str, receiver_name: str) -> dict[str, str]:
+    return {
+        "id": receiver_id,
+        "name": receiver_name,
+        "display_name": receiver_name.strip() or receiver_id,
+    }
+
+
 def template_context(event: CallEvent, receiver_id: str, receiver_name: str = "") -> dict[str, Any]:
     """The variables a template sees.
 
@@ -235,11 +243,7 @@ def template_context(event: CallEvent, receiver_id: str, receiver_name: str = ""
                 {**created_by, "id": event.created_by_id}, event.created_by_name
             ),
         },
-        "receiver": {
-            "id": receiver_id,
-            "name": receiver_name,
-            "display_name": receiver_name.strip() or receiver_id,
-        },
+        "receiver": receiver_vars(receiver_id, receiver_name),
         "event": {
             "type": event.type,
             "created_at": (
@@ -346,8 +350,10 @@ def _unsafe_constructs(tree: nodes.Template) -> str | None:
     return None
 
 
-def _sample_events() -> dict[str, CallEvent]:
-    """One event per push type with every documented field set, for the start-up trial render."""
+@cache
+def sample_push_events() -> dict[str, CallEvent]:
+    """One event per push type with every documented field set, for the trial renders (here at
+    start-up, and of Stream's templates when they are fetched: worker/handlebars_templates.py)."""
     body = sample_events.ring_event("alice", ["bob"], display_name="Team sync")
     return {
         event_type: parse_call_event({**body, "type": event_type})
@@ -409,7 +415,7 @@ class TemplateBook:
         # Compile each configured (call type, event) once.  An override replaces the whole
         # template: an omitted body is "" (PushTemplate.body's default), not inherited.
         configured: dict[tuple[str, str], _Pair] = {}
-        samples = _sample_events()
+        samples = sample_push_events()
         for call_type, config in call_types.items():
             for event_type, template in config.templates.items():
                 if event_type not in PUSH_EVENT_TYPES:

@@ -5,6 +5,11 @@
                                    duration}; ``next`` is an opaque cursor, absent on the last
                                    page.  An unknown call has no members.
   GET  /api/v2/devices?user_id=    ListDevices (§4.3) -> {devices, duration}.
+  GET  /api/v2/video/calltypes     ListCallTypes -> {call_types: {name: CallTypeResponse},
+                                   duration}.
+  GET  /api/v2/video/calltypes/<name>
+                                   GetCallType -> CallTypeResponse + duration; 404 with
+                                   Stream's error body for a call type it does not have.
 
 Every request must carry what a Stream server-side client sends (§4.5): ``api_key`` as a query
 parameter, ``stream-auth-type: jwt`` and ``Authorization: <JWT>`` (no "Bearer "), an HS256 token
@@ -12,8 +17,11 @@ signed with the app secret and without ``user_id`` (that would be a user token).
 answer is 401 with Stream's error body.
 
 Knobs: ``fail_next(n, status, retry_after=...)`` answers the next n requests with an error;
-``delay`` sleeps before answering; ``repeat_cursor`` makes the members endpoint hand back the
-same ``next`` forever.  ``calls`` counts requests per endpoint (``MEMBERS`` / ``DEVICES``),
+``outage = True`` answers every request 503 until it is set back; ``delay`` sleeps before
+answering; ``repeat_cursor`` makes the members endpoint hand back the same ``next`` forever;
+``set_call_type(name, notification_settings(...))`` / ``remove_call_type(name)`` change the call
+types (Stream starts with ``default``, every event on, no templates).  ``calls`` counts
+requests per endpoint (``MEMBERS`` / ``DEVICES`` / ``CALL_TYPES`` / ``CALL_TYPE``),
 ``requests`` records each one (method, path, query, headers, JSON body).
 """
 
@@ -33,6 +41,16 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 MEMBERS = "query_call_members"
 DEVICES = "list_devices"
+CALL_TYPES = "list_call_types"
+CALL_TYPE = "get_call_type"
+# NotificationSettings' per-event keys (GetStream/stream-py getstream/models NotificationSettings).
+NOTIFICATION_EVENTS = (
+    "call_ring",
+    "call_notification",
+    "call_missed",
+    "call_live_started",
+    "session_started",
+)
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
 
@@ -78,6 +96,38 @@ def device(
     return body
 
 
+def notification_settings(
+    *,
+    enabled: bool = True,
+    off: Sequence[str] = (),
+    templates: Mapping[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A ``NotificationSettings`` as Stream returns it: every event of
+    :data:`NOTIFICATION_EVENTS` on unless named in ``off``, with ``templates`` (key -> (title,
+    body)) in ``apns`` and empty wording elsewhere."""
+    body: dict[str, Any] = {"enabled": enabled}
+    for key in NOTIFICATION_EVENTS:
+        title, text = (templates or {}).get(key, ("", ""))
+        body[key] = {
+            "enabled": key not in off,
+            "apns": {"title": title, "body": text},
+            "fcm": {},
+        }
+    return body
+
+
+def call_type(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``CallTypeResponse``."""
+    return {
+        "name": name,
+        "created_at": "2026-01-01T10:00:00.000000001Z",
+        "updated_at": "2026-01-01T10:00:00.000000001Z",
+        "grants": {"user": ["join-call"]},
+        "notification_settings": dict(settings),
+        "settings": {"ring": {"auto_cancel_timeout_ms": 30000, "incoming_call_timeout_ms": 30000}},
+    }
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     endpoint: str
@@ -101,10 +151,14 @@ class FakeStreamApi:
     port: int = 0
     delay: float = 0.0
     repeat_cursor: bool = False
+    outage: bool = False
     calls: dict[str, int] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     _members: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _devices: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _call_types: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"default": call_type("default", notification_settings())}
+    )
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: threading.Event = field(default_factory=threading.Event)
@@ -127,6 +181,15 @@ class FakeStreamApi:
         with self._lock:
             self._devices[user_id] = [{**d, "user_id": user_id} for d in devices]
 
+    def set_call_type(self, name: str, settings: Mapping[str, Any]) -> None:
+        """Create or replace a call type with these ``notification_settings``."""
+        with self._lock:
+            self._call_types[name] = call_type(name, settings)
+
+    def remove_call_type(self, name: str) -> None:
+        with self._lock:
+            self._call_types.pop(name, None)
+
     def fail_next(self, count: int, status: int = 500, *, retry_after: str | None = None) -> None:
         with self._lock:
             self._failures.extend(_Failure(status, retry_after) for _ in range(count))
@@ -146,6 +209,14 @@ class FakeStreamApi:
         def list_devices() -> Any:
             return self._handle(DEVICES, self._list_devices)
 
+        @app.get("/api/v2/video/calltypes")
+        def list_call_types() -> Any:
+            return self._handle(CALL_TYPES, self._list_call_types)
+
+        @app.get("/api/v2/video/calltypes/<name>")
+        def get_call_type(name: str) -> Any:
+            return self._handle(CALL_TYPE, lambda: self._get_call_type(name))
+
         return app
 
     def _handle(self, endpoint: str, answer: Any) -> Any:
@@ -163,6 +234,8 @@ class FakeStreamApi:
             )
         if self.delay:
             self._stopping.wait(self.delay)
+        if self.outage:
+            return _error(503, "service unavailable"), 503
         refused = self._check_auth()
         if refused is not None:
             return refused
@@ -212,6 +285,18 @@ class FakeStreamApi:
         elif end < total:
             answer["next"] = _encode_cursor(cid, end)
         return jsonify(answer)
+
+    def _list_call_types(self) -> Any:
+        with self._lock:
+            listed = {name: dict(body) for name, body in self._call_types.items()}
+        return jsonify(call_types=listed, duration="0.10ms")
+
+    def _get_call_type(self, name: str) -> Any:
+        with self._lock:
+            found = self._call_types.get(name)
+        if found is None:
+            return _error(404, f"call type {name} does not exist"), 404
+        return jsonify({**found, "duration": "0.10ms"})
 
     def _list_devices(self) -> Any:
         user_id = request.args.get("user_id")

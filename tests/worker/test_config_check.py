@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import SecretStr
 
+from tests.fakes.fake_stream_api import NOTIFICATION_EVENTS
 from worker import config_check
 from worker.config_check import Check
 from worker.settings import DEV_API_SECRET, ApnsSettings, Settings, StreamAppSettings
@@ -136,6 +137,7 @@ def test_good_configuration_passes(tmp_path: Path) -> None:
         "apns",
         "fcm",
         "templates",
+        "push settings",
     }
     assert str(head_revision()) in by_name(checks, "migrations")[0].detail
 
@@ -600,3 +602,75 @@ def test_a_broken_template_fails_the_check_naming_the_setting():
     assert 'call_types.default.templates."call.ring".title' in check.detail
     (fine,) = check_templates(Settings())
     assert fine.ok
+
+
+def test_push_settings_local_and_from_stream(fake_stream_api):
+    from tests.fakes.fake_stream_api import notification_settings
+
+    fake_stream_api.set_call_type(
+        "default",
+        notification_settings(
+            enabled=False,
+            off=["call_missed"],
+            templates={
+                "call_ring": ("{{ user.display_name }} rings", ""),
+                "call_notification": ("{{ user.display_name", ""),
+            },
+        ),
+    )
+    fake_stream_api.set_call_type("legacy", notification_settings(off=list(NOTIFICATION_EVENTS)))
+    streamed = {
+        "api_key": fake_stream_api.api_key,
+        "api_secrets": [fake_stream_api.secret],
+        "base_url": fake_stream_api.url,
+        "push_settings_source": "stream",
+    }
+    local = {"api_key": "other", "api_secrets": ["s"]}
+    checks = config_check.check_push_settings(Settings(apps=[streamed, local]))
+    details = [(c.status, c.detail) for c in checks]
+    key = fake_stream_api.api_key
+    assert details[0] == (
+        "OK",
+        f"apps[0] ({key}): following Stream's call types: default (off: call.missed; Stream's "
+        "wording: call.notification, call.ring); legacy (off: call.live_started, call.missed, "
+        "call.notification, call.ring, call.session_started; Stream's wording: none)",
+    )
+    warnings = [detail for status, detail in details if status == "WARN"]
+    assert any(
+        "'default', call.notification: Stream's template is not usable (title: unclosed tag)" in w
+        for w in warnings
+    )
+    # legacy: Stream's own pushes still on, and every event off (the old way of silencing it).
+    assert any("'legacy' has Stream's own pushes on" in w for w in warnings)
+    assert any("'legacy' has every event switched off in Stream" in w for w in warnings)
+    assert not any("'default' has" in w for w in warnings)
+    assert details[-1] == ("OK", "apps[1] (other): local ([call_types], built-in wording)")
+
+
+def test_push_settings_when_stream_does_not_answer(fake_stream_api):
+    app = {
+        "api_key": fake_stream_api.api_key,
+        "api_secrets": [fake_stream_api.secret],
+        "base_url": fake_stream_api.url,
+        "push_settings_source": "stream",
+    }
+    fake_stream_api.outage = True
+    (check,) = config_check.check_push_settings(Settings(apps=[app]))
+    assert check.status == "WARN"
+    assert "Stream's call types could not be read (503" in check.detail
+    assert "the workers use the local settings until they can" in check.detail
+    fake_stream_api.outage = False
+    (check,) = config_check.check_push_settings(
+        Settings(apps=[{**app, "api_secrets": ["a-wrong-secret-0123456789abcdef-x"]}])
+    )
+    assert check.status == "FAIL" and "(401" in check.detail
+
+
+def test_the_single_app_shortcut_takes_the_push_settings_source(monkeypatch):
+    monkeypatch.setenv("CALLPUSH_STREAM_API_KEY", "k")
+    monkeypatch.setenv("CALLPUSH_STREAM_API_SECRET", "s")
+    monkeypatch.setenv("CALLPUSH_STREAM_PUSH_SETTINGS_SOURCE", "stream")
+    (app,) = Settings().apps
+    assert app.push_settings_source == "stream"
+    monkeypatch.delenv("CALLPUSH_STREAM_PUSH_SETTINGS_SOURCE")
+    assert Settings().apps[0].push_settings_source == "local"

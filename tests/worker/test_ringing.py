@@ -76,7 +76,7 @@ def world(database_url, monkeypatch):
     services.close()
 
 
-def store(services, event: dict) -> int:
+def store(services, event: dict, api_key: str = "k") -> int:
     status, reason = stored_status(event["type"])
     call = event.get("call_cid")
     parsed = parse_call_event(event) if call else None
@@ -85,7 +85,7 @@ def store(services, event: dict) -> int:
             session,
             NewWebhook(
                 webhook_id=f"wh-{time.time_ns()}",
-                api_key="k",
+                api_key=api_key,
                 event_type=event["type"],
                 body=json.dumps(event),
                 call_cid=call,
@@ -414,3 +414,62 @@ def test_each_device_rings_through_its_named_provider(providers_world):
     assert (rows["dave"].provider, rows["dave"].status) == ("apns", "sent")
     assert (rows["carol"].provider, rows["carol"].status) == ("apns:ios-voip-typo", "failed")
     assert rows["carol"].reason == "push provider 'ios-voip-typo' is not configured for app k"
+
+
+def test_an_app_following_streams_push_settings(sqlite_url, fake_stream_api, monkeypatch):
+    """push_settings_source = "stream": the call type's switches and templates in Stream decide,
+    read from the copy fetched at start-up (no request to Stream while ringing)."""
+    from tests.fakes.fake_stream_api import CALL_TYPE, CALL_TYPES, notification_settings
+
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    fake_stream_api.set_call_type(
+        "default",
+        notification_settings(templates={"call_ring": ("{{ user.display_name }} via Stream", "")}),
+    )
+    fake_stream_api.set_call_type("silent", notification_settings(off=["call_ring"]))
+    upgrade_to_head(sqlite_url)
+    key = fake_stream_api.api_key
+    settings = load_settings(
+        database_url=sqlite_url,
+        apps=[
+            {
+                "api_key": key,
+                "api_secrets": [fake_stream_api.secret],
+                "base_url": fake_stream_api.url,
+                "push_settings_source": "stream",
+            }
+        ],
+        apns={"bundle_id": "com.example.app"},
+    )
+    apns, fcm = ScriptedProvider("apns"), ScriptedProvider("fcm")
+    services = Services(
+        settings,
+        Database(sqlite_url),
+        PushSender({Platform.APNS: apns, Platform.FCM: fcm}),
+        TemplateBook.from_settings(settings),
+    )
+    try:
+        services.start_background_work()
+        services.wait_for_background_work(5)
+        with services.db.transaction() as session:
+            devices.add_device(
+                session, user_id="bob", platform=Platform.APNS, token=BOB_VOIP, voip=True
+            )
+        asked = len(fake_stream_api.requests)
+
+        ring = sample_events.ring_event("alice", ["bob"])
+        assert process_event(services, store(services, ring, key)) == "processed"
+        assert apns.sent[0].payload["aps"]["alert"]["title"] == "Alice via Stream"
+
+        silent = sample_events.ring_event("alice", ["bob"], call_type="silent")
+        silent_id = store(services, silent, key)
+        assert process_event(services, silent_id) == "ignored"
+        with services.db.transaction() as session:
+            row = session.get(WebhookEvent, silent_id)
+            assert row.status_reason == "switched off in Stream's call type settings"
+        assert len(apns.sent) == 1
+        assert len(fake_stream_api.requests) == asked
+        assert fake_stream_api.calls == {CALL_TYPES: 1}
+        assert CALL_TYPE not in fake_stream_api.calls
+    finally:
+        services.close()

@@ -11,10 +11,26 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from tests.fakes.fake_stream_api import DEVICES, MEMBERS, FakeStreamApi, device, member
+from tests.fakes.fake_stream_api import (
+    CALL_TYPE,
+    CALL_TYPES,
+    DEVICES,
+    MEMBERS,
+    FakeStreamApi,
+    device,
+    member,
+    notification_settings,
+)
 from tests.fakes.stream_api_plugin import STREAM_API_KEY, STREAM_API_SECRET, stream_app_for
 from worker.settings import StreamAppSettings
-from worker.stream_api import CallMember, StreamApi, StreamApiError, StreamDevice
+from worker.stream_api import (
+    CallMember,
+    EventPushSettings,
+    StreamApi,
+    StreamApiError,
+    StreamDevice,
+    _call_type_push_settings,
+)
 
 
 def test_pages_through_ten_thousand_members_a_page_at_a_time(
@@ -249,3 +265,93 @@ def test_list_devices_reads_every_field(
         StreamDevice("old-1", "apn", False, True, None),
         StreamDevice("hms-1", "huawei", False, False, None),
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# Call types' push settings
+
+
+def test_lists_every_call_types_push_settings(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi
+) -> None:
+    fake_stream_api.set_call_type(
+        "default",
+        notification_settings(
+            enabled=False,
+            off=["call_missed", "session_started"],
+            templates={"call_ring": ("{{ user.display_name }} rings", "")},
+        ),
+    )
+    fake_stream_api.set_call_type("livestream", notification_settings())
+
+    found = stream_api.list_call_type_push_settings()
+
+    assert sorted(found) == ["default", "livestream"]
+    default = found["default"]
+    assert default.name == "default" and default.enabled is False
+    # Stream's keys, mapped to the event types they are for.
+    assert set(default.events) == {
+        "call.ring",
+        "call.notification",
+        "call.missed",
+        "call.live_started",
+        "call.session_started",
+    }
+    assert default.events["call.ring"] == EventPushSettings(
+        True, "{{ user.display_name }} rings", ""
+    )
+    assert default.events["call.missed"].enabled is False
+    assert default.events["call.session_started"].enabled is False
+    assert default.events["call.live_started"].enabled is True
+    assert found["livestream"].enabled is True
+    (request,) = fake_stream_api.requests_to(CALL_TYPES)
+    assert request.method == "GET" and request.path == "/api/v2/video/calltypes"
+    assert request.query["api_key"] == STREAM_API_KEY
+    assert request.headers["Stream-Auth-Type"] == "jwt"
+
+
+def test_reads_one_call_type_and_says_404_for_one_stream_lacks(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi
+) -> None:
+    fake_stream_api.set_call_type("audio room", notification_settings(off=["call_ring"]))
+
+    found = stream_api.call_type_push_settings("audio room")
+    assert found.name == "audio room"
+    assert found.events["call.ring"].enabled is False
+    # The name is one path segment, escaped.
+    assert fake_stream_api.requests_to(CALL_TYPE)[0].path == "/api/v2/video/calltypes/audio room"
+
+    with pytest.raises(StreamApiError) as raised:
+        stream_api.call_type_push_settings("nope")
+    assert raised.value.status == 404 and not raised.value.retryable
+    with pytest.raises(StreamApiError) as raised:
+        stream_api.call_type_push_settings("a/b")
+    assert raised.value.status == 404
+
+
+def test_only_an_explicit_false_switches_an_event_off(stream_api: StreamApi) -> None:
+    # What Stream might send that does not say "off": missing entries, junk, non-booleans.
+    odd = {
+        "notification_settings": {
+            "enabled": "no",
+            "call_ring": {"enabled": None, "apns": {"title": 5, "body": ["x"]}},
+            "call_missed": "junk",
+            "call_notification": {"apns": "junk"},
+            "session_started": {"enabled": False},
+        }
+    }
+    parsed = _call_type_push_settings("odd", odd)
+    assert parsed.enabled is True
+    assert parsed.events["call.ring"] == EventPushSettings(True, "", "")
+    assert "call.missed" not in parsed.events
+    assert parsed.events["call.notification"] == EventPushSettings(True, "", "")
+    assert parsed.events["call.session_started"].enabled is False
+    assert _call_type_push_settings("bare", {}).events == {}
+
+
+def test_a_list_answer_without_call_types_is_an_error(
+    fake_stream_api: FakeStreamApi, stream_api: StreamApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fake_stream_api, "_list_call_types", lambda: {"duration": "1ms"})
+    with pytest.raises(StreamApiError, match="no call_types"):
+        stream_api.list_call_type_push_settings()
