@@ -29,7 +29,7 @@ from worker.push.base import PushOutcome
 from worker.storage.models import utcnow
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("callpush.metrics")
@@ -67,6 +67,8 @@ class _Metrics:
     pushes: Counter
     push_latency: Histogram
     tokens_disabled: Counter
+    circuit_state: Gauge
+    publishes_skipped: Counter
 
 
 _created: _Metrics | None = None
@@ -85,7 +87,7 @@ def _metrics() -> _Metrics:
 
 
 def _define() -> _Metrics:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     return _Metrics(
         webhooks=Counter(
@@ -109,6 +111,20 @@ def _define() -> _Metrics:
             "callpush_tokens_disabled",
             "Device tokens disabled because the provider called them invalid, by reason.",
             ["reason"],
+        ),
+        # livemax: over the live processes, the worst state (a process whose circuit is open).
+        circuit_state=Gauge(
+            "callpush_circuit_breaker_state",
+            "State of a circuit breaker: 0 closed, 1 half-open, 2 open (the worst of the live "
+            "processes), by breaker (broker, database).",
+            ["breaker"],
+            multiprocess_mode="livemax",
+        ),
+        publishes_skipped=Counter(
+            "callpush_broker_publishes_skipped",
+            "Events stored but not published because the broker circuit was open (they are "
+            "queued when the broker answers again), by queue.",
+            ["queue"],
         ),
     )
 
@@ -137,6 +153,15 @@ def record_tokens_disabled(reason: str, count: int) -> None:
     # Provider reason codes (Unregistered, BadDeviceToken, UNREGISTERED, ...) are a small closed
     # set; the cut only guards the label against a provider sending prose.
     _metrics().tokens_disabled.labels(reason=reason[:64] or UNKNOWN).inc(count)
+
+
+def record_circuit_state(breaker: str, severity: int) -> None:
+    """A circuit breaker changed state: 0 closed, 1 half-open, 2 open."""
+    _metrics().circuit_state.labels(breaker=breaker).set(severity)
+
+
+def record_publish_skipped(queue: str) -> None:
+    _metrics().publishes_skipped.labels(queue=queue).inc()
 
 
 def multiprocess_dir() -> str | None:
