@@ -213,10 +213,12 @@ class BrokerSettings(BaseModel):
     # Socket timeouts of the web processes' broker connections: a publish fails after about
     # twice this (one reconnect attempt) instead of hanging.
     publish_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
-    # After this many consecutive failed publishes, webhooks are stored and answered without a
-    # publish attempt; every breaker_reset_seconds the broker is probed, and once it answers
-    # the events stored meanwhile are queued at once, rings first.
-    breaker_failures: Annotated[int, Field(ge=1)] = 2
+    # After this many consecutive failed publishes (each already retried once on a fresh
+    # connection), webhooks are stored and answered without a publish attempt; every
+    # breaker_reset_seconds the broker is probed, and once it answers the events stored
+    # meanwhile are queued at once, rings first.  One is enough: a circuit opened by a blip
+    # only delays the events of the next second, which the drain then queues.
+    breaker_failures: Annotated[int, Field(ge=1)] = 1
     breaker_reset_seconds: Annotated[float, Field(gt=0)] = 1.0
 
 
