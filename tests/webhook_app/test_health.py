@@ -90,9 +90,7 @@ def test_unreachable_database_is_503_naming_the_database(clients):
 
 
 @pytest.mark.services
-def test_a_hanging_database_times_out_and_the_probe_still_answers(
-    clients, postgres_url, blackhole
-):
+def test_a_hanging_database_times_out_and_the_probe_still_answers(clients, postgres_url, blackhole):
     """The database freezes under a warm pool (tests/fakes/blackhole.py): the check's
     ``select 1`` waits on a connection that never answers, the probe answers 503 within its
     bound, and the next probe does not queue behind the hung check."""

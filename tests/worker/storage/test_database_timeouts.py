@@ -49,9 +49,7 @@ def ping(db: Database) -> None:
         session.execute(text("select 1"))
 
 
-def test_a_host_that_never_answers_fails_the_connect_within_connect_timeout(
-    databases, blackhole
-):
+def test_a_host_that_never_answers_fails_the_connect_within_connect_timeout(databases, blackhole):
     db = databases(f"postgresql+psycopg://postgres@127.0.0.1:{blackhole.port}/x")
     started = time.monotonic()
     with pytest.raises(OperationalError, match="timeout"):
@@ -59,7 +57,9 @@ def test_a_host_that_never_answers_fails_the_connect_within_connect_timeout(
     assert 1.9 < time.monotonic() - started < 3.0  # connect_timeout_seconds = 2
 
 
-def test_a_server_that_freezes_under_a_warm_pool_is_cut_off(databases, through_blackhole, blackhole):
+def test_a_server_that_freezes_under_a_warm_pool_is_cut_off(
+    databases, through_blackhole, blackhole
+):
     db = databases(through_blackhole, statement_timeout=1.0)
     ping(db)  # the pool holds a live connection now
     blackhole.blackhole()
@@ -75,9 +75,11 @@ def test_a_server_that_freezes_under_a_warm_pool_is_cut_off(databases, through_b
 def test_a_slow_statement_on_a_working_server_is_cancelled_by_postgresql(databases, postgres_url):
     db = databases(postgres_url, statement_timeout=0.5)
     started = time.monotonic()
-    with pytest.raises(OperationalError, match="statement timeout"):
-        with db.transaction() as session:
-            session.execute(text("select pg_sleep(3)"))
+    with (
+        pytest.raises(OperationalError, match="statement timeout"),
+        db.transaction() as session,
+    ):
+        session.execute(text("select pg_sleep(3)"))
     assert time.monotonic() - started < 1.5
     assert db.stall_guard is not None and db.stall_guard.fired == 0  # the server answered
     ping(db)  # and the pool goes on
@@ -144,10 +146,9 @@ def test_fail_fast_stops_trying_a_dead_database_and_retries_it_later(
 def test_an_application_error_is_not_a_database_failure(databases, postgres_url):
     db = databases(postgres_url, timeouts=DatabaseSettings(breaker_failures=1), fail_fast=True)
     for _ in range(3):
-        with pytest.raises(ZeroDivisionError):
-            with db.transaction() as session:
-                session.execute(text("select 1"))
-                _ = 1 / 0
+        with pytest.raises(ZeroDivisionError), db.transaction() as session:
+            session.execute(text("select 1"))
+            _ = 1 / 0
     assert not db.circuit_open
 
 

@@ -1,0 +1,161 @@
+"""Publishing through the broker's circuit breaker, against a real Redis reached through the
+blackhole (tests/fakes/blackhole.py): bounded publishes, skips while open, the probe, and the drain
+of the inbox (rings first) the moment the broker answers again."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from kombu.utils.json import loads
+from sqlalchemy import make_url, update
+
+from tests.fakes.blackhole import Blackhole
+from worker.celery_app import create_celery
+from worker.circuit_breaker import CircuitState
+from worker.inbox_sweeper import requeue_received_since
+from worker.publish_breaker import PublishBreaker
+from worker.settings import BrokerSettings, load_settings
+from worker.storage.database import Database
+from worker.storage.inbox import NewWebhook, store_webhook
+from worker.storage.migrations import upgrade_to_head
+from worker.storage.models import EventStatus, WebhookEvent, utcnow
+from worker.tasks import enqueue_event_guarded
+
+pytestmark = pytest.mark.services
+
+FAST = BrokerSettings(publish_timeout_seconds=0.3, breaker_failures=1, breaker_reset_seconds=0.3)
+
+
+@pytest.fixture
+def inbox(sqlite_url: str) -> Iterator[Database]:
+    upgrade_to_head(sqlite_url)
+    db = Database(sqlite_url)
+    yield db
+    db.dispose()
+
+
+def store(db: Database, event_type: str, **values) -> int:  # type: ignore[no-untyped-def]
+    webhook = NewWebhook(
+        webhook_id=f"wh-{time.monotonic_ns()}", api_key="k", event_type=event_type, body="{}"
+    )
+    with db.transaction() as session:
+        event_id = store_webhook(session, webhook).event_id
+        if values:
+            session.execute(
+                update(WebhookEvent).where(WebhookEvent.id == event_id).values(**values)
+            )
+    return event_id
+
+
+def queued_ids(redis_url: str, queue: str) -> list[int]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # kombu LPUSHes and workers BRPOP: the oldest message is at the right end.  The body
+        # is Celery's [args, kwargs, embed], base64-encoded.
+        messages = [loads(m) for m in reversed(client.lrange(queue, 0, -1))]
+        return [loads(base64.b64decode(m["body"]))[0][0] for m in messages]
+    finally:
+        client.close()
+
+
+def publisher_through(blackhole: Blackhole, redis_url: str, drain=None):  # type: ignore[no-untyped-def]
+    url = make_url(redis_url)
+    settings = load_settings(
+        broker_url=url.set(port=blackhole.port).render_as_string(hide_password=False),
+        database_url="sqlite://",
+        broker=FAST.model_dump(),
+    )
+    celery = create_celery(settings, publisher=True)
+    return celery, PublishBreaker(celery, settings.broker, drain)
+
+
+def test_a_hung_broker_costs_one_bounded_publish_then_none(redis_url, blackhole):
+    celery, breaker = publisher_through(blackhole, redis_url)
+    started = time.monotonic()
+    assert not enqueue_event_guarded(celery, breaker, 1, "call.ring")
+    first = time.monotonic() - started
+    assert first < 2 * FAST.publish_timeout_seconds + 1.0  # one retry on a fresh connection
+    assert breaker.state is CircuitState.OPEN
+    started = time.monotonic()
+    for event_id in range(2, 50):
+        assert not enqueue_event_guarded(celery, breaker, event_id, "call.ring")
+    assert time.monotonic() - started < 0.1  # skipped: no publish attempted
+    breaker.close()
+
+
+def test_when_the_broker_is_back_the_inbox_is_drained_rings_first(redis_url, blackhole, inbox):
+    # Stored before the outage and already processed, or being processed: not queued again.
+    done = store(inbox, "call.ring", status=EventStatus.PROCESSED)
+    running = store(inbox, "call.ring", status=EventStatus.PROCESSING)
+    # An old event the sweeper owns (received long before the outage).
+    old = store(inbox, "call.missed", received_at=utcnow() - timedelta(hours=1))
+    replayed = store(inbox, "call.ring", replays=1)  # replays stay on the bulk queue (sweeper)
+    drained: list[int] = []
+
+    def drain(since) -> int:  # type: ignore[no-untyped-def]
+        count = requeue_received_since(
+            inbox,
+            lambda event_id, kind: enqueue_event_guarded(celery, breaker, event_id, kind),
+            since,
+        )
+        drained.append(count)
+        return count
+
+    celery, breaker = publisher_through(blackhole, redis_url, drain)
+    stored = []
+    for kind in ("call.missed", "call.ring", "call.notification", "call.ring"):
+        event_id = store(inbox, kind)
+        stored.append((event_id, kind))
+        enqueue_event_guarded(celery, breaker, event_id, kind)  # all fail or are skipped
+    assert breaker.state is CircuitState.OPEN
+    assert queued_ids(redis_url, "ring") == [] and queued_ids(redis_url, "bulk") == []
+
+    url = make_url(redis_url)
+    blackhole.forward_to(url.host or "127.0.0.1", url.port or 6379)
+    deadline = time.monotonic() + 5
+    while not drained and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert drained == [4]
+    assert breaker.state is CircuitState.CLOSED
+    rings = [i for i, kind in stored if kind == "call.ring"]
+    others = [i for i, kind in stored if kind != "call.ring"]
+    assert queued_ids(redis_url, "ring") == rings
+    assert queued_ids(redis_url, "bulk") == others
+    for untouched in (done, running, old, replayed):
+        assert untouched not in queued_ids(redis_url, "ring") + queued_ids(redis_url, "bulk")
+    # Publishing works again.
+    assert enqueue_event_guarded(celery, breaker, 999, "call.ring")
+    breaker.close()
+
+
+def test_the_drain_stops_at_the_first_publish_that_fails(inbox):
+    ids = [store(inbox, "call.ring") for _ in range(3)]
+    published: list[int] = []
+
+    def publish(event_id: int, _kind: str) -> bool:
+        if len(published) == 1:
+            return False
+        published.append(event_id)
+        return True
+
+    assert requeue_received_since(inbox, publish, utcnow() - timedelta(minutes=1)) == 1
+    assert published == ids[:1]
+
+
+def test_the_drain_publishes_rings_first_then_the_rest_oldest_first(inbox):
+    kinds = ["call.missed", "call.ring", "call.notification", "call.ring", "call.missed"]
+    ids = {store(inbox, kind): kind for kind in kinds}
+    published: list[int] = []
+
+    def publish(event_id: int, _kind: str) -> bool:
+        published.append(event_id)
+        return True
+
+    requeue_received_since(inbox, publish, utcnow() - timedelta(minutes=1))
+    rings = [i for i, kind in ids.items() if kind == "call.ring"]
+    assert published == rings + [i for i in ids if i not in rings]
