@@ -55,7 +55,8 @@ class CircuitBreaker:
         self._reset = reset_seconds
         self._listener = on_state_change
         self._clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant: a listener, called under it, may read the state and failing_since.
+        self._lock = threading.RLock()
         self._state = CircuitState.CLOSED
         self._failures = 0
         self._opened_at = 0.0
@@ -113,7 +114,7 @@ class CircuitBreaker:
 
     def _set(self, state: CircuitState) -> None:
         """Change the state (under the lock) and tell the listener, in order: listeners must be
-        quick and must not call back into the breaker."""
+        quick; they may read the breaker's properties, nothing more."""
         old, self._state = self._state, state
         if old is state:
             return

@@ -3,8 +3,9 @@
 A webhook is committed to the inbox before it is published, so a publish may fail or be skipped
 without losing anything.  What must not happen is every webhook waiting on a broker that hangs:
 
-- closed: each publish is tried (bounded by the broker connection's short socket timeouts,
-  ``broker.publish_timeout_seconds``); ``broker.breaker_failures`` failures in a row open it;
+- closed: each publish is tried, and waited for at most ``broker.publish_timeout_seconds`` (the
+  broker connections' socket timeouts are as short); ``broker.breaker_failures`` failures in a
+  row open it;
 - open: nothing is tried, the event stays in the inbox (``callpush_broker_publishes_skipped``),
   the webhook is answered at once;
 - every ``broker.breaker_reset_seconds`` a background probe opens a fresh broker connection (the
@@ -23,6 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
 
 from celery import Celery
@@ -38,6 +41,10 @@ log = logging.getLogger("callpush.broker")
 # committed a moment before its publish starts, and clocks of web processes differ slightly.
 DRAIN_MARGIN = timedelta(seconds=10)
 
+# Publishes in flight at once per process: more than a gunicorn worker's request threads (8)
+# rarely publish together, and a hung broker stops them all at the first deadline anyway.
+PUBLISH_THREADS = 8
+
 Publish = Callable[[], None]
 Drain = Callable[[datetime], int]
 
@@ -52,6 +59,10 @@ class PublishBreaker:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._prober: threading.Thread | None = None
+        self._publishers: ThreadPoolExecutor | None = None
+        self._outage_lock = threading.Lock()
+        self._outage_since: datetime | None = None
+        self._drain_pending = False
         self._closed = threading.Event()
         self.breaker = CircuitBreaker(
             "broker",
@@ -65,14 +76,33 @@ class PublishBreaker:
         return self.breaker.state
 
     def publish(self, queue: str, send: Publish) -> bool:
-        """Run ``send`` (one Celery publish) unless the circuit is open.  True when it was
-        published; False when it was skipped or failed (the caller's event stays in the inbox
-        for the drain or the sweeper).  Never raises for a broker failure."""
+        """Run ``send`` (one Celery publish) unless the circuit is open, waiting at most
+        ``publish_timeout_seconds`` for it.  True when it was published; False when it was
+        skipped, failed or is still waiting (the caller's event stays in the inbox for the
+        drain or the sweeper).  Never raises for a broker failure.
+
+        The publish runs on a small pool of this breaker's threads, so the caller's wait is
+        bounded by that one number whatever kombu does inside (a reconnect attempt doubles its
+        socket timeouts); a publish still running at the deadline counts as a failure at once,
+        which opens the circuit for the webhooks behind it, and finishes in the background."""
         if self.breaker.state is not CircuitState.CLOSED:
             # Open or half-open: the background probe is the trial, webhooks never wait on it.
             metrics.record_publish_skipped(queue)
             return False
         started = utcnow()
+        attempt = self._executor().submit(self._attempt, queue, send, started)
+        try:
+            return attempt.result(timeout=self._settings.publish_timeout_seconds)
+        except FutureTimeout:
+            self.breaker.record_failure(started)
+            log.warning(
+                "publish to %s got no answer within %g s; the event stays in the inbox",
+                queue,
+                self._settings.publish_timeout_seconds,
+            )
+            return False
+
+    def _attempt(self, queue: str, send: Publish, started: datetime) -> bool:
         try:
             send()
         except Exception as error:
@@ -87,43 +117,72 @@ class PublishBreaker:
         self.breaker.record_success()
         return True
 
+    def _executor(self) -> ThreadPoolExecutor:
+        # Built on first use, in the process that publishes (gunicorn forks before that).
+        with self._lock:
+            if self._publishers is None:
+                self._publishers = ThreadPoolExecutor(
+                    max_workers=PUBLISH_THREADS, thread_name_prefix="broker-publish"
+                )
+            return self._publishers
+
     def close(self) -> None:
         self._closed.set()
         self._wake.set()
+        with self._lock:
+            if self._publishers is not None:
+                self._publishers.shutdown(wait=False, cancel_futures=True)
 
     # -- the probe ------------------------------------------------------------------------
 
-    def _state_changed(
-        self, _breaker: CircuitBreaker, _old: CircuitState, new: CircuitState
-    ) -> None:
-        # Called under the breaker's lock: only start or wake the prober here.
+    def _state_changed(self, breaker: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
+        # Called under the breaker's lock: only note what happened and wake the prober.
         metrics.record_circuit_state("broker", new.severity)
-        if new is CircuitState.OPEN:
-            with self._lock:  # never held by the prober, so no lock-order cycle
-                if self._prober is None:
-                    self._prober = threading.Thread(
-                        target=self._probe_loop, name="broker-probe", daemon=True
-                    )
-                    self._prober.start()
+        with self._outage_lock:  # never held by anyone calling into the breaker
+            if new is CircuitState.OPEN and self._outage_since is None:
+                self._outage_since = breaker.failing_since or utcnow()
+            if new is CircuitState.CLOSED and old is not CircuitState.CLOSED:
+                # Closed by the probe or by a slow publish that got through after all: either
+                # way, what was skipped meanwhile is queued now.
+                self._drain_pending = True
+        if new is not CircuitState.HALF_OPEN:
+            self._start_prober()
             self._wake.set()
+
+    def _start_prober(self) -> None:
+        with self._lock:  # never held by the prober, so no lock-order cycle
+            if self._prober is None:
+                self._prober = threading.Thread(
+                    target=self._probe_loop, name="broker-probe", daemon=True
+                )
+                self._prober.start()
 
     def _probe_loop(self) -> None:
         """One thread per process, started at the first outage: asleep while the circuit is
-        closed, a probe every ``breaker_reset_seconds`` while it is not."""
+        closed, a probe every ``breaker_reset_seconds`` while it is not, and the drain as soon
+        as it closes."""
         while not self._closed.is_set():
-            closed = self.breaker.state is CircuitState.CLOSED
-            self._wake.wait(None if closed else self._settings.breaker_reset_seconds)
+            state = self.breaker.state
+            idle = state is CircuitState.CLOSED and not self._drain_pending
+            self._wake.wait(None if idle else self._settings.breaker_reset_seconds)
             self._wake.clear()
-            if self._closed.is_set() or self.breaker.state is CircuitState.CLOSED:
+            if self._closed.is_set():
+                return
+            if self._drain_pending:
+                self._drain_outage()
                 continue
-            since = self.breaker.failing_since
-            if not self.breaker.allow():  # still cooling down
-                continue
-            if not self._probe():
+            if self.breaker.state is CircuitState.CLOSED or not self.breaker.allow():
+                continue  # closed meanwhile, or still cooling down
+            if self._probe():
+                self.breaker.record_success()  # the listener asks for the drain
+            else:
                 self.breaker.record_failure()
-                continue
-            self.breaker.record_success()
-            self._drain_since(since)
+
+    def _drain_outage(self) -> None:
+        with self._outage_lock:
+            since, self._outage_since = self._outage_since, None
+            self._drain_pending = False
+        self._drain_since(since)
 
     def _probe(self) -> bool:
         """One fresh connection and channel: a round trip on every transport (Redis answers

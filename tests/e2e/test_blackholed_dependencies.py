@@ -169,6 +169,10 @@ def test_a_broker_that_hangs_costs_webhooks_nothing_and_rings_go_out_when_it_is_
         fcm=fcm_settings.model_dump(),
     )
     with web(env, tmp_path) as port, inprocess_worker(create_celery(worker_settings)):
+        # Warm the web process up (database pool, first request) with an event that is not
+        # published: a ring stopper is stored as processed.
+        warm_up = sample_events.call_event("call.ended", "default:warm-up")
+        assert post(port, warm_up)[0] == 200
         latencies = []
         for callee in callees:
             event = sample_events.ring_event("caller", [callee], ring_timeout_ms=60_000)
@@ -178,7 +182,7 @@ def test_a_broker_that_hangs_costs_webhooks_nothing_and_rings_go_out_when_it_is_
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         with db.transaction() as session:
             stored = session.scalars(select(WebhookEvent.status)).all()
-        assert len(stored) == 50 and set(stored) == {"received"}
+        assert len(stored) == 51 and stored.count("received") == 50
         assert fake_fcm.received == []
 
         back_at = time.monotonic()
@@ -198,9 +202,10 @@ def test_a_broker_that_hangs_costs_webhooks_nothing_and_rings_go_out_when_it_is_
     assert sorted(r["message"]["token"] for r in fake_fcm.received) == sorted(
         f"fcm-{u}" for u in callees
     )
-    # Only the first publish waits out its timeouts (2 x 0.5 s; more on a loaded machine),
-    # then the circuit is open and the others are answered as if the broker were not there.
-    assert ordered[-1] < 4.0
+    # Only the first webhook waits for its publish, broker.publish_timeout_seconds (0.5 s; a
+    # little more on a loaded machine); then the circuit is open and the others are answered
+    # as if there were no broker.
+    assert ordered[-1] < 1.5
     assert ordered[-2] < 0.5, ordered
     # The broker probe runs every breaker_reset_seconds (1 s), then drains at once, rings
     # first; the sweeper would have waited sweeper.min_age_seconds (60 s) at least.
