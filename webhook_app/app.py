@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 from celery import Celery
 from flask import Flask, current_app, jsonify
@@ -32,13 +32,14 @@ def receiver() -> Receiver:
 
 
 def _publisher(settings: Settings, db: Database, celery: Celery) -> PublishBreaker:
-    from worker.inbox_sweeper import requeue_received_since
+    from worker.inbox_sweeper import requeue_unpublished
     from worker.tasks import enqueue_event_guarded
 
-    def drain(since: datetime) -> int:
-        return requeue_received_since(
-            db, lambda event_id, kind: enqueue_event_guarded(celery, breaker, event_id, kind), since
-        )
+    def drain(events: Mapping[int, str]) -> int:
+        def publish(event_id: int, kind: str) -> bool:
+            return enqueue_event_guarded(celery, breaker, event_id, kind)
+
+        return requeue_unpublished(db, publish, events)
 
     breaker = PublishBreaker(celery, settings.broker, drain)
     return breaker

@@ -16,10 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from enum import StrEnum
-
-from worker.storage.models import utcnow
 
 log = logging.getLogger("callpush.circuit_breaker")
 
@@ -55,25 +52,17 @@ class CircuitBreaker:
         self._reset = reset_seconds
         self._listener = on_state_change
         self._clock = clock
-        # Re-entrant: a listener, called under it, may read the state and failing_since.
+        # Re-entrant: a listener, called under it, may read the state.
         self._lock = threading.RLock()
         self._state = CircuitState.CLOSED
         self._failures = 0
         self._opened_at = 0.0
         self._trial_running = False
-        # Wall-clock start of the current run of failures: what the dependency may have missed.
-        self._failing_since: datetime | None = None
 
     @property
     def state(self) -> CircuitState:
         with self._lock:
             return self._state
-
-    @property
-    def failing_since(self) -> datetime | None:
-        """When the first failure of the current run began; None once a call succeeded."""
-        with self._lock:
-            return self._failing_since
 
     def allow(self) -> bool:
         """May the caller try the dependency now?  Closed: yes.  Open: no, until
@@ -94,16 +83,12 @@ class CircuitBreaker:
     def record_success(self) -> None:
         with self._lock:
             self._failures = 0
-            self._failing_since = None
             self._trial_running = False
             self._set(CircuitState.CLOSED)
 
-    def record_failure(self, started_at: datetime | None = None) -> None:
-        """A call failed; ``started_at`` is when it began (default: now)."""
+    def record_failure(self) -> None:
         with self._lock:
             self._failures += 1
-            if self._failing_since is None:
-                self._failing_since = started_at or utcnow()
             opens = self._state is CircuitState.HALF_OPEN or (
                 self._state is CircuitState.CLOSED and self._failures >= self._threshold
             )

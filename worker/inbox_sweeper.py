@@ -10,11 +10,11 @@ minute.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import case, select
+from sqlalchemy import select
 
 from worker.storage.database import Database
 from worker.storage.inbox import unfinished_events
@@ -26,6 +26,8 @@ log = logging.getLogger("callpush.sweeper")
 
 # Publishes one event (id, type); False when it could not (the broker failed again).
 PublishEvent = Callable[[int, str], bool]
+# Ids per query of the drain (an IN list).
+ID_BATCH = 1000
 
 
 def requeue_unfinished(db: Database, celery: Celery, older_than: timedelta | None) -> int:
@@ -41,24 +43,24 @@ def requeue_unfinished(db: Database, celery: Celery, older_than: timedelta | Non
     return len(unfinished)
 
 
-def requeue_received_since(db: Database, publish: PublishEvent, since: datetime) -> int:
-    """Queue the events received since ``since`` that no worker has started (status
-    ``received``, never replayed), rings first, oldest first.  Stops at the first publish that
-    fails: the broker is gone again and the rest waits for the next drain or the sweeper.  An
-    event queued meanwhile by the normal path may be queued twice; it is processed once."""
+def requeue_unpublished(db: Database, publish: PublishEvent, events: Mapping[int, str]) -> int:
+    """Queue the given events (id -> type) that no worker has started meanwhile (still
+    ``received``), rings first, oldest first; the rest are done or on their way.  Returns how
+    many were published."""
+    waiting: list[int] = []
+    ids = sorted(events)
     with db.transaction() as session:
-        rows = session.execute(
-            select(WebhookEvent.id, WebhookEvent.event_type)
-            .where(
-                WebhookEvent.status == EventStatus.RECEIVED,
-                WebhookEvent.received_at >= since,
-                WebhookEvent.replays == 0,
+        for start in range(0, len(ids), ID_BATCH):
+            waiting.extend(
+                session.scalars(
+                    select(WebhookEvent.id).where(
+                        WebhookEvent.id.in_(ids[start : start + ID_BATCH]),
+                        WebhookEvent.status == EventStatus.RECEIVED,
+                    )
+                )
             )
-            .order_by(case((WebhookEvent.event_type == RING, 0), else_=1), WebhookEvent.id)
-        ).all()
     queued = 0
-    for event_id, event_type in rows:
-        if not publish(event_id, event_type):
-            break
-        queued += 1
+    for event_id in sorted(waiting, key=lambda i: (events[i] != RING, i)):
+        if publish(event_id, events[event_id]):
+            queued += 1
     return queued

@@ -5,48 +5,50 @@ without losing anything.  What must not happen is every webhook waiting on a bro
 
 - closed: each publish is tried, and waited for at most ``broker.publish_timeout_seconds`` (the
   broker connections' socket timeouts are as short); ``broker.breaker_failures`` failures in a
-  row open it;
+  row open the circuit;
 - open: nothing is tried, the event stays in the inbox (``callpush_broker_publishes_skipped``),
   the webhook is answered at once;
 - every ``broker.breaker_reset_seconds`` a background probe opens a fresh broker connection (the
-  half-open trial); when it answers, the circuit closes and the events stored since the failures
-  began are queued at once, rings first (:func:`worker.inbox_sweeper.requeue_received_since`),
-  instead of waiting for the sweeper's minute.
+  half-open trial).  When the circuit closes again (the probe answered, or a slow publish got
+  through after all), the events this process did not publish are queued at once, rings first
+  (:func:`worker.inbox_sweeper.requeue_unpublished`), instead of waiting for the sweeper's
+  minute.
+
+The process remembers which events it did not publish (up to :data:`MAX_REMEMBERED`; beyond
+that the sweeper queues the rest), so the drain queues exactly those, and only the ones no
+worker has started meanwhile: nothing is queued twice by it, and each web process drains its own.
 
 It wraps Celery's publish (``send_task``) and probes with kombu's connection, so it works for any
-broker Celery supports.  One per process (the web app keeps it on its ``Receiver``); several
-processes each drain, and a drained event queued twice is processed once (the inbox status and
-the per-device delivery claims).
+broker Celery supports.  One per process: the web app keeps it on its ``Receiver``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timedelta
 
 from celery import Celery
 
 from worker import metrics
 from worker.circuit_breaker import CircuitBreaker, CircuitState
 from worker.settings import BrokerSettings
-from worker.storage.models import utcnow
 
 log = logging.getLogger("callpush.broker")
 
-# Events received this long before the first failed publish are drained too: a webhook is
-# committed a moment before its publish starts, and clocks of web processes differ slightly.
-DRAIN_MARGIN = timedelta(seconds=10)
-
-# Publishes in flight at once per process: more than a gunicorn worker's request threads (8)
-# rarely publish together, and a hung broker stops them all at the first deadline anyway.
+# Publishes waited for at once per process: as many as a gunicorn worker's request threads (8
+# by default), each of which publishes one event at a time.
 PUBLISH_THREADS = 8
+# Events not published that one process remembers for the drain (an id and a type each).
+MAX_REMEMBERED = 100_000
 
 Publish = Callable[[], None]
-Drain = Callable[[datetime], int]
+# (event id, event type) of an inbox event.
+Event = tuple[int, str]
+# Queues the events (id -> type) and returns how many it queued.
+Drain = Callable[[Mapping[int, str]], int]
 
 
 class PublishBreaker:
@@ -57,11 +59,12 @@ class PublishBreaker:
         self._settings = settings
         self._drain = drain
         self._wake = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the prober and executor slots; never held by them
         self._prober: threading.Thread | None = None
         self._publishers: ThreadPoolExecutor | None = None
-        self._outage_lock = threading.Lock()
-        self._outage_since: datetime | None = None
+        self._unpublished_lock = threading.Lock()
+        self._unpublished: dict[int, str] = {}
+        self._forgotten = 0  # events not remembered (over MAX_REMEMBERED) in this outage
         self._drain_pending = False
         self._closed = threading.Event()
         self.breaker = CircuitBreaker(
@@ -75,11 +78,16 @@ class PublishBreaker:
     def state(self) -> CircuitState:
         return self.breaker.state
 
-    def publish(self, queue: str, send: Publish) -> bool:
+    def unpublished(self) -> dict[int, str]:
+        """The events this process stored but did not publish (id -> type), for the drain."""
+        with self._unpublished_lock:
+            return dict(self._unpublished)
+
+    def publish(self, queue: str, send: Publish, event: Event | None = None) -> bool:
         """Run ``send`` (one Celery publish) unless the circuit is open, waiting at most
         ``publish_timeout_seconds`` for it.  True when it was published; False when it was
-        skipped, failed or is still waiting (the caller's event stays in the inbox for the
-        drain or the sweeper).  Never raises for a broker failure.
+        skipped, failed or is still waiting: ``event`` is then remembered for the drain (and
+        the sweeper has it anyway).  Never raises for a broker failure.
 
         The publish runs on a small pool of this breaker's threads, so the caller's wait is
         bounded by that one number whatever kombu does inside (a reconnect attempt doubles its
@@ -88,13 +96,14 @@ class PublishBreaker:
         if self.breaker.state is not CircuitState.CLOSED:
             # Open or half-open: the background probe is the trial, webhooks never wait on it.
             metrics.record_publish_skipped(queue)
+            self._remember(event)
             return False
-        started = utcnow()
-        attempt = self._executor().submit(self._attempt, queue, send, started)
+        attempt = self._executor().submit(self._attempt, queue, send, event)
         try:
             return attempt.result(timeout=self._settings.publish_timeout_seconds)
         except FutureTimeout:
-            self.breaker.record_failure(started)
+            self._remember(event)  # forgotten again if the attempt gets through after all
+            self.breaker.record_failure()
             log.warning(
                 "publish to %s got no answer within %g s; the event stays in the inbox",
                 queue,
@@ -102,11 +111,19 @@ class PublishBreaker:
             )
             return False
 
-    def _attempt(self, queue: str, send: Publish, started: datetime) -> bool:
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        with self._lock:
+            if self._publishers is not None:
+                self._publishers.shutdown(wait=False, cancel_futures=True)
+
+    def _attempt(self, queue: str, send: Publish, event: Event | None) -> bool:
         try:
             send()
         except Exception as error:
-            self.breaker.record_failure(started)
+            self._remember(event)
+            self.breaker.record_failure()
             log.warning(
                 "publish to %s failed (%s: %s); the event stays in the inbox",
                 queue,
@@ -114,8 +131,26 @@ class PublishBreaker:
                 error,
             )
             return False
+        if event is not None:
+            with self._unpublished_lock:
+                self._unpublished.pop(event[0], None)
         self.breaker.record_success()
         return True
+
+    def _remember(self, event: Event | None) -> None:
+        if event is None:
+            return
+        with self._unpublished_lock:
+            if len(self._unpublished) < MAX_REMEMBERED:
+                self._unpublished[event[0]] = event[1]
+                return
+            self._forgotten += 1
+            first = self._forgotten == 1
+        if first:
+            log.warning(
+                "more than %d events not published; the sweeper will queue the rest",
+                MAX_REMEMBERED,
+            )
 
     def _executor(self) -> ThreadPoolExecutor:
         # Built on first use, in the process that publishes (gunicorn forks before that).
@@ -126,50 +161,40 @@ class PublishBreaker:
                 )
             return self._publishers
 
-    def close(self) -> None:
-        self._closed.set()
-        self._wake.set()
-        with self._lock:
-            if self._publishers is not None:
-                self._publishers.shutdown(wait=False, cancel_futures=True)
+    # -- the probe and the drain ----------------------------------------------------------
 
-    # -- the probe ------------------------------------------------------------------------
-
-    def _state_changed(self, breaker: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
+    def _state_changed(
+        self, _breaker: CircuitBreaker, old: CircuitState, new: CircuitState
+    ) -> None:
         # Called under the breaker's lock: only note what happened and wake the prober.
         metrics.record_circuit_state("broker", new.severity)
-        with self._outage_lock:  # never held by anyone calling into the breaker
-            if new is CircuitState.OPEN and self._outage_since is None:
-                self._outage_since = breaker.failing_since or utcnow()
-            if new is CircuitState.CLOSED and old is not CircuitState.CLOSED:
-                # Closed by the probe or by a slow publish that got through after all: either
-                # way, what was skipped meanwhile is queued now.
-                self._drain_pending = True
-        if new is not CircuitState.HALF_OPEN:
-            self._start_prober()
-            self._wake.set()
-
-    def _start_prober(self) -> None:
-        with self._lock:  # never held by the prober, so no lock-order cycle
+        if new is CircuitState.HALF_OPEN:
+            return
+        if new is CircuitState.CLOSED and old is not CircuitState.CLOSED:
+            # Closed by the probe or by a slow publish that got through after all: either way,
+            # what was skipped meanwhile is queued now.
+            self._drain_pending = True
+        with self._lock:
             if self._prober is None:
                 self._prober = threading.Thread(
                     target=self._probe_loop, name="broker-probe", daemon=True
                 )
                 self._prober.start()
+        self._wake.set()
 
     def _probe_loop(self) -> None:
         """One thread per process, started at the first outage: asleep while the circuit is
         closed, a probe every ``breaker_reset_seconds`` while it is not, and the drain as soon
         as it closes."""
         while not self._closed.is_set():
-            state = self.breaker.state
-            idle = state is CircuitState.CLOSED and not self._drain_pending
+            idle = self.breaker.state is CircuitState.CLOSED and not self._drain_pending
             self._wake.wait(None if idle else self._settings.breaker_reset_seconds)
             self._wake.clear()
             if self._closed.is_set():
                 return
             if self._drain_pending:
-                self._drain_outage()
+                self._drain_pending = False
+                self._drain_unpublished()
                 continue
             if self.breaker.state is CircuitState.CLOSED or not self.breaker.allow():
                 continue  # closed meanwhile, or still cooling down
@@ -177,12 +202,6 @@ class PublishBreaker:
                 self.breaker.record_success()  # the listener asks for the drain
             else:
                 self.breaker.record_failure()
-
-    def _drain_outage(self) -> None:
-        with self._outage_lock:
-            since, self._outage_since = self._outage_since, None
-            self._drain_pending = False
-        self._drain_since(since)
 
     def _probe(self) -> bool:
         """One fresh connection and channel: a round trip on every transport (Redis answers
@@ -197,14 +216,25 @@ class PublishBreaker:
             return False
         return True
 
-    def _drain_since(self, since: datetime | None) -> None:
-        if self._drain is None:
+    def _drain_unpublished(self) -> None:
+        """Queue what this process did not publish.  Each event is published through
+        :meth:`publish` again, so one that fails (the broker gone again) is remembered again."""
+        with self._unpublished_lock:
+            events, self._unpublished = self._unpublished, {}
+            forgotten, self._forgotten = self._forgotten, 0
+        if self._drain is None or not events:
             return
-        start = (since or utcnow()) - DRAIN_MARGIN
         try:
-            queued = self._drain(start)
+            queued = self._drain(events)
         except Exception:
+            with self._unpublished_lock:
+                self._unpublished = {**events, **self._unpublished}
             # The sweeper is still there: nothing is lost, only later.
             log.exception("broker is back, but draining the inbox failed; left to the sweeper")
             return
-        log.warning("broker is back: queued %d inbox events stored while it was down", queued)
+        log.warning(
+            "broker is back: queued %d of the %d events not published while it was down%s",
+            queued,
+            len(events),
+            f" ({forgotten} more are left to the sweeper)" if forgotten else "",
+        )

@@ -99,7 +99,11 @@ def enqueue_event_guarded(
 ) -> bool:
     """:func:`enqueue_event` through the broker's circuit breaker: False (and the event left
     in the inbox) when the broker failed or its circuit is open; never raises for that."""
-    return breaker.publish(_route(event_type)[1], lambda: enqueue_event(app, event_id, event_type))
+    return breaker.publish(
+        _route(event_type)[1],
+        lambda: enqueue_event(app, event_id, event_type),
+        (event_id, event_type),
+    )
 
 
 def _route(event_type: str) -> tuple[str, str]:

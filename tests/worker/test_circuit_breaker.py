@@ -4,12 +4,10 @@ and no lock held while the guarded call runs."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 import pytest
 
 from worker.circuit_breaker import CircuitBreaker, CircuitState
-from worker.storage.models import utcnow
 
 
 class Clock:
@@ -68,16 +66,6 @@ def test_one_trial_after_the_reset_time_and_its_outcome_decides():
         ("open", "half-open"),
         ("half-open", "closed"),
     ]
-
-
-def test_failing_since_is_the_start_of_the_first_failure_of_the_run():
-    breaker, _, _ = make(threshold=3)
-    started = utcnow() - timedelta(seconds=5)
-    breaker.record_failure(started)
-    breaker.record_failure()
-    assert breaker.failing_since == started
-    breaker.record_success()
-    assert breaker.failing_since is None
 
 
 def test_a_late_failure_of_an_earlier_call_does_not_extend_the_open_period():

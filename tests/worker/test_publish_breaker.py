@@ -8,7 +8,6 @@ import base64
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 import redis
@@ -18,13 +17,13 @@ from sqlalchemy import make_url, update
 from tests.fakes.blackhole import Blackhole
 from worker.celery_app import create_celery
 from worker.circuit_breaker import CircuitState
-from worker.inbox_sweeper import requeue_received_since
+from worker.inbox_sweeper import requeue_unpublished
 from worker.publish_breaker import PublishBreaker
 from worker.settings import BrokerSettings, load_settings
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.migrations import upgrade_to_head
-from worker.storage.models import EventStatus, WebhookEvent, utcnow
+from worker.storage.models import EventStatus, WebhookEvent
 from worker.tasks import enqueue_event_guarded
 
 pytestmark = pytest.mark.services
@@ -85,36 +84,42 @@ def test_a_hung_broker_costs_one_bounded_publish_then_none(redis_url, blackhole)
     assert breaker.state is CircuitState.OPEN
     started = time.monotonic()
     for event_id in range(2, 50):
-        assert not enqueue_event_guarded(celery, breaker, event_id, "call.ring")
+        assert not enqueue_event_guarded(celery, breaker, event_id, "call.missed")
     assert time.monotonic() - started < 0.1  # skipped: no publish attempted
+    # Remembered for the drain: exactly the events this process did not publish.
+    assert breaker.unpublished() == {1: "call.ring"} | {i: "call.missed" for i in range(2, 50)}
     breaker.close()
 
 
-def test_when_the_broker_is_back_the_inbox_is_drained_rings_first(redis_url, blackhole, inbox):
-    # Stored before the outage and already processed, or being processed: not queued again.
-    done = store(inbox, "call.ring", status=EventStatus.PROCESSED)
-    running = store(inbox, "call.ring", status=EventStatus.PROCESSING)
-    # An old event the sweeper owns (received long before the outage).
-    old = store(inbox, "call.missed", received_at=utcnow() - timedelta(hours=1))
-    replayed = store(inbox, "call.ring", replays=1)  # replays stay on the bulk queue (sweeper)
+def test_when_the_broker_is_back_what_was_not_published_is_queued_once_rings_first(
+    redis_url, blackhole, inbox
+):
     drained: list[int] = []
 
-    def drain(since) -> int:  # type: ignore[no-untyped-def]
-        count = requeue_received_since(
-            inbox,
-            lambda event_id, kind: enqueue_event_guarded(celery, breaker, event_id, kind),
-            since,
-        )
-        drained.append(count)
-        return count
+    def drain(events) -> int:  # type: ignore[no-untyped-def]
+        def publish(event_id: int, kind: str) -> bool:
+            return enqueue_event_guarded(celery, breaker, event_id, kind)
+
+        drained.append(requeue_unpublished(inbox, publish, events))
+        return drained[-1]
 
     celery, breaker = publisher_through(blackhole, redis_url, drain)
     stored = []
-    for kind in ("call.missed", "call.ring", "call.notification", "call.ring"):
+    for kind in ("call.missed", "call.ring", "call.notification", "call.ring", "call.ring"):
         event_id = store(inbox, kind)
         stored.append((event_id, kind))
-        enqueue_event_guarded(celery, breaker, event_id, kind)  # all fail or are skipped
+        assert not enqueue_event_guarded(celery, breaker, event_id, kind)  # failed or skipped
     assert breaker.state is CircuitState.OPEN
+    # Meanwhile the sweeper queued one of them and a worker started it: not queued again.
+    started_elsewhere = stored[-1][0]
+    with inbox.transaction() as session:
+        session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == started_elsewhere)
+            .values(status=EventStatus.PROCESSING)
+        )
+    # Queued normally before the outage: not this breaker's business.
+    before = store(inbox, "call.ring")
     assert queued_ids(redis_url, "ring") == [] and queued_ids(redis_url, "bulk") == []
 
     url = make_url(redis_url)
@@ -123,62 +128,49 @@ def test_when_the_broker_is_back_the_inbox_is_drained_rings_first(redis_url, bla
     while not drained and time.monotonic() < deadline:
         time.sleep(0.02)
     assert drained == [4]
-    assert breaker.state is CircuitState.CLOSED
-    rings = [i for i, kind in stored if kind == "call.ring"]
-    others = [i for i, kind in stored if kind != "call.ring"]
+    assert breaker.state is CircuitState.CLOSED and breaker.unpublished() == {}
+    rings = [i for i, kind in stored[:-1] if kind == "call.ring"]
     assert queued_ids(redis_url, "ring") == rings
-    assert queued_ids(redis_url, "bulk") == others
-    for untouched in (done, running, old, replayed):
-        assert untouched not in queued_ids(redis_url, "ring") + queued_ids(redis_url, "bulk")
+    assert queued_ids(redis_url, "bulk") == [i for i, kind in stored if kind != "call.ring"]
+    assert before not in queued_ids(redis_url, "ring")
     # Publishing works again.
     assert enqueue_event_guarded(celery, breaker, 999, "call.ring")
     breaker.close()
 
 
-def test_the_drain_stops_at_the_first_publish_that_fails(inbox):
-    ids = [store(inbox, "call.ring") for _ in range(3)]
-    published: list[int] = []
-
-    def publish(event_id: int, _kind: str) -> bool:
-        if len(published) == 1:
-            return False
-        published.append(event_id)
-        return True
-
-    assert requeue_received_since(inbox, publish, utcnow() - timedelta(minutes=1)) == 1
-    assert published == ids[:1]
-
-
 def test_the_drain_publishes_rings_first_then_the_rest_oldest_first(inbox):
     kinds = ["call.missed", "call.ring", "call.notification", "call.ring", "call.missed"]
     ids = {store(inbox, kind): kind for kind in kinds}
+    done = store(inbox, "call.ring", status=EventStatus.PROCESSED)
     published: list[int] = []
 
     def publish(event_id: int, _kind: str) -> bool:
         published.append(event_id)
         return True
 
-    requeue_received_since(inbox, publish, utcnow() - timedelta(minutes=1))
+    assert requeue_unpublished(inbox, publish, {**ids, done: "call.ring"}) == 5
     rings = [i for i, kind in ids.items() if kind == "call.ring"]
     assert published == rings + [i for i in ids if i not in rings]
 
 
 def test_a_slow_publish_that_gets_through_closes_the_circuit_and_drains_what_was_skipped():
-    drained: list = []
+    drained: list[dict[int, str]] = []
     settings = load_settings(broker_url=None, database_url="sqlite://")
-    celery = create_celery(settings)
-    breaker = PublishBreaker(celery, FAST, lambda since: drained.append(since) or 0)
+    breaker = PublishBreaker(
+        create_celery(settings), FAST, lambda events: len(drained.append(dict(events)) or events)
+    )
     release = threading.Event()
     started = time.monotonic()
-    assert not breaker.publish("ring", lambda: release.wait(5) and None)  # past the deadline
+    slow = breaker.publish("ring", lambda: release.wait(5) and None, (1, "call.ring"))
+    assert not slow  # past the deadline
     assert time.monotonic() - started < FAST.publish_timeout_seconds + 0.3
     assert breaker.state is CircuitState.OPEN
-    assert not breaker.publish("ring", lambda: None)  # skipped while open
+    assert not breaker.publish("ring", lambda: None, (2, "call.ring"))  # skipped while open
     release.set()  # the slow publish succeeds after all: the broker is fine
     deadline = time.monotonic() + 5
     while not drained and time.monotonic() < deadline:
         time.sleep(0.01)
     assert breaker.state is CircuitState.CLOSED
-    assert len(drained) == 1 and drained[0] < utcnow()
-    assert breaker.publish("ring", lambda: None)
+    assert drained == [{2: "call.ring"}]  # event 1 got through: not queued again
+    assert breaker.publish("ring", lambda: None, (3, "call.ring"))
     breaker.close()
