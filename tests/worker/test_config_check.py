@@ -188,9 +188,9 @@ def test_the_stream_app_check_reports_current_and_previous_secrets(tmp_path: Pat
 
 def test_timeouts_state_how_long_a_webhook_can_wait(tmp_path: Path) -> None:
     checks = config_check.run_checks(good_settings(tmp_path))
-    # Defaults: max(pool 2, connect 2) + web statement 2 + 1 s grace; 2 x 0.5 s publish.
+    # Defaults: max(pool 2, connect 2) + web statement 2 + 1 s grace; the 0.5 s publish wait.
     assert by_name(checks, "timeouts")[0].detail.startswith(
-        "a webhook is answered within 5.0 s (503) when the database hangs and 1.0 s when the "
+        "a webhook is answered within 5.0 s (503) when the database hangs and 0.5 s when the "
         "broker hangs"
     )
     slow = good_settings(tmp_path, database={"web_statement_timeout_seconds": 10})
