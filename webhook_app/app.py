@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from celery import Celery
@@ -9,6 +10,7 @@ from flask import Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from worker.publish_breaker import PublishBreaker
 from worker.settings import Settings
 from worker.storage.database import Database
 
@@ -20,11 +22,27 @@ class Receiver:
     settings: Settings
     db: Database
     celery: Celery
+    # Inbox events are published through it: bounded, skipped while the broker is down.
+    publisher: PublishBreaker
 
 
 def receiver() -> Receiver:
     found: Receiver = current_app.extensions["callpush"]
     return found
+
+
+def _publisher(settings: Settings, db: Database, celery: Celery) -> PublishBreaker:
+    from worker.inbox_sweeper import requeue_unpublished
+    from worker.tasks import enqueue_event_guarded
+
+    def drain(events: Mapping[int, str]) -> int:
+        def publish(event_id: int, kind: str) -> bool:
+            return enqueue_event_guarded(celery, breaker, event_id, kind)
+
+        return requeue_unpublished(db, publish, events)
+
+    breaker = PublishBreaker(celery, settings.broker, drain)
+    return breaker
 
 
 def create_app(
@@ -36,10 +54,16 @@ def create_app(
     app = Flask("callpush")
     # Werkzeug answers 413 itself when the body is larger, before we read it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    db = db or Database(
+        settings.database_url,
+        timeouts=settings.database,
+        # Short enough to answer a webhook 503 well within Stream's 6 s per attempt.
+        statement_timeout=settings.database.web_statement_timeout_seconds,
+        fail_fast=True,
+    )
+    celery = celery or create_celery(settings, publisher=True)
     app.extensions["callpush"] = Receiver(
-        settings=settings,
-        db=db or Database(settings.database_url),
-        celery=celery or create_celery(settings),
+        settings=settings, db=db, celery=celery, publisher=_publisher(settings, db, celery)
     )
     app.register_blueprint(stream_webhook.blueprint)
     app.register_blueprint(devices_api.blueprint)

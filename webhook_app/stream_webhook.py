@@ -21,7 +21,7 @@ from worker.logging_setup import bind_log_context, log_context
 from worker.storage.inbox import store_webhook
 from worker.storage.models import EventStatus
 from worker.stream_events import InvalidEvent
-from worker.tasks import enqueue_event
+from worker.tasks import enqueue_event_guarded
 from worker.webhook_intake import webhook_for_event
 from worker.webhook_signature import WebhookRejected, verify_webhook
 
@@ -96,11 +96,9 @@ def _receive() -> ResponseReturnValue:
         metrics.record_webhook(event_type, "duplicate")
         return jsonify(status="duplicate", event_id=stored.event_id), 200
     if stored.status == EventStatus.RECEIVED:
-        try:
-            enqueue_event(ctx.celery, stored.event_id, event_type)
-        except Exception:
-            # Committed already: the inbox sweeper enqueues it once the broker is back.
-            log.exception("could not enqueue event %s; left for the sweeper", stored.event_id)
+        # Committed already: when the broker fails or its circuit is open, the event waits in
+        # the inbox and is queued the moment the broker answers again (or by the sweeper).
+        enqueue_event_guarded(ctx.celery, ctx.publisher, stored.event_id, event_type)
         metrics.record_webhook(event_type, "accepted")
         return jsonify(status="accepted", event_id=stored.event_id), 202
     metrics.record_webhook(event_type, stored.status)  # ignored, or processed (a ring stopper)

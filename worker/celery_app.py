@@ -31,7 +31,11 @@ BULK_QUEUE = "bulk"
 EMBEDDED_BROKER = "memory://localhost/"  # a host, or kombu warns on every connection
 
 
-def create_celery(settings: Settings) -> Celery:
+def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
+    """``publisher=True`` for a process that only publishes (the web receiver): every broker
+    operation gets the short ``broker.publish_timeout_seconds``.  A worker's connections keep
+    longer ones: its consumer blocks in BRPOP for up to a second (kombu's ``brpop_timeout``),
+    which a shorter socket timeout would cut."""
     from worker import broker_transport, tasks
 
     broker = settings.broker_url or EMBEDDED_BROKER
@@ -40,10 +44,11 @@ def create_celery(settings: Settings) -> Celery:
     if broker.startswith("redis"):
         # A message not acked within this time is delivered again (a worker lost mid-task).
         # It must exceed the longest countdown a bulk retry may use.
+        timeout = settings.broker.publish_timeout_seconds
         transport_options = {
             "visibility_timeout": 3600,
-            "socket_connect_timeout": 2,
-            "socket_timeout": 5,
+            "socket_connect_timeout": timeout if publisher else 2,
+            "socket_timeout": timeout if publisher else 5,
         }
         if broker.startswith("redis://"):
             # kombu's Redis transport with the reconnect race fixed (worker/broker_transport.py).
@@ -68,7 +73,9 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
         # The receiver must not hang when the broker is down: the inbox already holds the
-        # event and the sweeper enqueues it later (README: guarantees).
+        # event, and the drain (worker/publish_breaker.py) or the sweeper enqueues it later
+        # (README: guarantees).  One retry, on a fresh connection: a pooled one may have died
+        # with a Redis restart.
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

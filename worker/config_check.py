@@ -134,8 +134,10 @@ def secret_values(settings: Settings) -> list[str]:
     found: list[str] = []
     for app in settings.apps:
         found.extend(secret.get_secret_value() for secret in app.api_secrets)
-    if settings.stream_api_secret is not None:
-        found.append(settings.stream_api_secret.get_secret_value())
+    for shortcut in (settings.stream_api_secret, settings.stream_previous_api_secrets):
+        if shortcut is not None:
+            found.extend(shortcut.get_secret_value().split(","))
+            found.append(shortcut.get_secret_value())
     for url in (settings.database_url, settings.broker_url):
         try:
             password = urlsplit(url).password if url else None
@@ -213,6 +215,7 @@ def run_checks(settings: Settings) -> list[Check]:
         ("database", check_database),
         ("broker", check_broker),
         ("stream apps", check_apps),
+        ("timeouts", check_timeouts),
         ("apns", check_apns),
         ("fcm", check_fcm),
         ("templates", check_templates),
@@ -344,7 +347,7 @@ def check_database(settings: Settings) -> list[Check]:
                     )
                 ]
     elif url.get_backend_name() == "postgresql":
-        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        connect_args["connect_timeout"] = settings.database.connect_timeout_seconds
 
     from alembic.runtime.migration import MigrationContext
 
@@ -571,10 +574,50 @@ def check_apps(settings: Settings) -> list[Check]:
             )
     if not any(not check.ok for check in checks):
         described = ", ".join(
-            f"{app.api_key} ({len(app.api_secrets)} secret(s))" for app in settings.apps
+            f"{app.api_key} (api_secret + {len(app.previous_api_secrets)} previous)"
+            for app in settings.apps
         )
         checks.append(_ok("stream apps", f"{len(settings.apps)} configured: {described}"))
     return checks
+
+
+# Stream gives up on a webhook attempt after 6 s and retries
+# (https://getstream.io/video/docs/api/webhooks/overview/, "Error Handling").
+STREAM_WEBHOOK_TIMEOUT_SECONDS = 6.0
+
+
+def webhook_worst_case_seconds(settings: Settings) -> tuple[float, float]:
+    """How long a webhook can wait before it is answered (seconds): with a hanging database
+    (a pooled connection or a new one, then a statement the server never answers: 503), and
+    with a hanging broker (the publish, waited for that long at most: 2xx, the event kept in
+    the inbox).  Once a circuit is open, webhooks no longer wait at all."""
+    from worker.storage.database import STALL_GRACE_SECONDS
+
+    database = settings.database
+    hanging_database = (
+        max(database.pool_timeout_seconds, database.connect_timeout_seconds)
+        + database.web_statement_timeout_seconds
+        + STALL_GRACE_SECONDS
+    )
+    return hanging_database, settings.broker.publish_timeout_seconds
+
+
+def check_timeouts(settings: Settings) -> list[Check]:
+    database, broker = webhook_worst_case_seconds(settings)
+    detail = (
+        f"a webhook is answered within {database:.1f} s (503) when the database hangs and "
+        f"{broker:.1f} s when the broker hangs (database.*_timeout_seconds, "
+        "broker.publish_timeout_seconds)"
+    )
+    if max(database, broker) >= STREAM_WEBHOOK_TIMEOUT_SECONDS:
+        return [
+            _warn(
+                "timeouts",
+                f"{detail}: not within the {STREAM_WEBHOOK_TIMEOUT_SECONDS:g} s Stream waits, "
+                "so Stream gives up before callpush answers",
+            )
+        ]
+    return [_ok("timeouts", detail)]
 
 
 def _read_file(setting: str, path: Path) -> tuple[bytes | None, Check | None]:

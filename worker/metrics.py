@@ -29,7 +29,7 @@ from worker.push.base import PushOutcome
 from worker.storage.models import utcnow
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("callpush.metrics")
@@ -68,6 +68,8 @@ class _Metrics:
     push_latency: Histogram
     tokens_disabled: Counter
     call_type_fetches: Counter
+    circuit_state: Gauge
+    publishes_skipped: Counter
 
 
 _created: _Metrics | None = None
@@ -86,7 +88,7 @@ def _metrics() -> _Metrics:
 
 
 def _define() -> _Metrics:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     return _Metrics(
         webhooks=Counter(
@@ -116,6 +118,20 @@ def _define() -> _Metrics:
             "Fetches of Stream's call-type push settings (apps with push_settings_source = "
             '"stream"), by result (ok, not_found, failed: the last good copy is kept).',
             ["result"],
+        ),
+        # livemax: over the live processes, the worst state (a process whose circuit is open).
+        circuit_state=Gauge(
+            "callpush_circuit_breaker_state",
+            "State of a circuit breaker: 0 closed, 1 half-open, 2 open (the worst of the live "
+            "processes), by breaker (broker, database).",
+            ["breaker"],
+            multiprocess_mode="livemax",
+        ),
+        publishes_skipped=Counter(
+            "callpush_broker_publishes_skipped",
+            "Events stored but not published because the broker circuit was open (they are "
+            "queued when the broker answers again), by queue.",
+            ["queue"],
         ),
     )
 
@@ -149,6 +165,15 @@ def record_tokens_disabled(reason: str, count: int) -> None:
 def record_call_type_fetch(result: str) -> None:
     """One fetch of Stream's call-type push settings: "ok", "not_found" or "failed"."""
     _metrics().call_type_fetches.labels(result=result).inc()
+
+
+def record_circuit_state(breaker: str, severity: int) -> None:
+    """A circuit breaker changed state: 0 closed, 1 half-open, 2 open."""
+    _metrics().circuit_state.labels(breaker=breaker).set(severity)
+
+
+def record_publish_skipped(queue: str) -> None:
+    _metrics().publishes_skipped.labels(queue=queue).inc()
 
 
 def multiprocess_dir() -> str | None:

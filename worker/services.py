@@ -165,7 +165,7 @@ class Services:
 def build_services(settings: Settings, enqueue_chunk: EnqueueChunk = _no_queue) -> Services:
     services = Services(
         settings=settings,
-        db=Database(settings.database_url, durable_commits=False),
+        db=Database(settings.database_url, durable_commits=False, timeouts=settings.database),
         sender=PushSender(build_providers(settings)),
         templates=TemplateBook.from_settings(settings),
         enqueue_chunk=enqueue_chunk,

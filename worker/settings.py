@@ -151,12 +151,26 @@ class FcmProviderSettings(BaseModel):
 
 
 class StreamAppSettings(BaseModel):
-    """One Stream app.  Several may be served by one deployment (e.g. dev and prod)."""
+    """One Stream app.  Several may be served by one deployment (e.g. dev and prod).
+
+    Stream holds one API secret per app: it signs the webhooks Stream sends and checks the server
+    tokens of calls to Stream's API (https://getstream.io/video/docs/api/webhooks/overview/;
+    stream-py's ``Stream.verify_webhook`` and ``create_token`` both use ``api_secret``,
+    https://github.com/GetStream/stream-py/blob/main/getstream/stream.py).  ``api_secret`` is
+    the one callpush believes Stream holds now (it signs callpush's calls to Stream);
+    ``previous_api_secrets`` are still accepted on incoming webhooks and device-API tokens, and
+    tried on a 401 from Stream, so a rotation breaks neither direction (README: rotating the
+    API secret).
+
+    ``api_secrets`` is the older spelling, kept working: a list (or a comma-separated string)
+    whose first entry is the current secret unless ``api_secret`` is set, the rest previous
+    ones.  After validation it lists every secret, the current one first.
+    """
 
     api_key: str
-    # The first secret signs our server tokens; every one is accepted on incoming webhooks so a
-    # secret can be rotated without downtime (stream-protocol.md §1.2).
-    api_secrets: list[SecretStr] = Field(min_length=1)
+    api_secret: SecretStr | None = None
+    previous_api_secrets: list[SecretStr] = []
+    api_secrets: list[SecretStr] = []
     base_url: str = "https://video.stream-io-api.com"
     # Non-ring event types whose FCM data message goes out at android.priority "high"; the
     # others go out at "normal".  call.ring is always high.
@@ -176,13 +190,33 @@ class StreamAppSettings(BaseModel):
     # and templates), read from Stream's API in the background (worker/call_type_settings.py).
     push_settings_source: Literal["local", "stream"] = "local"
 
-    @field_validator("api_secrets", mode="before")
+    @field_validator("api_secrets", "previous_api_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: Any) -> Any:
         if isinstance(value, str | SecretStr):
             raw = value.get_secret_value() if isinstance(value, SecretStr) else value
             return [s.strip() for s in raw.split(",") if s.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _current_first(self) -> StreamAppSettings:
+        listed = [s for s in self.api_secrets if s.get_secret_value()]
+        current = self.api_secret if self.api_secret is not None else None
+        if current is None or not current.get_secret_value():
+            if not listed:
+                raise ValueError("api_secret (or api_secrets) is required")
+            current = listed[0]
+        seen = {current.get_secret_value()}
+        previous: list[SecretStr] = []
+        for secret in [*self.previous_api_secrets, *listed]:
+            value = secret.get_secret_value()
+            if value and value not in seen:
+                seen.add(value)
+                previous.append(secret)
+        self.api_secret = current
+        self.previous_api_secrets = previous
+        self.api_secrets = [current, *previous]
+        return self
 
     @field_validator("fcm_high_priority")
     @classmethod
@@ -215,6 +249,7 @@ class StreamAppSettings(BaseModel):
 
     @property
     def signing_secret(self) -> str:
+        """The current secret: what callpush signs its calls to Stream with, at first."""
         return self.api_secrets[0].get_secret_value()
 
     def fcm_priority(self, event_type: str) -> Literal["high", "normal"]:
@@ -302,14 +337,53 @@ class RetentionSettings(BaseModel):
     interval_seconds: float = 3600.0
 
 
+class DatabaseSettings(BaseModel):
+    """Every wait on the database is bounded (README: Configuration, "Timeouts")."""
+
+    # libpq's connect_timeout: a host that accepts TCP but never completes the handshake.
+    # Whole seconds, at least 2 (https://www.postgresql.org/docs/current/libpq-connect.html).
+    connect_timeout_seconds: Annotated[int, Field(ge=2, le=600)] = 2
+    # PostgreSQL cancels a statement running longer (statement_timeout, set at connect time);
+    # callpush closes a connection whose statement or commit got no answer 1 s after it.
+    statement_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # The same bound for the web processes (webhooks, device and admin API): short enough that
+    # a webhook is answered 503 well within Stream's 6 s per attempt, so Stream retries.
+    web_statement_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    # Waiting for a free pooled connection.
+    pool_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
+    # The web processes stop trying the database for this long after this many consecutive
+    # connection failures, answering webhooks 503 at once (Stream retries), so a dead database
+    # cannot hold every request thread; then one request tries again.
+    breaker_failures: Annotated[int, Field(ge=1)] = 3
+    breaker_reset_seconds: Annotated[float, Field(gt=0)] = 2.0
+
+
+class BrokerSettings(BaseModel):
+    """Publishing to the broker is bounded and guarded by a circuit breaker (README: Guarantees,
+    "broker down")."""
+
+    # Socket timeouts of the web processes' broker connections: a publish fails after about
+    # twice this (one reconnect attempt) instead of hanging.
+    publish_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    # After this many consecutive failed publishes (each already retried once on a fresh
+    # connection), webhooks are stored and answered without a publish attempt; every
+    # breaker_reset_seconds the broker is probed, and once it answers the events stored
+    # meanwhile are queued at once, rings first.  One is enough: a circuit opened by a blip
+    # only delays the events of the next second, which the drain then queues.
+    breaker_failures: Annotated[int, Field(ge=1)] = 1
+    breaker_reset_seconds: Annotated[float, Field(gt=0)] = 1.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CALLPUSH_", env_nested_delimiter="__", extra="forbid"
     )
 
     database_url: str = "sqlite:///callpush.db"
+    database: DatabaseSettings = DatabaseSettings()
     # None = embedded: an in-process broker and worker (`callpush run`).
     broker_url: str | None = None
+    broker: BrokerSettings = BrokerSettings()
     apps: list[StreamAppSettings] = []
     apns: ApnsSettings = ApnsSettings()
     fcm: FcmSettings = FcmSettings()
@@ -333,7 +407,10 @@ class Settings(BaseSettings):
 
     # Environment shortcuts for the common single-app deployment.
     stream_api_key: str | None = None
+    # The current secret; a comma-separated value keeps its older meaning: the first is the
+    # current one, the rest previous ones.
     stream_api_secret: SecretStr | None = None
+    stream_previous_api_secrets: SecretStr | None = None  # comma-separated
     stream_base_url: str | None = None
     stream_push_settings_source: Literal["local", "stream"] | None = None
 
@@ -355,9 +432,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fold_single_app_shortcut(self) -> Settings:
         if self.stream_api_key and self.stream_api_secret:
+            previous = self.stream_previous_api_secrets
             app = StreamAppSettings(
                 api_key=self.stream_api_key,
                 api_secrets=self.stream_api_secret,  # type: ignore[arg-type]  # split by validator
+                previous_api_secrets=previous or [],  # type: ignore[arg-type]  # split too
                 base_url=self.stream_base_url or StreamAppSettings.model_fields["base_url"].default,
                 push_settings_source=self.stream_push_settings_source or "local",
             )

@@ -6,8 +6,10 @@ whose SDKs register push tokens with Stream instead of with callpush, and the ca
 ``notification_settings``, for apps that follow Stream's push settings
 (worker/call_type_settings.py).
 
-Nothing is retried here: every failure is a :class:`StreamApiError` saying whether a retry can
-help, and the caller, which knows its deadline, decides.
+Nothing is retried here, with one exception: a 401 while the app has several secrets (a rotation
+under way) is retried once with each other secret, and the one Stream accepts is kept.  Every
+other failure is a :class:`StreamApiError` saying whether a retry can help, and the caller, which
+knows its deadline, decides.
 """
 
 from __future__ import annotations
@@ -135,7 +137,11 @@ class StreamApi:
         self._app = app
         self._base_url = app.base_url.rstrip("/")
         self._timeout = timeout
-        self._token: str | None = None
+        # Every secret the app may hold at Stream (README: rotating the API secret): the current
+        # one first.  On a 401 the others are tried, and the one Stream accepts is kept.
+        self._secrets = [secret.get_secret_value() for secret in app.api_secrets]
+        self._secret_in_use = 0
+        self._tokens: dict[int, str] = {}
         self._token_lock = threading.Lock()
         self._session = requests.Session()
         # Requests are authenticated by the JWT alone; refusing cookies keeps the shared session
@@ -153,16 +159,19 @@ class StreamApi:
     def api_key(self) -> str:
         return self._app.api_key
 
-    def server_token(self) -> str:
-        """HS256 over ``{"server": true}`` with the app's first secret (§4.5; push-libraries.md
-        §4).  Stream's server tokens carry no iat/exp, so one token serves the whole process."""
-        if self._token is None:
+    def server_token(self, secret_index: int | None = None) -> str:
+        """HS256 over ``{"server": true}`` with the secret in use (the current one until Stream
+        refused it; §4.5; push-libraries.md §4).  Stream's server tokens carry no iat/exp, so
+        one token per secret serves the whole process."""
+        index = self._secret_in_use if secret_index is None else secret_index
+        token = self._tokens.get(index)
+        if token is None:
             with self._token_lock:
-                if self._token is None:
-                    self._token = jwt.encode(
-                        {"server": True}, self._app.signing_secret, algorithm="HS256"
-                    )
-        return self._token
+                token = self._tokens.get(index)
+                if token is None:
+                    token = jwt.encode({"server": True}, self._secrets[index], algorithm="HS256")
+                    self._tokens[index] = token
+        return token
 
     def iter_call_member_pages(
         self, call_type: str, call_id: str, page_size: int = MAX_PAGE_SIZE
@@ -222,25 +231,22 @@ class StreamApi:
     def close(self) -> None:
         self._session.close()
 
-    def _request(
+    def _send(
         self,
         method: str,
         path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json_body: Mapping[str, Any] | None = None,
-    ) -> Mapping[str, Any]:
-        # §4.5: the raw JWT, no "Bearer " prefix, plus stream-auth-type and the api_key param.
-        # Neither the token nor the secret may reach a log line or an error message.
-        query = {"api_key": self._app.api_key, **(params or {})}
+        query: Mapping[str, str],
+        json_body: Mapping[str, Any] | None,
+        secret_index: int,
+    ) -> requests.Response:
         what = f"{method} {path}"
         try:
-            response = self._session.request(
+            return self._session.request(
                 method,
                 self._base_url + path,
                 params=query,
                 json=json_body,
-                headers={"Authorization": self.server_token()},
+                headers={"Authorization": self.server_token(secret_index)},
                 timeout=self._timeout,
             )
         except requests.Timeout:
@@ -255,6 +261,59 @@ class StreamApi:
             raise StreamApiError(
                 None, f"{what} failed: {error.__class__.__name__}", retryable=False
             ) from None
+
+    def _retry_with_other_secrets(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        json_body: Mapping[str, Any] | None,
+        refused: int,
+        response: requests.Response,
+    ) -> requests.Response:
+        """Stream refused the token: mid-rotation it may still hold another of the app's
+        secrets (the old one before the dashboard rotation, the new one after).  Each other
+        secret is tried once; the first Stream accepts is used from then on."""
+        for index in range(len(self._secrets)):
+            if index == refused:
+                continue
+            retried = self._send(method, path, query, json_body, index)
+            if retried.status_code == 401:
+                continue
+            with self._token_lock:
+                changed = self._secret_in_use != index
+                self._secret_in_use = index
+            if changed:
+                # Never the secret itself: its position in the configuration only.
+                log.warning(
+                    "Stream app %s refused the token of secret #%d and accepted secret #%d "
+                    "(0 = api_secret, then previous_api_secrets in order); callpush signs its "
+                    "calls with it from now on",
+                    self._app.api_key,
+                    refused,
+                    index,
+                )
+            return retried
+        return response
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+    ) -> Mapping[str, Any]:
+        # §4.5: the raw JWT, no "Bearer " prefix, plus stream-auth-type and the api_key param.
+        # Neither the token nor the secret may reach a log line or an error message.
+        query = {"api_key": self._app.api_key, **(params or {})}
+        what = f"{method} {path}"
+        in_use = self._secret_in_use
+        response = self._send(method, path, query, json_body, in_use)
+        if response.status_code == 401 and len(self._secrets) > 1:
+            response = self._retry_with_other_secrets(
+                method, path, query, json_body, in_use, response
+            )
         log.debug("%s -> %s in %.0f ms", what, response.status_code, _elapsed_ms(response))
         if response.status_code >= 400:
             raise StreamApiError(

@@ -8,12 +8,15 @@ app would serve another app's messages with the wrong services.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 
 from worker.event_processing import process_event
 from worker.notifications import RetryLater, deliver_chunk
+
+if TYPE_CHECKING:
+    from worker.publish_breaker import PublishBreaker
 
 PROCESS_RING = "callpush.process_ring_event"
 PROCESS_EVENT = "callpush.process_event"
@@ -86,12 +89,28 @@ def register(app: Celery) -> None:
 
 def enqueue_event(app: Celery, event_id: int, event_type: str) -> None:
     """Queue an inbox event for processing: rings on the ring queue, the rest on bulk."""
+    name, queue = _route(event_type)
+    options: dict[str, Any] = {"queue": queue}
+    app.send_task(name, args=[event_id], **options)
+
+
+def enqueue_event_guarded(
+    app: Celery, breaker: PublishBreaker, event_id: int, event_type: str
+) -> bool:
+    """:func:`enqueue_event` through the broker's circuit breaker: False (and the event left
+    in the inbox) when the broker failed or its circuit is open; never raises for that."""
+    return breaker.publish(
+        _route(event_type)[1],
+        lambda: enqueue_event(app, event_id, event_type),
+        (event_id, event_type),
+    )
+
+
+def _route(event_type: str) -> tuple[str, str]:
     from worker.celery_app import BULK_QUEUE, RING_QUEUE
     from worker.stream_events import RING
 
-    name, queue = (PROCESS_RING, RING_QUEUE) if event_type == RING else (PROCESS_EVENT, BULK_QUEUE)
-    options: dict[str, Any] = {"queue": queue}
-    app.send_task(name, args=[event_id], **options)
+    return (PROCESS_RING, RING_QUEUE) if event_type == RING else (PROCESS_EVENT, BULK_QUEUE)
 
 
 def enqueue_chunk(app: Celery, event_id: int, chunk_index: int) -> None:

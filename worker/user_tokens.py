@@ -8,8 +8,9 @@ A Stream token is an HS256 JWT signed with the app's API secret (push-libraries.
 
 Stream's SDKs usually mint tokens without ``exp``/``iat``, so neither is required; when present,
 ``exp``, ``nbf`` and ``iat`` are enforced with a small leeway.  The algorithm is pinned to HS256
-(no ``alg: none``, no other HMAC size).  Every secret of every configured app is tried, so a
-rotated-out secret keeps working for as long as it is still listed in ``api_secrets``.
+(no ``alg: none``, no other HMAC size).  Every secret of every configured app is tried, the
+current ``api_secret`` and the ``previous_api_secrets``, so tokens minted with a rotated-out secret
+keep working for as long as it is still listed (README: rotating the API secret).
 
 Nothing here logs or returns any part of a token or a secret.
 """

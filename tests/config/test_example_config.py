@@ -140,10 +140,13 @@ def test_example_loads(example_settings: Settings) -> None:
     settings = example_settings
     assert settings.database_url.startswith("postgresql+psycopg://")
     assert settings.broker_url and not settings.embedded
-    # Two apps (dev + prod); the prod one mid-rotation with two secrets.
-    assert [app.api_key for app in settings.apps] == ["devkey1234ab", "prodkey5678cd"]
-    assert len(settings.apps[1].api_secrets) == 2
-    assert settings.apps[1].signing_secret == "prod-secret-new"
+    # Dev, prod mid-rotation (current + previous), and the older api_secrets spelling.
+    keys = [app.api_key for app in settings.apps]
+    assert keys == ["devkey1234ab", "prodkey5678cd", "legacykey90ef"]
+    for app in settings.apps[1:]:
+        assert len(app.api_secrets) == 2 and len(app.previous_api_secrets) == 1
+        assert app.signing_secret.endswith("-secret-new")
+        assert app.previous_api_secrets[0].get_secret_value().endswith("-secret-old")
     assert settings.apns.configured and settings.apns.key_file == Path("/run/secrets/apns_key.p8")
     assert settings.fcm.service_account_file == Path("/run/secrets/fcm_service_account.json")
     assert "default" in settings.call_types

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.blackhole import Blackhole, running_blackhole
 from tests.fakes.credentials import PushCredentials, make_push_credentials
 from tests.fakes.fake_apns import FakeApns, running_fake_apns
 from tests.fakes.fake_fcm import FakeFcm, running_fake_fcm
@@ -112,3 +113,11 @@ def fcm_settings(
     fake_fcm: FakeFcm, push_credentials: PushCredentials, tmp_path: Path
 ) -> FcmSettings:
     return fcm_settings_for(fake_fcm, push_credentials, tmp_path)
+
+
+@pytest.fixture
+def blackhole() -> Iterator[Blackhole]:
+    """A local TCP server that accepts connections and never answers (tests/fakes/blackhole.py);
+    ``blackhole.forward_to(host, port)`` turns it into a relay to a real server."""
+    with running_blackhole() as hole:
+        yield hole

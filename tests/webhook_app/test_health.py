@@ -4,8 +4,6 @@ database, and the metrics in Prometheus text format."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -91,35 +89,18 @@ def test_unreachable_database_is_503_naming_the_database(clients):
     assert response.json["checks"]["database"].startswith("failed: OperationalError")
 
 
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """Accepts TCP connections and never answers: a database host that hangs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
+@pytest.mark.services
+def test_a_hanging_database_times_out_and_the_probe_still_answers(clients, postgres_url, blackhole):
+    """The database freezes under a warm pool (tests/fakes/blackhole.py): the check's
+    ``select 1`` waits on a connection that never answers, the probe answers 503 within its
+    bound, and the next probe does not queue behind the hung check."""
+    from sqlalchemy import make_url
 
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(2)
-    for connection in accepted:
-        connection.close()
-    listener.close()
-
-
-def test_a_hanging_database_times_out_and_the_probe_still_answers(clients, silent_server):
-    client = clients(f"postgresql+psycopg://postgres@127.0.0.1:{silent_server}/callpush", None)
+    target = make_url(postgres_url)
+    blackhole.forward_to(target.host or "127.0.0.1", target.port or 5432)
+    client = clients(target.set(port=blackhole.port).render_as_string(False), None)
+    assert client.get("/readyz").status_code == 200  # the pool now holds a connection
+    blackhole.blackhole()
     started = time.monotonic()
     first = client.get("/readyz")
     elapsed = time.monotonic() - started
@@ -132,6 +113,19 @@ def test_a_hanging_database_times_out_and_the_probe_still_answers(clients, silen
     second = client.get("/readyz")
     assert time.monotonic() - started < 0.5
     assert second.status_code == 503 and "still running" in second.json["checks"]["database"]
+
+
+def test_a_database_host_that_never_answers_is_503_within_the_bound(clients, blackhole):
+    client = clients(f"postgresql+psycopg://postgres@127.0.0.1:{blackhole.port}/callpush", None)
+    started = time.monotonic()
+    response = client.get("/readyz")
+    assert time.monotonic() - started < DATABASE_TIMEOUT + 1.0
+    assert response.status_code == 503
+    assert response.json["checks"]["database"] in (
+        f"timed out after {DATABASE_TIMEOUT:g}s",
+        "failed: OperationalError",  # the connect_timeout (2 s) fired first
+    )
+    assert client.get("/healthz").status_code == 200
 
 
 def scrape(client) -> tuple[str, dict[str, list]]:

@@ -138,6 +138,7 @@ def test_good_configuration_passes(tmp_path: Path) -> None:
         "fcm",
         "templates",
         "push settings",
+        "timeouts",
     }
     assert str(head_revision()) in by_name(checks, "migrations")[0].detail
 
@@ -176,6 +177,39 @@ def test_redacted_settings_hide_every_secret(tmp_path: Path) -> None:
     # File paths are not secret: the operator needs them.
     assert data["apns"]["key_file"] == str(settings.apns.key_file)
     assert data["apps"][-1]["api_secrets"] == [config_check.REDACTED] * 2
+    assert data["apps"][-1]["api_secret"] == config_check.REDACTED
+    assert data["apps"][-1]["previous_api_secrets"] == [config_check.REDACTED]
+
+
+def test_the_stream_app_check_reports_current_and_previous_secrets(tmp_path: Path) -> None:
+    checks = config_check.run_checks(good_settings(tmp_path))
+    detail = by_name(checks, "stream apps")[0].detail
+    assert "prod-key (api_secret + 1 previous)" in detail, detail
+    assert "dev-key (api_secret + 0 previous)" in detail, detail
+
+
+def test_timeouts_state_how_long_a_webhook_can_wait(tmp_path: Path) -> None:
+    checks = config_check.run_checks(good_settings(tmp_path))
+    # Defaults: max(pool 2, connect 2) + web statement 2 + 1 s grace; the 0.5 s publish wait.
+    assert by_name(checks, "timeouts")[0].detail.startswith(
+        "a webhook is answered within 5.0 s (503) when the database hangs and 0.5 s when the "
+        "broker hangs"
+    )
+    slow = good_settings(tmp_path, database={"web_statement_timeout_seconds": 10})
+    (check,) = by_name(config_check.run_checks(slow), "timeouts")
+    assert check.status == "WARN" and "not within the 6 s Stream waits" in check.detail
+
+
+def test_previous_secrets_of_the_single_app_shortcut_are_scrubbed(tmp_path: Path) -> None:
+    settings = good_settings(
+        tmp_path,
+        stream_api_key="single",
+        stream_api_secret=SecretStr("single-current-secret"),
+        stream_previous_api_secrets=SecretStr("single-old-one,single-older-one"),
+    )
+    text = "failed with single-old-one and single-older-one and single-current-secret"
+    scrubbed = config_check.scrub(text, settings)
+    assert "single" not in scrubbed and scrubbed.count(config_check.REDACTED) == 3
 
 
 def test_render_toml_parses_back(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ def open_db(ctx: click.Context) -> Database:
     settings = cli_settings(ctx)
     if settings.embedded:  # the embedded SQLite file may not exist yet
         upgrade_to_head(settings.database_url)
-    return Database(settings.database_url)
+    return Database(settings.database_url, timeouts=settings.database)
 
 
 @contextmanager

@@ -130,9 +130,7 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
                 "workers": workers,
                 "threads": threads,
                 "worker_class": "gthread",
-                "timeout": 30,
-                # SIGTERM: stop accepting, let in-flight webhooks finish (rolling restarts).
-                "graceful_timeout": 20,
+                **_gunicorn_timeouts(settings),
                 # No access log: DELETE /devices/<token> would write whole device tokens.
                 "accesslog": None,
                 "loglevel": settings.log_level.lower(),
@@ -268,6 +266,26 @@ def _serve_worker_metrics(port: int, broker_url: str | None) -> None:
     from worker.metrics import build_registry
 
     start_http_server(port, registry=build_registry(broker_url, (RING_QUEUE, BULK_QUEUE)))
+
+
+def _gunicorn_timeouts(settings: Settings) -> dict[str, int]:
+    """gunicorn's own bounds, kept above the longest a request can wait on a hanging database
+    or broker (`callpush config check`, "timeouts"), so they never cut a request short:
+
+    - ``timeout``: a gthread worker whose main loop has not checked in for this long is killed
+      and replaced (https://docs.gunicorn.org/en/stable/settings.html#timeout); request threads
+      do not check in, so it catches a wedged process, not a slow request;
+    - ``graceful_timeout``: on SIGTERM, in-flight webhooks get this long to finish (rolling
+      restarts) before the worker is killed."""
+    import math
+
+    from worker.config_check import webhook_worst_case_seconds
+
+    longest = max(webhook_worst_case_seconds(settings))
+    return {
+        "timeout": max(30, math.ceil(longest * 3)),
+        "graceful_timeout": max(20, math.ceil(longest + 10)),
+    }
 
 
 def _gunicorn_logger_class() -> type:
