@@ -54,13 +54,16 @@ def world(database_url, monkeypatch):
     sender = PushSender({Platform.APNS: apns, Platform.FCM: fcm})
     services = Services(settings, db, sender, TemplateBook.from_settings(settings))
     with db.transaction() as session:
-        devices.add_device(
-            session, user_id="bob", platform=Platform.APNS, token=BOB_VOIP, voip=True
-        )
-        devices.add_device(session, user_id="bob", platform=Platform.APNS, token=BOB_PLAIN_APNS)
-        devices.add_device(session, user_id="bob", platform=Platform.FCM, token=BOB_ANDROID)
-        devices.add_device(session, user_id="carol", platform=Platform.FCM, token=CAROL_ANDROID)
-        devices.add_device(session, user_id="alice", platform=Platform.FCM, token=ALICE_ANDROID)
+        for user, platform, token, voip in [
+            ("bob", Platform.APNS, BOB_VOIP, True),
+            ("bob", Platform.APNS, BOB_PLAIN_APNS, False),
+            ("bob", Platform.FCM, BOB_ANDROID, False),
+            ("carol", Platform.FCM, CAROL_ANDROID, False),
+            ("alice", Platform.FCM, ALICE_ANDROID, False),
+        ]:
+            devices.add_device(
+                session, api_key="k", user_id=user, platform=platform, token=token, voip=voip
+            )
     yield services, apns, fcm
     services.close()
 
@@ -208,7 +211,7 @@ def test_a_call_that_is_over_rings_nobody(world, stop_type, actor):
 
 def claim_for_another_worker(services, event_id, claimed_ago: timedelta) -> None:
     with services.db.transaction() as session:
-        (carol,) = devices.active_devices_for(session, ["carol"])
+        (carol,) = devices.active_devices_for(session, "k", ["carol"])
         deliveries.claim_deliveries(
             session, event_id, [(carol, PushKind.DATA, "fcm")], timedelta(seconds=30)
         )
@@ -267,5 +270,13 @@ def test_a_ring_listing_100_members_or_more_reads_them_from_stream(world, fake_s
     event_id = store(services, ring)
     with services.db.transaction() as session:
         session.get(WebhookEvent, event_id).api_key = app.api_key
+        # Devices are per app: carol's phone registered in the Stream app that sent the ring.
+        devices.add_device(
+            session,
+            api_key=app.api_key,
+            user_id="carol",
+            platform=Platform.FCM,
+            token=CAROL_ANDROID,
+        )
     process_event(services, event_id)
     assert fcm.tokens() == [CAROL_ANDROID]  # carol was past the first 100
