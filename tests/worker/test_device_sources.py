@@ -338,3 +338,42 @@ def test_build_device_source(fake_stream_api: FakeStreamApi) -> None:
 
     with pytest.raises(ValueError, match="Stream app"):
         build_device_source(Settings(devices=DeviceSettings(source="stream")), app.api_key)
+
+
+def test_each_app_mirrors_only_its_own_streams_devices(
+    db: Database, fake_stream_api: FakeStreamApi
+) -> None:
+    """Two Stream apps with a user "bob" each: a ring of one app gets that app's bob's tokens
+    only, even when both list the same token."""
+    from tests.fakes.fake_stream_api import running_fake_stream_api
+
+    with running_fake_stream_api("other-key", "other-secret-0123456789abcdef0123456789") as other:
+        fake_stream_api.set_devices(
+            "bob", [device(VOIP, "apn", voip=True), device(FCM, "firebase")]
+        )
+        other.set_devices("bob", [device(FCM, "firebase"), device("other-only", "firebase")])
+        settings = Settings(
+            apps=[stream_app_for(fake_stream_api), stream_app_for(other)],
+            devices=DeviceSettings(source="stream"),
+        )
+        mine = build_device_source(settings, APP)
+        theirs = build_device_source(settings, "other-key")
+        try:
+            with db.transaction() as session:
+                found = mine.devices_for(session, ["bob"])
+                found_there = theirs.devices_for(session, ["bob"])
+        finally:
+            mine.close()
+            theirs.close()
+    assert [t.token for t in found] == [VOIP, FCM]
+    assert [t.token for t in found_there] == [FCM, "other-only"]
+    with db.transaction() as session:
+        stored = [(d.api_key, d.token, d.disabled_at) for d in session.scalars(select(Device))]
+    assert sorted(stored) == sorted(
+        [
+            (APP, VOIP, None),
+            (APP, FCM, None),
+            ("other-key", FCM, None),
+            ("other-key", "other-only", None),
+        ]
+    )

@@ -17,7 +17,7 @@ from worker.push.base import Platform, PushKind, PushOutcome, PushResult, redact
 from worker.push.sender import PushSender
 from worker.services import Services
 from worker.settings import load_settings
-from worker.storage import deliveries, devices
+from worker.storage import deliveries, devices, preferences
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.migrations import upgrade_to_head
@@ -68,7 +68,7 @@ def world(database_url, monkeypatch):
     services.close()
 
 
-def store(services, event: dict) -> int:
+def store(services, event: dict, api_key: str = "k") -> int:
     status, reason = stored_status(event["type"])
     call = event.get("call_cid")
     parsed = parse_call_event(event) if call else None
@@ -77,7 +77,7 @@ def store(services, event: dict) -> int:
             session,
             NewWebhook(
                 webhook_id=f"wh-{time.time_ns()}",
-                api_key="k",
+                api_key=api_key,
                 event_type=event["type"],
                 body=json.dumps(event),
                 call_cid=call,
@@ -280,3 +280,61 @@ def test_a_ring_listing_100_members_or_more_reads_them_from_stream(world, fake_s
         )
     process_event(services, event_id)
     assert fcm.tokens() == [CAROL_ANDROID]  # carol was past the first 100
+
+
+# --- Stream apps are tenants ----------------------------------------------------------------
+
+
+def test_a_ring_of_another_app_reaches_only_that_apps_devices(world):
+    """The dev app's bob is not production's bob, even with the same user id."""
+    services, apns, fcm = world
+    dev_ring = store(services, sample_events.ring_event("alice", ["bob", "carol"]), api_key="dev")
+    assert process_event(services, dev_ring) == "processed"
+    assert apns.sent == [] and fcm.sent == []
+
+    dev_token = "de7" + "0" * 61
+    with services.db.transaction() as session:
+        devices.add_device(
+            session,
+            api_key="dev",
+            user_id="bob",
+            platform=Platform.APNS,
+            token=dev_token,
+            voip=True,
+        )
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"]), "dev"))
+    assert apns.tokens() == [dev_token] and fcm.sent == []
+
+
+def test_the_old_owners_ring_does_not_reach_a_moved_token(world):
+    services, apns, fcm = world
+    with services.db.transaction() as session:  # Bob's Android phone now logs in as dave
+        devices.add_device(
+            session, api_key="k", user_id="dave", platform=Platform.FCM, token=BOB_ANDROID
+        )
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
+    assert apns.tokens() == [BOB_VOIP] and fcm.sent == []
+    process_event(services, store(services, sample_events.ring_event("alice", ["dave"])))
+    assert fcm.tokens() == [BOB_ANDROID]
+    assert {m.payload["receiver_id"] for m in fcm.sent} == {"dave"}
+
+
+def test_a_mute_in_one_app_does_not_silence_another(world):
+    services, apns, _fcm = world
+    with services.db.transaction() as session:
+        preferences.set_preference(session, "dev", "bob", True)
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
+    assert apns.tokens() == [BOB_VOIP]
+    with services.db.transaction() as session:
+        preferences.set_preference(session, "k", "bob", True)
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
+    assert apns.tokens() == [BOB_VOIP]  # muted now in its own app: no second push
+
+
+def test_another_apps_call_with_the_same_id_does_not_stop_the_ring(world):
+    services, apns, _fcm = world
+    ring = sample_events.ring_event("alice", ["bob"])
+    ring_id = store(services, ring)
+    store(services, sample_events.call_event("call.ended", ring["call_cid"], None), "dev")
+    process_event(services, ring_id)
+    assert apns.tokens() == [BOB_VOIP]

@@ -76,7 +76,7 @@ def resolve_app(ctx: click.Context, app: str | None) -> str:
     )
 
 
-def check_app(ctx: click.Context, app: str | None) -> str | None:
+def check_app(ctx: click.Context, app: str | None, option: str = "--app") -> str | None:
     """An optional ``--app`` filter: None, or the API key of a served app."""
     if app is None:
         return None
@@ -85,6 +85,6 @@ def check_app(ctx: click.Context, app: str | None) -> str | None:
         served = ", ".join(keys) or "none is configured"
         raise click.BadParameter(
             f"{app!r} is not the API key of a configured Stream app ({served})",
-            param_hint="--app",
+            param_hint=option,
         )
     return app

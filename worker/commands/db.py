@@ -31,7 +31,7 @@ def upgrade(ctx: click.Context, owner_app: str | None) -> None:
     """Create the tables or migrate them to the newest revision (safe to run on every deploy)."""
     settings = cli_settings(ctx)
     url = settings.database_url
-    owner = check_app(ctx, owner_app) or served_apps(settings).single_app_key()
+    owner = check_app(ctx, owner_app, "--owner-app") or served_apps(settings).single_app_key()
     try:
         upgrade_to_head(url, owner)
         revision = current_revision(url)

@@ -14,8 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from worker.push.base import Platform, redact_token
@@ -79,19 +78,17 @@ def add_device(
     * More than ``max_per_user`` active devices: the ones registered longest ago are disabled
       as evicted (Stream's rule).
 
-    A concurrent registration of the same token cannot leave it active twice: the partial
-    unique index lets only one active row exist.  On PostgreSQL the loser retries once on what
-    the winner wrote; SQLite serialises writers anyway.
+    A token is never active twice in an app (the partial unique index).  On PostgreSQL
+    registrations of the same token wait for each other (a transaction-scoped advisory lock), so
+    the second sees the first and records it as moved rather than failing; SQLite serialises
+    writers anyway.
     """
-    args = (session, api_key, user_id, platform, token, voip, app_id, max_per_user)
-    if session.get_bind().dialect.name != "postgresql":
-        # pysqlite's SAVEPOINT handling is unreliable (SQLAlchemy's SQLite dialect docs).
-        return _register(*args)
-    try:
-        with session.begin_nested():
-            return _register(*args)
-    except IntegrityError:
-        return _register(*args)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"callpush-device:{api_key}:{platform.value}:{token}"},
+        )
+    return _register(session, api_key, user_id, platform, token, voip, app_id, max_per_user)
 
 
 def _register(
@@ -107,13 +104,11 @@ def _register(
     now = utcnow()
     rows = list(
         session.scalars(
-            select(Device)
-            .where(
+            select(Device).where(
                 Device.api_key == api_key,
                 Device.platform == platform.value,
                 Device.token == token,
             )
-            .with_for_update()
         )
     )
     device = next((row for row in rows if row.user_id == user_id), None)
@@ -226,21 +221,6 @@ def active_devices_for(
         )
         for d in found
     ]
-
-
-def count_active(session: Session, api_key: str, user_id: str) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Device)
-            .where(
-                Device.api_key == api_key,
-                Device.user_id == user_id,
-                Device.disabled_at.is_(None),
-            )
-        )
-        or 0
-    )
 
 
 def disable_devices(session: Session, device_ids: Iterable[int], reason: str) -> None:
