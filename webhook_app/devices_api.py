@@ -245,7 +245,7 @@ def _refuse_unstorable_json(value: Any, field: str) -> None:
             _refuse_unstorable_json(item, field)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _refuse_unstorable(key, _shown_field(key))
+            _refuse_unstorable(key, field)
             _refuse_unstorable_json(item, field)
 
 
