@@ -40,11 +40,14 @@ def open_database(ctx: click.Context) -> Database:
     """The configured database; the embedded SQLite file is created or migrated first (its
     pre-existing devices go to the only served app, as `callpush run` does)."""
     from worker.storage.database import Database
-    from worker.storage.migrations import upgrade_to_head
+    from worker.storage.migrations import UpgradeRefused, upgrade_to_head
 
     settings = cli_settings(ctx)
     if settings.embedded:
-        upgrade_to_head(settings.database_url, served_apps(settings).single_app_key())
+        try:
+            upgrade_to_head(settings.database_url, served_apps(settings).single_app_key())
+        except UpgradeRefused as refused:
+            raise click.ClickException(str(refused)) from refused
     return Database(settings.database_url)
 
 

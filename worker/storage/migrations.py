@@ -95,14 +95,21 @@ def head_revision() -> str | None:
     return script_directory().get_current_head()
 
 
+class UpgradeRefused(Exception):
+    """A migration refused to run and changed nothing; the message says what it needs."""
+
+
 def upgrade_to_head(database_url: str, owner_app: str | None = None) -> None:
     """Create or bring the schema up to date.  A no-op when it already is; on PostgreSQL two
     concurrent upgrades wait for each other (env.py takes an advisory lock).
 
     ``owner_app``: the Stream app (API key) that owns devices and preferences stored before
     they were kept per app (migration 0002); needed only when there are such rows, and then the
-    upgrade refuses without it (``callpush db upgrade --owner-app``)."""
-    command.upgrade(alembic_config(database_url, owner_app), "head")
+    upgrade raises :class:`UpgradeRefused` without it (``callpush db upgrade --owner-app``)."""
+    try:
+        command.upgrade(alembic_config(database_url, owner_app), "head")
+    except RuntimeError as refused:  # what a migration raises when it cannot go on
+        raise UpgradeRefused(str(refused)) from refused
 
 
 def downgrade(database_url: str, revision: str) -> None:

@@ -209,3 +209,12 @@ def test_embedded_commands_migrate_an_old_file_to_the_development_app(cli, sqlit
         assert (target.platform, target.token) == (Platform.APNS, PHONE)
     finally:
         db.dispose()
+
+
+def test_embedded_commands_with_several_apps_refuse_an_old_file_cleanly(cli, sqlite_url):
+    old_database(sqlite_url)
+    result = cli("devices", "list", "--app", PROD)
+    assert result.exit_code == 1
+    assert "Error: 1 device(s) and 0 push preference(s)" in result.output
+    assert "callpush db upgrade --owner-app <api key>" in result.output
+    assert "Traceback" not in result.output

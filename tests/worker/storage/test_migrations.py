@@ -187,7 +187,7 @@ def test_existing_rows_go_to_the_owner_app(any_url: str) -> None:
 
 def test_existing_rows_without_an_owner_are_refused_and_nothing_changes(any_url: str) -> None:
     _at_0001_with_rows(any_url)
-    with pytest.raises(RuntimeError) as refused:
+    with pytest.raises(migrations.UpgradeRefused) as refused:
         upgrade_to_head(any_url)
     message = str(refused.value)
     assert "2 device(s) and 1 push preference(s)" in message
