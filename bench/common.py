@@ -261,17 +261,19 @@ def flush_redis(url: str = REDIS_URL) -> None:
     client.close()
 
 
-def insert_devices(db_url: str, rows: Sequence[tuple[str, str, str, bool]]) -> None:
-    """(user_id, platform, token, voip) rows straight into the devices table (COPY)."""
+def insert_devices(
+    db_url: str, rows: Sequence[tuple[str, str, str, bool]], api_key: str = API_KEY
+) -> None:
+    """(user_id, platform, token, voip) rows of the app ``api_key`` straight into the devices
+    table (COPY)."""
     import psycopg
 
     now = datetime.now(UTC)
+    columns = "api_key, user_id, platform, token, voip, source, created_at, registered_at"
     with psycopg.connect(psycopg_dsn(db_url)) as conn, conn.cursor() as cur:
-        with cur.copy(
-            "COPY devices (user_id, platform, token, voip, source, created_at) FROM STDIN"
-        ) as copy:
+        with cur.copy(f"COPY devices ({columns}) FROM STDIN") as copy:
             for user_id, plat, token, voip in rows:
-                copy.write_row((user_id, plat, token, voip, "local", now))
+                copy.write_row((api_key, user_id, plat, token, voip, "local", now, now))
         conn.commit()
 
 

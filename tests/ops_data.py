@@ -83,10 +83,24 @@ class Seeder:
     db: Database
 
     def device(
-        self, user_id: str, platform: str, token: str, *, voip: bool = False, **fields: Any
+        self,
+        user_id: str,
+        platform: str,
+        token: str,
+        *,
+        voip: bool = False,
+        api_key: str = API_KEY,
+        **fields: Any,
     ) -> int:
         with self.db.transaction() as session:
-            device = Device(user_id=user_id, platform=platform, token=token, voip=voip, **fields)
+            device = Device(
+                api_key=api_key,
+                user_id=user_id,
+                platform=platform,
+                token=token,
+                voip=voip,
+                **fields,
+            )
             session.add(device)
             session.flush()
             return device.id
@@ -100,12 +114,13 @@ class Seeder:
         received_at: datetime | None = None,
         processed_at: datetime | None = None,
         webhook_id: str | None = None,
+        api_key: str = API_KEY,
     ) -> int:
         received = received_at or now()
         with self.db.transaction() as session:
             row = WebhookEvent(
                 webhook_id=webhook_id or str(uuid.uuid4()),
-                api_key=API_KEY,
+                api_key=api_key,
                 event_type=body["type"],
                 call_cid=body.get("call_cid"),
                 body=json.dumps(body),

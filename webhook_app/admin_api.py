@@ -1,11 +1,14 @@
 """The admin HTTP API: the event log, replays and device lookup, for operators' scripts.
 
-    GET  /admin/events              ?status= &type= &call= &since= &until= &limit=
+    GET  /admin/events              ?app= &status= &type= &call= &since= &until= &limit=
     GET  /admin/events/<id>
     POST /admin/replay              {"event_ids": [...]} | {"failed": true, "since", "until"?,
-                                     "type"?}, "dry_run"?, "force"?
-    GET  /admin/devices             ?user_id= &limit=
-    GET  /admin/calls/<cid>/trace
+                                     "type"?, "app"?}, "dry_run"?, "force"?
+    GET  /admin/devices             ?app= &user_id= &limit=
+    GET  /admin/calls/<cid>/trace   ?app=
+
+``app`` is a configured Stream app's API key: call ids and user ids are only unique within an
+app (each app is a tenant).
 
 ``Authorization: Bearer <admin token>`` (constant-time compare; 401 without it).  With no admin
 token configured every route answers 404.  JSON in and out; device tokens only redacted.  The
@@ -38,7 +41,9 @@ from worker.tasks import enqueue_replay
 log = logging.getLogger("callpush.admin")
 blueprint = Blueprint("admin_api", __name__, url_prefix="/admin")
 
-REPLAY_FIELDS = frozenset({"event_ids", "failed", "since", "until", "type", "dry_run", "force"})
+REPLAY_FIELDS = frozenset(
+    {"event_ids", "failed", "since", "until", "type", "app", "dry_run", "force"}
+)
 
 
 class AdminError(Exception):
@@ -95,6 +100,7 @@ def list_events() -> ResponseReturnValue:
             since=_time(args.get("since"), "since"),
             until=_time(args.get("until"), "until"),
             limit=_limit(args.get("limit"), default=100),
+            api_key=_app(args.get("app")),
         )
     return jsonify(events=event_log.as_json(found))
 
@@ -143,17 +149,19 @@ def replay() -> ResponseReturnValue:
 @blueprint.get("/devices")
 def devices() -> ResponseReturnValue:
     user_id = request.args.get("user_id") or None
+    api_key = _app(request.args.get("app"))
     with receiver().db.transaction() as session:
         found = event_log.find_devices(
-            session, user_id, limit=_limit(request.args.get("limit"), default=100)
+            session, user_id, limit=_limit(request.args.get("limit"), default=100), api_key=api_key
         )
     return jsonify(devices=event_log.as_json(found))
 
 
 @blueprint.get("/calls/<call_cid>/trace")
 def trace(call_cid: str) -> ResponseReturnValue:
+    api_key = _app(request.args.get("app"))
     with receiver().db.transaction() as session:
-        entries = event_log.call_trace(session, call_cid)
+        entries = event_log.call_trace(session, call_cid, api_key)
     return jsonify(call_cid=call_cid, entries=event_log.as_json(entries))
 
 
@@ -185,8 +193,8 @@ def _selected_ids(session: Any, body: Mapping[str, Any]) -> list[int]:
     if failed == ("event_ids" in body):
         raise AdminError(400, 'give "event_ids", or "failed": true with "since" (not both)')
     if not failed:
-        if any(k in body for k in ("since", "until", "type")):
-            raise AdminError(400, 'since/until/type select events for "failed": true only')
+        if any(k in body for k in ("since", "until", "type", "app")):
+            raise AdminError(400, 'since/until/type/app select events for "failed": true only')
         ids = body["event_ids"]
         if (
             not isinstance(ids, list)
@@ -203,7 +211,8 @@ def _selected_ids(session: Any, body: Mapping[str, Any]) -> list[int]:
     event_type = body.get("type")
     if event_type is not None and not isinstance(event_type, str):
         raise AdminError(400, "type must be a string")
-    return failed_event_ids(session, since, _time(body.get("until"), "until"), event_type)
+    api_key = _app(body.get("app"))
+    return failed_event_ids(session, since, _time(body.get("until"), "until"), event_type, api_key)
 
 
 def _flag(body: Mapping[str, Any], name: str) -> bool:
@@ -222,6 +231,15 @@ def _time(value: Any, name: str) -> datetime | None:
         return event_log.parse_time(value)
     except ValueError as error:
         raise AdminError(400, f"{name}: {error}") from None
+
+
+def _app(value: Any) -> str | None:
+    """The ``app`` filter: unset, or the API key of a configured Stream app."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or receiver().settings.app_for_key(value) is None:
+        raise AdminError(400, "app must be the API key of a configured Stream app")
+    return value
 
 
 def _limit(value: str | None, default: int) -> int:

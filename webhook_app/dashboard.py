@@ -139,6 +139,7 @@ def logout() -> ResponseReturnValue:
 def index() -> ResponseReturnValue:
     args = request.args
     filters = {
+        "app": args.get("app", "").strip(),
         "status": args.get("status", ""),
         "type": args.get("type", "").strip(),
         "call": args.get("call", "").strip(),
@@ -156,6 +157,9 @@ def index() -> ResponseReturnValue:
     except ValueError as error:
         problems.append(f"until: {error}")
     status = filters["status"] if filters["status"] in event_log.EVENT_STATUSES else None
+    # An unknown app is reported, and matches nothing (never every app's events).
+    api_key = filters["app"] or None
+    _app_filter(filters["app"], problems)
     with receiver().db.transaction() as session:
         found = event_log.list_events(
             session,
@@ -165,12 +169,14 @@ def index() -> ResponseReturnValue:
             since=since,
             until=until,
             limit=200,
+            api_key=api_key,
         )
-        counts = event_log.push_counts(session, utcnow() - timedelta(hours=1))
+        counts = event_log.push_counts(session, utcnow() - timedelta(hours=1), api_key)
     return render_template(
         "dashboard/events.html",
         events=found,
         filters=filters,
+        apps=_app_keys(),
         statuses=event_log.EVENT_STATUSES,
         counts=counts,
         problems=problems,
@@ -190,6 +196,7 @@ def event(event_id: int) -> ResponseReturnValue:
     return render_template(
         "dashboard/event.html",
         event=detail,
+        apps=_app_keys(),
         body=body,
         notice=_notice(),
         csrf=_csrf(),
@@ -199,11 +206,22 @@ def event(event_id: int) -> ResponseReturnValue:
 
 @blueprint.get("/calls/<call_cid>")
 def call(call_cid: str) -> ResponseReturnValue:
+    problems: list[str] = []
+    app = request.args.get("app", "").strip()
+    api_key = _app_filter(app, problems)
+    if problems:
+        raise PageError(400, problems[0])
     with receiver().db.transaction() as session:
-        entries = event_log.call_trace(session, call_cid)
+        entries = event_log.call_trace(session, call_cid, api_key)
     start = entries[0].at if entries else None
     return render_template(
-        "dashboard/trace.html", call_cid=call_cid, entries=entries, start=start, csrf=_csrf()
+        "dashboard/trace.html",
+        call_cid=call_cid,
+        app=api_key,
+        apps=sorted({e.api_key for e in entries if e.api_key}),
+        entries=entries,
+        start=start,
+        csrf=_csrf(),
     )
 
 
@@ -274,11 +292,31 @@ def _replay_selection(session: Any) -> list[int]:
             until = event_log.parse_time(until_text) if until_text else None
         except ValueError as error:
             raise PageError(400, f"Cannot replay: {error}") from None
-        return failed_event_ids(session, since, until, form.get("type", "").strip() or None)
+        problems: list[str] = []
+        api_key = _app_filter(form.get("app", "").strip(), problems)
+        if problems:
+            raise PageError(400, f"Cannot replay: {problems[0]}")
+        return failed_event_ids(
+            session, since, until, form.get("type", "").strip() or None, api_key
+        )
     ids = [value for value in form.getlist("event_id") if value.isdigit()]
     if not ids:
         raise PageError(400, "No event to replay was chosen.")
     return [int(value) for value in ids[:MAX_SELECTED]]
+
+
+def _app_keys() -> list[str]:
+    return [app.api_key for app in receiver().settings.apps]
+
+
+def _app_filter(value: str, problems: list[str]) -> str | None:
+    """The app filter (an API key), or None for every app; an unknown key is a problem."""
+    if not value:
+        return None
+    if receiver().settings.app_for_key(value) is None:
+        problems.append("app: not the API key of a configured Stream app")
+        return None
+    return value
 
 
 def _next_path() -> str:

@@ -7,10 +7,12 @@
     GET    /preferences       [?user_id=]
     PUT    /preferences       {"call_pushes": "on"|"off", "until"?: RFC 3339, "user_id"?}
 
-``Authorization: Bearer <Stream token>`` (or the bare token).  A user token acts for its own
-``user_id`` only (naming another user is 403; another user's device is 404, as if it did not
-exist); a server token acts for anyone and must name the user.  Errors are JSON:
-``{"error": ...}`` plus ``"field"`` for a bad body.  Device tokens are never logged whole.
+``Authorization: Bearer <Stream token>`` (or the bare token).  The token acts only inside the
+Stream app whose secret signed it (``?api_key=`` or ``X-Api-Key``, as Stream's clients send
+it, restricts verification to that app).  A user token acts for its own ``user_id`` only
+(naming another user is 403; another user's device is 404, as if it did not exist); a server
+token acts for any user of its app and must name the user.  Errors are JSON: ``{"error": ...}``
+plus ``"field"`` for a bad body or query.  Device tokens are never logged whole.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from webhook_app.app import receiver
 from worker.apns_topics import bundle_id_problem
 from worker.push.base import Platform, redact_token
+from worker.push_tokens import token_problem
 from worker.settings import MAX_PROVIDER_NAME
 from worker.storage import devices as registry
 from worker.storage import preferences
@@ -40,6 +43,7 @@ blueprint = Blueprint("devices_api", __name__)
 MAX_USER_ID = 255
 MAX_DEVICE_TOKEN = 512
 MAX_APP_ID = 255
+MAX_API_KEY = 64
 
 DEVICE_FIELDS = frozenset({"token", "platform", "voip", "app_id", "push_provider_name", "user_id"})
 PREFERENCE_FIELDS = frozenset({"call_pushes", "until", "user_id"})
@@ -83,6 +87,9 @@ def register_device() -> ResponseReturnValue:
     token = _string(body, "token", MAX_DEVICE_TOKEN, required=True)
     assert token is not None
     platform = _platform(body.get("platform"))
+    problem = token_problem(platform, token)
+    if problem is not None:
+        raise ApiError(400, f"token: {problem}", "token")
     voip = body.get("voip", False)
     if not isinstance(voip, bool):
         raise ApiError(400, "voip must be true or false", "voip")
@@ -97,21 +104,25 @@ def register_device() -> ResponseReturnValue:
     if provider_name is not None:
         _check_provider_name(caller.api_key, platform, provider_name)
 
-    with receiver().db.transaction() as session:
+    ctx = receiver()
+    with ctx.db.transaction() as session:
         device = registry.add_device(
             session,
+            api_key=caller.api_key,
             user_id=user_id,
             platform=platform,
             token=token,
             voip=voip,
             app_id=app_id,
             push_provider_name=provider_name,
+            max_per_user=ctx.settings.devices.max_per_user,
         )
         shown = _device_json(device)
     log.info(
-        "device %s registered for %s (%s%s)",
+        "device %s registered for %s of app %s (%s%s)",
         redact_token(token),
         user_id,
+        caller.api_key,
         platform.value,
         " voip" if voip else "",
     )
@@ -123,21 +134,24 @@ def list_devices() -> ResponseReturnValue:
     caller = _authenticate()
     user_id = _subject(caller, request.args.get("user_id"), where="query")
     with receiver().db.transaction() as session:
-        shown = [_device_json(d) for d in registry.list_devices(session, user_id)]
+        # A registration whose token moved to another user is no longer this user's device.
+        found = registry.list_devices(session, caller.api_key, user_id, include_moved=False)
+        shown = [_device_json(d) for d in found]
     return jsonify(devices=shown)
 
 
 @blueprint.delete("/devices/<path:token>")
 def delete_device(token: str) -> ResponseReturnValue:
     caller = _authenticate()
+    _refuse_unstorable(token, "token")
     # A user removes only their own (another user's token is "not found", whether or not it
-    # exists); a server removes any, or only a given user's when ?user_id= is passed.
+    # exists); a server removes any of its app's, or only a given user's with ?user_id=.
     requested = request.args.get("user_id")
     owner: str | None = None
     if requested is not None or not caller.is_server:
         owner = _subject(caller, requested, where="query")
     with receiver().db.transaction() as session:
-        removed = registry.remove_device(session, token, owner)
+        removed = registry.remove_device(session, caller.api_key, token, owner)
     if not removed:
         raise ApiError(404, "no such device")
     log.info("device %s removed (%s)", redact_token(token), owner or "by server")
@@ -152,7 +166,8 @@ def get_preferences() -> ResponseReturnValue:
     caller = _authenticate()
     user_id = _subject(caller, request.args.get("user_id"), where="query")
     with receiver().db.transaction() as session:
-        shown = _preference_json(user_id, preferences.get_preference(session, user_id))
+        preference = preferences.get_preference(session, caller.api_key, user_id)
+        shown = _preference_json(user_id, preference)
     return jsonify(shown)
 
 
@@ -167,7 +182,9 @@ def put_preferences() -> ResponseReturnValue:
     until = _until(body.get("until"), muting=call_pushes == "off")
 
     with receiver().db.transaction() as session:
-        preference = preferences.set_preference(session, user_id, call_pushes == "off", until)
+        preference = preferences.set_preference(
+            session, caller.api_key, user_id, call_pushes == "off", until
+        )
         shown = _preference_json(user_id, preference)
     log.info("call pushes %s for %s%s", call_pushes, user_id, f" until {until}" if until else "")
     return jsonify(shown)
@@ -177,13 +194,70 @@ def put_preferences() -> ResponseReturnValue:
 
 
 def _authenticate() -> Caller:
+    """The caller, from the Stream token; then the query string is checked (after, so that
+    without a valid token every request is a plain 401)."""
     try:
-        return verify_authorization(request.headers.get("Authorization"), receiver().settings.apps)
+        caller = verify_authorization(
+            request.headers.get("Authorization"),
+            receiver().settings.apps,
+            api_key=_named_app(),
+        )
     except TokenRejected as rejected:
         # The rule, not the path: DELETE's path holds a whole device token.
         rule = request.url_rule.rule if request.url_rule is not None else "?"
         log.info("%s %s: token rejected: %s", request.method, rule, rejected.message)
         raise ApiError(401, rejected.message) from None
+    for name, value in request.args.items(multi=True):
+        _refuse_unstorable(name, _shown_field(name))
+        _refuse_unstorable(value, name)
+    return caller
+
+
+def _named_app() -> str | None:
+    """The app the caller names, as Stream's clients do: ``?api_key=`` or ``X-Api-Key``."""
+    named = {
+        value
+        for value in (request.args.get("api_key"), request.headers.get("X-Api-Key"))
+        if value is not None
+    }
+    if len(named) > 1:
+        raise ApiError(400, "the api_key query parameter and X-Api-Key header differ", "api_key")
+    api_key = named.pop() if named else None
+    if api_key is not None and (not api_key or len(api_key) > MAX_API_KEY):
+        raise ApiError(400, f"api_key must be 1 to {MAX_API_KEY} characters", "api_key")
+    return api_key
+
+
+def _refuse_unstorable(value: str, field: str) -> None:
+    """NUL cannot be stored in PostgreSQL text and a lone surrogate cannot be encoded at all:
+    either is a 400 naming the field, never a storage error."""
+    if "\x00" in value:
+        raise ApiError(400, f"{field} contains a NUL character", field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{field} is not valid Unicode (a lone surrogate)", field) from None
+
+
+def _shown_field(name: str) -> str:
+    """The name to report: as given, or with escapes when it is itself unstorable."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return ascii(name)[1:-1]
+    return ascii(name)[1:-1] if "\x00" in name else name
+
+
+def _refuse_unstorable_json(value: Any, field: str) -> None:
+    if isinstance(value, str):
+        _refuse_unstorable(value, field)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_unstorable_json(item, field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_unstorable(key, field)
+            _refuse_unstorable_json(item, field)
 
 
 def _subject(caller: Caller, requested: Any, *, where: str) -> str:
@@ -209,6 +283,10 @@ def _json_object(allowed: frozenset[str]) -> dict[str, Any]:
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
+    for key, value in body.items():
+        field = _shown_field(key)
+        _refuse_unstorable(key, field)
+        _refuse_unstorable_json(value, field)
     unknown = sorted(set(body) - allowed)
     if unknown:
         # Rejected rather than ignored: e.g. Stream's "voip_token" would silently mean voip=false.
@@ -272,6 +350,7 @@ def _device_json(device: Device) -> dict[str, Any]:
     # The full token: only ever answered to its owner (or a server), never logged.
     return {
         "id": device.id,
+        "api_key": device.api_key,
         "user_id": device.user_id,
         "platform": device.platform,
         "token": device.token,

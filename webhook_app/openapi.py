@@ -70,6 +70,21 @@ PUSH_COUNTS = {
 }
 
 ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
+# Stream's clients name their app like this; when given, only that app's secrets verify.
+APP_KEY_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": "api_key",
+        "in": "query",
+        "description": "The Stream app: only its secrets verify the token.",
+        "schema": {"type": "string", "maxLength": 64},
+    },
+    {
+        "name": "X-Api-Key",
+        "in": "header",
+        "description": "The Stream app, as the `api_key` query parameter.",
+        "schema": {"type": "string", "maxLength": 64},
+    },
+]
 STREAM_TOKEN: list[dict[str, list[str]]] = [{"streamToken": []}]
 ADMIN_ERRORS = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
@@ -177,9 +192,9 @@ OPENAPI: dict[str, Any] = {
         "/devices": {
             "get": {
                 "tags": ["devices"],
-                "summary": "A user's devices",
+                "summary": "A user's devices in the token's Stream app",
                 "security": STREAM_TOKEN,
-                "parameters": [_ref_param("UserIdQuery")],
+                "parameters": [_ref_param("UserIdQuery"), *APP_KEY_PARAMS],
                 "responses": {
                     "200": _json(
                         {
@@ -198,7 +213,15 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "tags": ["devices"],
                 "summary": "Register (or move, or re-enable) a push token",
+                "description": (
+                    "In the token's Stream app.  A token active for another user of the app "
+                    "moves to this one (the old registration is disabled, recorded as moved); "
+                    "beyond `devices.max_per_user` active devices the registration refreshed "
+                    "longest ago is disabled as evicted.  APNs tokens must be hex (16 to 100 "
+                    "bytes), FCM tokens 32 to 512 of `[A-Za-z0-9_:-]`."
+                ),
                 "security": STREAM_TOKEN,
+                "parameters": APP_KEY_PARAMS,
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref("DeviceRegistration")}},
@@ -216,13 +239,19 @@ OPENAPI: dict[str, Any] = {
             "delete": {
                 "tags": ["devices"],
                 "summary": "Remove a push token",
+                "description": (
+                    "Only the caller's own registration (a token that moved to another user "
+                    "is no longer the old owner's); a server token removes any of its app's."
+                ),
                 "security": STREAM_TOKEN,
                 "parameters": [
                     {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}},
                     _ref_param("UserIdQuery"),
+                    *APP_KEY_PARAMS,
                 ],
                 "responses": {
                     "204": {"description": "Removed."},
+                    "400": _error("A bad query (the error names the field)."),
                     "401": _error("Missing or invalid Stream token."),
                     "403": _error("A user token naming another user."),
                     "404": _error("No such device (or another user's)."),
@@ -233,9 +262,9 @@ OPENAPI: dict[str, Any] = {
         "/preferences": {
             "get": {
                 "tags": ["devices"],
-                "summary": "A user's call-push preference",
+                "summary": "A user's call-push preference in the token's Stream app",
                 "security": STREAM_TOKEN,
-                "parameters": [_ref_param("UserIdQuery")],
+                "parameters": [_ref_param("UserIdQuery"), *APP_KEY_PARAMS],
                 "responses": {
                     "200": _json(_ref("Preference"), "The preference."),
                     "400": _error("A server token must name the user."),
@@ -248,6 +277,7 @@ OPENAPI: dict[str, Any] = {
                 "tags": ["devices"],
                 "summary": "Switch a user's call pushes off (for good or until a time) or on",
                 "security": STREAM_TOKEN,
+                "parameters": APP_KEY_PARAMS,
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref("PreferenceChange")}},
@@ -311,6 +341,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "The event log, newest first",
                 "security": ADMIN,
                 "parameters": [
+                    _ref_param("AppFilter"),
                     {"name": "status", "in": "query", "schema": EVENT_STATUS},
                     {
                         "name": "type",
@@ -393,6 +424,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Device lookup (tokens redacted) with each device's last push",
                 "security": ADMIN,
                 "parameters": [
+                    _ref_param("AppFilter"),
                     {"name": "user_id", "in": "query", "schema": {"type": "string"}},
                     {
                         "name": "limit",
@@ -416,7 +448,7 @@ OPENAPI: dict[str, Any] = {
                         },
                         "The devices.",
                     ),
-                    "400": _error("A bad limit."),
+                    "400": _error("A bad limit or app."),
                     **ADMIN_ERRORS,
                 },
             }
@@ -426,7 +458,7 @@ OPENAPI: dict[str, Any] = {
                 "tags": ["admin"],
                 "summary": "One call's timeline: webhooks, recipients, pushes with latency",
                 "security": ADMIN,
-                "parameters": [_ref_param("CallCid")],
+                "parameters": [_ref_param("CallCid"), _ref_param("AppFilter")],
                 "responses": {
                     "200": _json(
                         {
@@ -439,6 +471,7 @@ OPENAPI: dict[str, Any] = {
                         },
                         "The timeline (empty for an unknown call).",
                     ),
+                    "400": _error("An app that is not configured."),
                     **ADMIN_ERRORS,
                 },
             }
@@ -507,7 +540,10 @@ OPENAPI: dict[str, Any] = {
                 "type": "http",
                 "scheme": "bearer",
                 "bearerFormat": "JWT",
-                "description": "A Stream user token (acts for its user) or server token.",
+                "description": (
+                    "A Stream user token (acts for its user) or server token (for any user), "
+                    "HS256 with the app's API secret; it acts only inside that app."
+                ),
             },
             "streamSignature": {
                 "type": "apiKey",
@@ -524,6 +560,15 @@ OPENAPI: dict[str, Any] = {
                 "in": "query",
                 "description": "Required with a server token; a user token's own id otherwise.",
                 "schema": {"type": "string", "maxLength": 255},
+            },
+            "AppFilter": {
+                "name": "app",
+                "in": "query",
+                "description": (
+                    "Only this Stream app's (a configured API key): call and user ids are "
+                    "only unique within an app."
+                ),
+                "schema": {"type": "string", "maxLength": 64},
             },
             "EventId": {
                 "name": "event_id",
@@ -550,7 +595,7 @@ OPENAPI: dict[str, Any] = {
                 "required": ["error"],
                 "properties": {
                     "error": {"type": "string"},
-                    "field": {"type": "string", "description": "The body field at fault."},
+                    "field": {"type": "string", "description": "The body or query field at fault."},
                 },
             },
             "StreamEvent": {
@@ -601,6 +646,7 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "id": {"type": "integer"},
+                    "api_key": {"type": "string", "description": "The Stream app."},
                     "user_id": {"type": "string"},
                     "platform": {"type": "string", "enum": ["apns", "fcm"]},
                     "token": {"type": "string"},
@@ -650,6 +696,7 @@ OPENAPI: dict[str, Any] = {
                 "required": ["id", "event_type", "status", "received_at", "pushes"],
                 "properties": {
                     "id": {"type": "integer"},
+                    "api_key": {"type": "string", "description": "The Stream app."},
                     "event_type": {"type": "string"},
                     "call_cid": _nullable("string"),
                     "status": EVENT_STATUS,
@@ -717,7 +764,14 @@ OPENAPI: dict[str, Any] = {
                 "required": ["at", "kind", "event_id", "event_type", "summary"],
                 "properties": {
                     "at": TIMESTAMP,
-                    "kind": {"type": "string", "enum": ["webhook", "recipients", "push"]},
+                    "kind": {
+                        "type": "string",
+                        "enum": ["webhook", "recipients", "push", "device"],
+                        "description": (
+                            "`device`: a recipient who got no push, with their devices' "
+                            "state now (none, disabled, moved to another user)."
+                        ),
+                    },
                     "event_id": {"type": "integer"},
                     "event_type": {"type": "string"},
                     "summary": {"type": "string"},
@@ -728,12 +782,14 @@ OPENAPI: dict[str, Any] = {
                     "token_hint": _nullable("string"),
                     "reason": _nullable("string"),
                     "latency_ms": _nullable("number"),
+                    "api_key": _nullable("string"),
                 },
             },
             "DeviceSummary": {
                 "type": "object",
                 "properties": {
                     "id": {"type": "integer"},
+                    "api_key": {"type": "string", "description": "The Stream app."},
                     "user_id": {"type": "string"},
                     "platform": {"type": "string", "enum": ["apns", "fcm"]},
                     "voip": {"type": "boolean"},
@@ -744,6 +800,9 @@ OPENAPI: dict[str, Any] = {
                     "created_at": TIMESTAMP,
                     "disabled_at": NULLABLE_TIMESTAMP,
                     "disabled_reason": _nullable("string"),
+                    "moved_to_user_id": _nullable(
+                        "string", description="The user of the app who registered the token since."
+                    ),
                     "last_push_status": {"oneOf": [DELIVERY_STATUS, {"type": "null"}]},
                     "last_push_at": NULLABLE_TIMESTAMP,
                     "last_push_event_id": _nullable("integer"),
@@ -758,6 +817,7 @@ OPENAPI: dict[str, Any] = {
                     "since": TIME_QUERY,
                     "until": TIME_QUERY,
                     "type": {"type": "string"},
+                    "app": {"type": "string", "description": "With `failed`: one app's only."},
                     "dry_run": {"type": "boolean", "default": False},
                     "force": {"type": "boolean", "default": False},
                 },

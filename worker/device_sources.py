@@ -40,10 +40,13 @@ class DeviceSource(Protocol):
 
 
 class LocalRegistry:
-    """Tokens registered with callpush itself."""
+    """Tokens registered with callpush itself for one Stream app."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
 
     def devices_for(self, session: Session, user_ids: Sequence[str]) -> list[DeviceTarget]:
-        return devices.active_devices_for(session, user_ids)
+        return devices.active_devices_for(session, self.api_key, user_ids)
 
     def close(self) -> None:
         pass
@@ -103,7 +106,8 @@ class _DeviceListCache:
 
 
 class StreamDevices:
-    """Tokens from Stream's devices API, mirrored into the local registry.
+    """Tokens from one Stream app's devices API, mirrored into the local registry under that
+    app's API key.
 
     Every call reconciles the rows with Stream's lists (writing only differences), so a token
     disabled locally in the meantime is never returned, even from the cache.
@@ -117,6 +121,7 @@ class StreamDevices:
         max_workers: int = FETCH_THREADS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.api_key = api.api_key
         self._api = api
         self._cache = _DeviceListCache(cache_seconds, clock, CACHE_MAX_USERS)
         self._max_workers = max_workers
@@ -132,7 +137,7 @@ class StreamDevices:
         missing = [u for u in ids if u not in listed]
         # All HTTP happens before the first write, so no database lock waits on Stream.
         listed.update(self._fetch(missing))
-        return list(sync_stream_devices(session, listed))
+        return list(sync_stream_devices(session, self.api_key, listed))
 
     def close(self) -> None:
         with self._pool_lock:
@@ -196,11 +201,14 @@ def _hardware_id(target: DeviceTarget) -> str | None:
     return target.hardware_id or None
 
 
-def build_device_source(settings: Settings) -> DeviceSource:
-    """The source ``settings.devices.source`` names; "stream" uses the first Stream app."""
+def build_device_source(settings: Settings, api_key: str) -> DeviceSource:
+    """The source ``settings.devices.source`` names, for the Stream app ``api_key``."""
     if settings.devices.source == "local":
-        return LocalRegistry()
-    if not settings.apps:
-        raise ValueError('devices.source = "stream" needs a configured Stream app (apps)')
-    api = StreamApi(settings.apps[0], timeout=settings.stream_api_timeout_seconds)
+        return LocalRegistry(api_key)
+    app = settings.app_for_key(api_key)
+    if app is None:
+        raise ValueError(
+            f'devices.source = "stream" needs the Stream app {api_key!r} to be configured (apps)'
+        )
+    api = StreamApi(app, timeout=settings.stream_api_timeout_seconds)
     return StreamDevices(api, settings.devices.cache_seconds)

@@ -32,7 +32,8 @@ def run_embedded(settings: Settings, *, host: str, port: int, concurrency: int =
             "(see config/callpush.example.toml)",
             DEV_API_KEY,
         )
-    upgrade_to_head(settings.database_url)
+    # Devices stored before they were kept per app belong to the one app served, if one.
+    upgrade_to_head(settings.database_url, settings.single_app_key())
     db = Database(settings.database_url)
     celery = create_celery(settings)
     server = create_server(

@@ -155,11 +155,14 @@ def import_lines(
 
 
 def _same_body_stored(session: Session, webhook: NewWebhook) -> bool:
-    """The inbox already holds this event under another webhook id: Stream sent it with an
-    X-Webhook-Id and the export kept only the body, maybe re-serialised.  The stored events of
-    the same type and call are compared as JSON documents, so spacing and key order do not
-    matter; events without a call (rare, never pushed) only by their exact text."""
-    query = select(WebhookEvent.body).where(WebhookEvent.event_type == webhook.event_type)
+    """The inbox already holds this event of this app under another webhook id: Stream sent it
+    with an X-Webhook-Id and the export kept only the body, maybe re-serialised.  The stored
+    events of the same app, type and call are compared as JSON documents, so spacing and key
+    order do not matter; events without a call (rare, never pushed) only by their exact text.
+    Another app's identical event is another event (apps are tenants)."""
+    query = select(WebhookEvent.body).where(
+        WebhookEvent.api_key == webhook.api_key, WebhookEvent.event_type == webhook.event_type
+    )
     if webhook.call_cid is None:
         exact = query.where(WebhookEvent.call_cid.is_(None), WebhookEvent.body == webhook.body)
         return session.scalar(exact.limit(1)) is not None

@@ -3,6 +3,8 @@
 Plain functions over a Session returning frozen dataclasses, shared by `callpush events` /
 `callpush trace`, the admin API and the dashboard, so all three show the same facts.  Device
 tokens appear only as the redacted hint stored on each delivery (or :func:`redact_token`).
+Every query can be narrowed to one Stream app (``api_key``): call ids and user ids are only
+unique within an app.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session
 from worker.durations import parse_duration
 from worker.push.base import redact_token
 from worker.recipients import ring_recipients
+from worker.storage import preferences
 from worker.storage.models import (
     Delivery,
     DeliveryStatus,
@@ -78,6 +81,7 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
 @dataclass(frozen=True, slots=True)
 class EventSummary:
     id: int
+    api_key: str  # the Stream app that sent it
     event_type: str
     call_cid: str | None
     status: str
@@ -138,10 +142,13 @@ class EventDetail:
 @dataclass(frozen=True, slots=True)
 class TraceEntry:
     at: datetime
-    kind: str  # "webhook" | "recipients" | "push"
+    # "webhook" | "recipients" | "push" | "device" (a recipient who got no push, and why:
+    # their devices now, e.g. a token that moved to another user)
+    kind: str
     event_id: int
     event_type: str
     summary: str
+    api_key: str | None = None  # the event's Stream app
     status: str | None = None
     user_id: str | None = None
     platform: str | None = None
@@ -154,6 +161,7 @@ class TraceEntry:
 @dataclass(frozen=True, slots=True)
 class DeviceSummary:
     id: int
+    api_key: str
     user_id: str
     platform: str
     voip: bool
@@ -164,6 +172,7 @@ class DeviceSummary:
     created_at: datetime
     disabled_at: datetime | None
     disabled_reason: str | None
+    moved_to_user_id: str | None  # the token was registered by this user of the app since
     last_push_status: str | None
     last_push_at: datetime | None
     last_push_event_id: int | None
@@ -180,9 +189,12 @@ def list_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 100,
+    api_key: str | None = None,
 ) -> list[EventSummary]:
     """The newest events first, filtered; each with its pushes counted by status."""
     query = select(WebhookEvent)
+    if api_key is not None:
+        query = query.where(WebhookEvent.api_key == api_key)
     if status is not None:
         query = query.where(WebhookEvent.status == status)
     if event_type is not None:
@@ -232,16 +244,15 @@ def event_detail(session: Session, event_id: int) -> EventDetail | None:
     )
 
 
-def call_trace(session: Session, call_cid: str) -> list[TraceEntry]:
+def call_trace(session: Session, call_cid: str, api_key: str | None = None) -> list[TraceEntry]:
     """One call's timeline: every webhook received, the recipients each event resolved to (its
-    devices), and every push with its outcome and its latency from webhook to provider."""
-    events = list(
-        session.scalars(
-            select(WebhookEvent)
-            .where(WebhookEvent.call_cid == call_cid)
-            .order_by(WebhookEvent.received_at, WebhookEvent.id)
-        )
-    )
+    devices), every push with its outcome and its latency from webhook to provider, and the
+    recipients who got none with their devices' state (no device, a dead token, a token that
+    moved to another user).  ``api_key`` keeps to one app's call of that id."""
+    query = select(WebhookEvent).where(WebhookEvent.call_cid == call_cid)
+    if api_key is not None:
+        query = query.where(WebhookEvent.api_key == api_key)
+    events = list(session.scalars(query.order_by(WebhookEvent.received_at, WebhookEvent.id)))
     by_event: dict[int, list[Delivery]] = {event.id: [] for event in events}
     if events:
         for delivery in session.scalars(
@@ -260,9 +271,11 @@ def call_trace(session: Session, call_cid: str) -> list[TraceEntry]:
                 event_type=event.event_type,
                 summary=f"{event.event_type} received; {event.status}{reason}{replayed}",
                 status=event.status,
+                api_key=event.api_key,
             )
         )
         pushes = by_event[event.id]
+        entries.extend(_unreached_recipients(session, event, {d.user_id for d in pushes}))
         if not pushes:
             continue
         users = sorted({d.user_id for d in pushes})
@@ -274,6 +287,7 @@ def call_trace(session: Session, call_cid: str) -> list[TraceEntry]:
                 event_id=event.id,
                 event_type=event.event_type,
                 summary=f"{len(pushes)} device(s) of {len(users)} user(s): {shown}",
+                api_key=event.api_key,
             )
         )
         for d in pushes:
@@ -296,29 +310,38 @@ def call_trace(session: Session, call_cid: str) -> list[TraceEntry]:
                     token_hint=d.token_hint,
                     reason=d.reason,
                     latency_ms=d.latency_ms,
+                    api_key=event.api_key,
                 )
             )
-    order = {"webhook": 0, "recipients": 1, "push": 2}
+    order = {"webhook": 0, "recipients": 1, "push": 2, "device": 3}
     # Stable: within the same instant a webhook comes before what it caused.
     return sorted(entries, key=lambda e: (e.at, order[e.kind]))
 
 
-def push_counts(session: Session, since: datetime) -> dict[str, int]:
+def push_counts(session: Session, since: datetime, api_key: str | None = None) -> dict[str, int]:
     """Pushes by result since ``since`` (every status present, zero or not), for the dashboard.
     A replayed push keeps its row's created_at, so finished_at counts as well."""
-    rows = session.execute(
-        select(Delivery.status, func.count())
-        .where(or_(Delivery.created_at >= since, Delivery.finished_at >= since))
-        .group_by(Delivery.status)
-    ).all()
+    query = select(Delivery.status, func.count()).where(
+        or_(Delivery.created_at >= since, Delivery.finished_at >= since)
+    )
+    if api_key is not None:
+        query = query.join(WebhookEvent, WebhookEvent.id == Delivery.event_id).where(
+            WebhookEvent.api_key == api_key
+        )
+    rows = session.execute(query.group_by(Delivery.status)).all()
     counts = dict.fromkeys(DELIVERY_STATUSES, 0)
     counts.update({status: int(n) for status, n in rows})
     return counts
 
 
-def find_devices(session: Session, user_id: str | None, limit: int = 100) -> list[DeviceSummary]:
-    """A user's devices (tokens redacted) with the last push each one got."""
-    query = select(Device).order_by(Device.user_id, Device.id)
+def find_devices(
+    session: Session, user_id: str | None, limit: int = 100, api_key: str | None = None
+) -> list[DeviceSummary]:
+    """A user's devices (tokens redacted) with the last push each one got; disabled ones with
+    the reason (and, for a token that moved, who has it now)."""
+    query = select(Device).order_by(Device.api_key, Device.user_id, Device.id)
+    if api_key is not None:
+        query = query.where(Device.api_key == api_key)
     if user_id is not None:
         query = query.where(Device.user_id == user_id)
     devices = list(session.scalars(query.limit(max(1, min(limit, MAX_LIMIT)))))
@@ -346,6 +369,7 @@ def find_devices(session: Session, user_id: str | None, limit: int = 100) -> lis
     return [
         DeviceSummary(
             id=d.id,
+            api_key=d.api_key,
             user_id=d.user_id,
             platform=d.platform,
             voip=d.voip,
@@ -356,6 +380,7 @@ def find_devices(session: Session, user_id: str | None, limit: int = 100) -> lis
             created_at=d.created_at,
             disabled_at=d.disabled_at,
             disabled_reason=d.disabled_reason,
+            moved_to_user_id=d.moved_to_user_id,
             last_push_status=last[d.id].status if d.id in last else None,
             last_push_at=_push_time(last[d.id]) if d.id in last else None,
             last_push_event_id=last[d.id].event_id if d.id in last else None,
@@ -407,6 +432,7 @@ def format_pushes(counts: Mapping[str, int]) -> str:
 def _summary(row: WebhookEvent, pushes: Mapping[str, int]) -> EventSummary:
     return EventSummary(
         id=row.id,
+        api_key=row.api_key,
         event_type=row.event_type,
         call_cid=row.call_cid,
         status=row.status,
@@ -458,6 +484,85 @@ def _recipients(session: Session, row: WebhookEvent, body: Any) -> tuple[str, ..
         except InvalidEvent:
             return None
     return None
+
+
+# Recipients without a push described per event in a trace; the rest are only counted.
+UNREACHED_SHOWN = 20
+DEVICES_SHOWN_PER_USER = 3
+
+
+def _unreached_recipients(
+    session: Session, event: WebhookEvent, reached: set[str]
+) -> list[TraceEntry]:
+    """For an event that was processed: each recipient who got no push, with the state of
+    their devices in the event's app now ("did Bob's phone ring?" - no: his token moved to
+    another user, was disabled by Apple, or he has none)."""
+    if event.status not in (EventStatus.PROCESSED, EventStatus.FAILED):
+        return []
+    try:
+        body: Any = json.loads(event.body)
+    except ValueError:
+        return []
+    recipients = _recipients(session, event, body)
+    missing = [user for user in dict.fromkeys(recipients or ()) if user not in reached]
+    if not missing:
+        return []
+    shown = missing[:UNREACHED_SHOWN]
+    devices: dict[str, list[Device]] = {user: [] for user in shown}
+    for device in session.scalars(
+        select(Device)
+        .where(Device.api_key == event.api_key, Device.user_id.in_(shown))
+        # Active first, then the most recently disabled: what explains a missing push.
+        .order_by(Device.disabled_at.is_not(None), Device.disabled_at.desc(), Device.id)
+    ):
+        devices[device.user_id].append(device)
+    at = event.processed_at or event.received_at
+    muted = preferences.muted_users(session, event.api_key, shown, at)
+    ring = event.event_type == RING
+    entries = [
+        TraceEntry(
+            at=at,
+            kind="device",
+            event_id=event.id,
+            event_type=event.event_type,
+            summary=(
+                f"no push to {user}: {'call pushes muted; ' if user in muted else ''}"
+                f"{_devices_now(devices[user], ring)}"
+            ),
+            user_id=user,
+            api_key=event.api_key,
+        )
+        for user in shown
+    ]
+    if len(missing) > len(shown):
+        entries.append(
+            TraceEntry(
+                at=at,
+                kind="device",
+                event_id=event.id,
+                event_type=event.event_type,
+                summary=f"and {len(missing) - len(shown)} more recipient(s) got no push",
+                api_key=event.api_key,
+            )
+        )
+    return entries
+
+
+def _devices_now(devices: Sequence[Device], ring: bool) -> str:
+    if not devices:
+        return "no device registered"
+    described = []
+    for d in devices[:DEVICES_SHOWN_PER_USER]:
+        name = f"{d.platform}{' voip' if d.voip else ''} {redact_token(d.token)}"
+        if d.disabled_at is None:
+            # iOS rings only through a PushKit (VoIP) token.
+            unrung = ring and d.platform == "apns" and not d.voip
+            described.append(f"{name} active{' (not a VoIP token: never rung)' if unrung else ''}")
+            continue
+        moved = f", now {d.moved_to_user_id}'s" if d.moved_to_user_id else ""
+        described.append(f"{name} disabled ({d.disabled_reason}{moved})")
+    more = len(devices) - DEVICES_SHOWN_PER_USER
+    return "; ".join(described) + (f"; and {more} more" if more > 0 else "")
 
 
 def _delivery_view(d: Delivery) -> DeliveryView:

@@ -115,7 +115,7 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
         stored = StoredEvent(row.id, row.received_at, row.api_key)
         event = parse_stored_body(row.body)
         names = dict(recipients)
-        muted = preferences.muted_users(session, list(names), services.now())
+        muted = preferences.muted_users(session, row.api_key, list(names), services.now())
         found = services.device_source(row.api_key).devices_for(session, list(names))
         targets = alert_targets(found)
         claims = deliveries.claim_deliveries(

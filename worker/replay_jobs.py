@@ -64,11 +64,15 @@ def failed_event_ids(
     since: datetime,
     until: datetime | None = None,
     event_type: str | None = None,
+    api_key: str | None = None,
 ) -> list[int]:
-    """Events that failed, received in [since, until), oldest first."""
+    """Events that failed, received in [since, until), oldest first (of one app's, with
+    ``api_key``)."""
     query = select(WebhookEvent.id).where(
         WebhookEvent.status == EventStatus.FAILED, WebhookEvent.received_at >= since
     )
+    if api_key is not None:
+        query = query.where(WebhookEvent.api_key == api_key)
     if until is not None:
         query = query.where(WebhookEvent.received_at < until)
     if event_type is not None:

@@ -137,7 +137,11 @@ def find_ring_stops(session: Session, event: CallEvent, stored: StoredEvent) -> 
     everyone: str | None = None
     users: set[str] = set()
     for stop in inbox.stop_events_for_call(
-        session, event.call_cid, RING_STOPPERS, since=stored.received_at - timedelta(minutes=10)
+        session,
+        event.call_cid,
+        RING_STOPPERS,
+        since=stored.received_at - timedelta(minutes=10),
+        api_key=stored.api_key,
     ):
         if stop.session_id and event.session_id and stop.session_id != event.session_id:
             continue  # a stop for another session of the same call
@@ -185,7 +189,7 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
     try:
         # One transaction for everything before the first push: the ring path's round trips.
         with services.db.transaction() as session:
-            muted = preferences.muted_users(session, recipients, services.now())
+            muted = preferences.muted_users(session, stored.api_key, recipients, services.now())
             found = source.devices_for(session, [r for r in recipients if r not in muted])
             app = services.settings.app_for_key(stored.api_key)
             targets = [

@@ -55,18 +55,18 @@ class Services:
             return self._apis[api_key]
 
     def device_source(self, api_key: str) -> DeviceSource:
-        """Where the app's devices come from (``devices.source``: local registry or Stream)."""
-        key = "local" if self.settings.devices.source == "local" else api_key
+        """Where the app's devices come from (``devices.source``: local registry or Stream),
+        scoped to that app: a webhook of one app never reaches another app's devices."""
         with self._lock:
-            source = self._device_sources.get(key)
+            source = self._device_sources.get(api_key)
         if source is None:
-            api = self.stream_api(api_key) if key != "local" else None
+            api = self.stream_api(api_key) if self.settings.devices.source == "stream" else None
             if api is None:
-                source = LocalRegistry()
+                source = LocalRegistry(api_key)
             else:
                 source = StreamDevices(api, self.settings.devices.cache_seconds)
             with self._lock:
-                source = self._device_sources.setdefault(key, source)
+                source = self._device_sources.setdefault(api_key, source)
         return source
 
     def provider_for(self, api_key: str, device: DeviceTarget) -> ProviderRef:

@@ -281,6 +281,9 @@ class DeviceSettings(BaseModel):
     source: Literal["local", "stream"] = "local"
     # Stream device lists are cached this long, so a fan-out does not call Stream per push.
     cache_seconds: float = 30.0
+    # Active devices a user of an app may have in the local registry; registering one more
+    # disables the one registered longest ago ("evicted").  25 is Stream's own limit.
+    max_per_user: Annotated[int, Field(ge=1, le=10_000)] = 25
 
 
 class PushTemplate(BaseModel):
@@ -487,6 +490,10 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
+
+    def single_app_key(self) -> str | None:
+        """The API key of the only configured Stream app; None with none or several."""
+        return self.apps[0].api_key if len(self.apps) == 1 else None
 
     def app_for_key(self, api_key: str) -> StreamAppSettings | None:
         for app in self.apps:

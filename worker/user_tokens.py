@@ -12,6 +12,12 @@ Stream's SDKs usually mint tokens without ``exp``/``iat``, so neither is require
 current ``api_secret`` and the ``previous_api_secrets``, so tokens minted with a rotated-out secret
 keep working for as long as it is still listed (README: rotating the API secret).
 
+The app whose secret verified the token is the caller's app, and the caller acts only inside it
+(Stream apps are tenants: a development app's token never touches production's users).  A
+caller may name its app the way Stream's clients do (``?api_key=`` or ``X-Api-Key``): then only
+that app's secrets are tried.  A token that two apps' secrets verify (two apps sharing a secret)
+is refused unless the app is named.
+
 Nothing here logs or returns any part of a token or a secret.
 """
 
@@ -69,24 +75,53 @@ def token_from_authorization(header: str | None) -> str:
 
 
 def verify_authorization(
-    header: str | None, apps: Sequence[StreamAppSettings], *, leeway: float = LEEWAY_SECONDS
+    header: str | None,
+    apps: Sequence[StreamAppSettings],
+    *,
+    api_key: str | None = None,
+    leeway: float = LEEWAY_SECONDS,
 ) -> Caller:
-    return verify_token(token_from_authorization(header), apps, leeway=leeway)
+    return verify_token(token_from_authorization(header), apps, api_key=api_key, leeway=leeway)
 
 
 def verify_token(
-    token: str, apps: Sequence[StreamAppSettings], *, leeway: float = LEEWAY_SECONDS
+    token: str,
+    apps: Sequence[StreamAppSettings],
+    *,
+    api_key: str | None = None,
+    leeway: float = LEEWAY_SECONDS,
 ) -> Caller:
-    """Verify ``token`` against every secret of every app; raise :class:`TokenRejected`."""
+    """Verify ``token`` against the secrets of the configured apps (of the app ``api_key``
+    only, when given); raise :class:`TokenRejected`."""
     if not apps:
         raise TokenRejected("no Stream app is configured, so no token can be verified")
+    if api_key is not None:
+        apps = [app for app in apps if app.api_key == api_key]
+        if not apps:
+            raise TokenRejected("api_key is not the API key of a Stream app served here")
     _check_header(token)
-    for app in apps:
-        for secret in app.api_secrets:
-            claims = _decode(token, secret.get_secret_value(), leeway)
-            if claims is not None:
-                return _caller(claims, app.api_key)
-    raise TokenRejected("invalid token signature: not signed by a configured Stream API secret")
+    verified = [
+        (app, claims)
+        for app in apps
+        if (claims := _verified_claims(token, app, leeway)) is not None
+    ]
+    if not verified:
+        raise TokenRejected("invalid token signature: not signed by a configured Stream API secret")
+    if len(verified) > 1:
+        raise TokenRejected(
+            "the token is valid for several Stream apps (they share a secret): name the app "
+            "with ?api_key= or an X-Api-Key header"
+        )
+    app, claims = verified[0]
+    return _caller(claims, app.api_key)
+
+
+def _verified_claims(token: str, app: StreamAppSettings, leeway: float) -> dict[str, Any] | None:
+    for secret in app.api_secrets:
+        claims = _decode(token, secret.get_secret_value(), leeway)
+        if claims is not None:
+            return claims
+    return None
 
 
 def _check_header(token: str) -> None:
@@ -140,4 +175,6 @@ def _caller(claims: dict[str, Any], api_key: str) -> Caller:
         user_id.encode("utf-8")  # a lone surrogate ("\ud800") can be stored nowhere
     except UnicodeEncodeError:
         raise TokenRejected("invalid token: user_id is not valid Unicode") from None
+    if "\x00" in user_id:  # PostgreSQL text cannot hold NUL
+        raise TokenRejected("invalid token: user_id contains a NUL character")
     return Caller(user_id=user_id, is_server=False, api_key=api_key)

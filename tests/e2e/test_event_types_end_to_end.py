@@ -85,9 +85,12 @@ def stack(
     db.dispose()
 
 
-def add_devices(db: Database, rows: list[dict]) -> None:
+def add_devices(db: Database, rows: list[dict], api_key: str) -> None:
     with db.transaction() as session:
-        session.execute(insert(Device), [{"source": "local", "voip": False} | r for r in rows])
+        session.execute(
+            insert(Device),
+            [{"api_key": api_key, "source": "local", "voip": False} | r for r in rows],
+        )
 
 
 def phone(user: str) -> list[dict]:
@@ -101,7 +104,9 @@ def phone(user: str) -> list[dict]:
 
 def test_every_event_type_does_what_the_table_says(stack, fake_apns, fake_fcm, fake_stream_api):
     add_devices(
-        stack.db, [row for user in ("alice", "bob", "carol", "dave") for row in phone(user)]
+        stack.db,
+        [row for user in ("alice", "bob", "carol", "dave") for row in phone(user)],
+        stack.api_key,
     )
 
     def pushes_since(apns_mark: int, fcm_mark: int) -> tuple[list[dict], list[dict]]:
@@ -166,7 +171,7 @@ def test_every_event_type_does_what_the_table_says(stack, fake_apns, fake_fcm, f
 
 
 def test_accepted_before_the_ring_is_processed_rings_only_the_others(stack, fake_apns):
-    add_devices(stack.db, [row for user in ("bob", "carol") for row in phone(user)])
+    add_devices(stack.db, [row for user in ("bob", "carol") for row in phone(user)], stack.api_key)
     ring = sample_events.ring_event("alice", ["bob", "carol"])
     # call.accepted stored first (Stream gives no ordering guarantee, §1.5); ring then.
     accepted = sample_events.call_event("call.accepted", ring["call_cid"], "bob")
@@ -192,6 +197,7 @@ def test_ten_thousand_member_notification_one_push_per_device(
             else {"user_id": u, "platform": "fcm", "token": f"fcm-{u}"}
             for i, u in enumerate(members)
         ],
+        stack.api_key,
     )
     event = sample_events.member_event("call.notification", "host", members[:100])
     fake_stream_api.set_members(event["call_cid"], ["host", *members])

@@ -55,9 +55,12 @@ def statuses(db: Database) -> Counter[str]:
         return Counter(session.scalars(select(WebhookEvent.status)))
 
 
-def add_devices(db: Database, rows: list[dict]) -> None:
+def add_devices(db: Database, rows: list[dict], api_key: str = API_KEY) -> None:
     with db.transaction() as session:
-        session.execute(insert(Device), [{"source": "local", "voip": False} | r for r in rows])
+        session.execute(
+            insert(Device),
+            [{"api_key": api_key, "source": "local", "voip": False} | r for r in rows],
+        )
 
 
 def child_pids(pid: int) -> list[int]:
@@ -109,6 +112,7 @@ def test_worker_child_killed_mid_fanout_every_device_gets_its_push(
             else {"user_id": u, "platform": "fcm", "token": f"fcm-{u}"}
             for i, u in enumerate(members)
         ],
+        fake_stream_api.api_key,
     )
     port = free_port()
     web = ["web", "--bind", f"127.0.0.1:{port}", "--workers", "1"]

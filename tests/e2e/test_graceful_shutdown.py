@@ -199,7 +199,14 @@ def test_rolling_restart_delivers_every_accepted_ring(
     with db.transaction() as session:
         for user, tokens in DEVICES.items():
             for platform, token, voip in tokens:
-                devices.add_device(session, user_id=user, platform=platform, token=token, voip=voip)
+                devices.add_device(
+                    session,
+                    api_key=API_KEY,
+                    user_id=user,
+                    platform=platform,
+                    token=token,
+                    voip=voip,
+                )
 
     ports = [free_port(), free_port()]
     webs = []

@@ -308,3 +308,104 @@ def test_create_app_reads_the_admin_token_from_the_settings(sqlite_url, monkeypa
         login = client.get("/dashboard/login")
         assert login.status_code == expected and login.mimetype == "text/html"
     db.dispose()
+
+
+# --- filtering by Stream app --------------------------------------------------------------------
+
+DEV_APP = "dev-app"
+
+
+@pytest.fixture
+def two_apps(postgres_url, monkeypatch):
+    """Production's world (seed_world, app ops-key) plus a dev app with the same call id and
+    the same user ids."""
+    from tests.ops_data import Seeder, ring_body
+
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    settings = load_settings(
+        database_url=postgres_url,
+        apps=[
+            {"api_key": API_KEY, "api_secrets": [SECRET]},
+            {"api_key": DEV_APP, "api_secrets": ["dev-" + SECRET]},
+        ],
+    )
+    upgrade_to_head(postgres_url)
+    db = Database(postgres_url)
+    ids = seed_world(db)
+    seed = Seeder(db)
+    ids["dev_bob"] = seed.device("bob", "apns", "de" * 32, voip=True, api_key=DEV_APP)
+    ids["dev_ring"] = seed.event(
+        ring_body("default:c1", "alice", ["bob"]), status="failed", api_key=DEV_APP
+    )
+    seed.delivery(ids["dev_ring"], ids["dev_bob"], "failed", user_id="bob", reason="dev-only")
+    yield ops_app(settings, db, create_celery(settings)).test_client(), ids
+    db.dispose()
+
+
+@pytest.mark.services
+def test_the_admin_api_filters_by_app(two_apps):
+    client, ids = two_apps
+
+    def get(path: str) -> dict:
+        response = client.get(path, headers=AUTH)
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    dev_events = get(f"/admin/events?app={DEV_APP}")["events"]
+    assert [(e["id"], e["api_key"]) for e in dev_events] == [(ids["dev_ring"], DEV_APP)]
+    prod_events = get(f"/admin/events?app={API_KEY}&call=default:c1")["events"]
+    assert sorted(e["id"] for e in prod_events) == sorted([ids["ring"], ids["accepted"]])
+    assert len(get("/admin/events?call=default:c1")["events"]) == 3  # every app's
+
+    dev_devices = get(f"/admin/devices?app={DEV_APP}&user_id=bob")["devices"]
+    assert [(d["id"], d["api_key"]) for d in dev_devices] == [(ids["dev_bob"], DEV_APP)]
+    prod_devices = get(f"/admin/devices?app={API_KEY}&user_id=bob")["devices"]
+    assert {d["id"] for d in prod_devices} == {ids["bob_voip"], ids["bob_fcm"]}
+
+    dev_trace = get(f"/admin/calls/default:c1/trace?app={DEV_APP}")["entries"]
+    assert {e["event_id"] for e in dev_trace} == {ids["dev_ring"]}
+    assert {e["api_key"] for e in dev_trace} == {DEV_APP}
+    everyone = get("/admin/calls/default:c1/trace")["entries"]
+    assert {e["event_id"] for e in everyone} == {ids["ring"], ids["accepted"], ids["dev_ring"]}
+
+    dry = client.post(
+        "/admin/replay",
+        json={"failed": True, "since": "1h", "app": DEV_APP, "dry_run": True},
+        headers=AUTH,
+    ).get_json()
+    assert [e["event_id"] for e in dry["events"]] == [ids["dev_ring"]]
+
+    for path in (
+        "/admin/events?app=nope",
+        "/admin/devices?app=nope",
+        "/admin/calls/x:y/trace?app=n",
+    ):
+        response = client.get(path, headers=AUTH)
+        assert response.status_code == 400, path
+        assert "app must be the API key of a configured Stream app" in response.get_json()["error"]
+    bad_replay = client.post("/admin/replay", json={"event_ids": [1], "app": DEV_APP}, headers=AUTH)
+    assert bad_replay.status_code == 400
+
+
+@pytest.mark.services
+def test_the_dashboard_filters_by_app(two_apps):
+    from tests.ops_data import ADMIN_TOKEN as TOKEN
+
+    client, ids = two_apps
+    login = client.post("/dashboard/login", data={"token": TOKEN})
+    assert login.status_code == 302
+    page = client.get(f"/dashboard/?app={DEV_APP}").get_data(as_text=True)
+    assert f'<option value="{DEV_APP}" selected>' in page
+    assert f"/dashboard/events/{ids['dev_ring']}" in page
+    assert f'/dashboard/events/{ids["ring"]}"' not in page
+    everyone = client.get("/dashboard/").get_data(as_text=True)
+    assert f'/dashboard/events/{ids["ring"]}"' in everyone
+    unknown = client.get("/dashboard/?app=nope").get_data(as_text=True)
+    assert "not the API key of a configured Stream app" in unknown
+    assert "No events match." in unknown
+
+    trace = client.get(f"/dashboard/calls/default:c1?app={DEV_APP}").get_data(as_text=True)
+    assert f"/dashboard/events/{ids['dev_ring']}" in trace
+    assert f'/dashboard/events/{ids["accepted"]}"' not in trace
+    both = client.get("/dashboard/calls/default:c1").get_data(as_text=True)
+    assert "Several Stream apps have a call with this id" in both

@@ -392,3 +392,246 @@ def test_storage_errors_are_503_json_and_not_logged_with_the_token(client, monke
     assert response.status_code == 503
     assert response.json == {"error": "storage unavailable, retry later"}
     assert "OperationalError" in caplog.text and APNS_TOKEN not in caplog.text
+
+
+# --- Stream apps are tenants ---------------------------------------------------------------
+
+PROD, DEV = "prod-key", "dev-key"
+DEV_SECRET = "dev-secret-0123456789abcdef0123456789abcdef0123456789abcdef012345"
+
+
+def prod(claims: dict) -> dict[str, str]:
+    return auth(claims, secret=SECRET)
+
+
+def dev(claims: dict) -> dict[str, str]:
+    return auth(claims, secret=DEV_SECRET)
+
+
+def tenants_app(sqlite_url, apps: list[dict], **settings_fields):
+    settings = load_settings(database_url=sqlite_url, apps=apps, **settings_fields)
+    upgrade_to_head(sqlite_url)
+    db = Database(sqlite_url)
+    return create_app(settings, db=db, celery=create_celery(settings)).test_client(), db
+
+
+@pytest.fixture
+def tenants(sqlite_url, monkeypatch):
+    """A deployment serving a production and a development app with overlapping user ids."""
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    client, db = tenants_app(
+        sqlite_url,
+        [
+            {"api_key": PROD, "api_secrets": [SECRET]},
+            {"api_key": DEV, "api_secrets": [DEV_SECRET]},
+        ],
+    )
+    yield client
+    db.dispose()
+
+
+def test_a_dev_user_token_cannot_see_or_delete_prod_bobs_devices(tenants):
+    assert register(tenants, prod({"user_id": "bob"}), BOB_TOKEN).status_code == 201
+    dev_bob = dev({"user_id": "bob"})
+
+    assert tokens_of(tenants, dev_bob) == []
+    assert tenants.delete(f"/devices/{BOB_TOKEN}", headers=dev_bob).status_code == 404
+    assert tokens_of(tenants, prod({"user_id": "bob"})) == [BOB_TOKEN]
+    # Registering the same token in the dev app is the dev app's own registration.
+    created = register(tenants, dev_bob, BOB_TOKEN)
+    assert created.status_code == 201 and created.json["api_key"] == DEV
+    assert tenants.delete(f"/devices/{BOB_TOKEN}", headers=dev_bob).status_code == 204
+    listed = tenants.get("/devices", headers=prod({"user_id": "bob"})).json["devices"]
+    assert [(d["token"], d["api_key"], d["disabled"]) for d in listed] == [(BOB_TOKEN, PROD, False)]
+
+
+def test_a_dev_server_token_cannot_manage_prod_users(tenants):
+    assert register(tenants, prod({"user_id": "bob"}), BOB_TOKEN).status_code == 201
+    mute = {"call_pushes": "off", "user_id": "bob"}
+    assert tenants.put("/preferences", json=mute, headers=prod({"server": True})).status_code == 200
+    dev_server = dev({"server": True})
+
+    assert tokens_of(tenants, dev_server, "?user_id=bob") == []
+    assert tenants.delete(f"/devices/{BOB_TOKEN}", headers=dev_server).status_code == 404
+    assert (
+        tenants.delete(f"/devices/{BOB_TOKEN}?user_id=bob", headers=dev_server).status_code == 404
+    )
+    assert tenants.get("/preferences?user_id=bob", headers=dev_server).json["call_pushes"] == "on"
+    unmute = {"call_pushes": "on", "user_id": "bob"}
+    assert tenants.put("/preferences", json=unmute, headers=dev_server).status_code == 200
+
+    # Production's bob is untouched: his device and his mute.
+    prod_server = prod({"server": True})
+    assert tokens_of(tenants, prod_server, "?user_id=bob") == [BOB_TOKEN]
+    assert tenants.get("/preferences?user_id=bob", headers=prod_server).json["call_pushes"] == "off"
+
+
+def test_naming_the_app_restricts_which_secrets_verify(tenants):
+    token = prod({"user_id": "bob"})
+    assert tenants.get("/devices?api_key=prod-key", headers=token).status_code == 200
+    assert tenants.get("/devices", headers=token | {"X-Api-Key": PROD}).status_code == 200
+    for wrong in ("/devices?api_key=dev-key", "/devices?api_key=unknown"):
+        response = tenants.get(wrong, headers=token)
+        assert response.status_code == 401, wrong
+    assert tenants.get("/devices", headers=token | {"X-Api-Key": DEV}).status_code == 401
+    clash = tenants.get("/devices?api_key=prod-key", headers=token | {"X-Api-Key": DEV})
+    assert clash.status_code == 400 and clash.json["field"] == "api_key"
+    empty = tenants.get("/devices?api_key=", headers=token)
+    assert empty.status_code == 400 and empty.json["field"] == "api_key"
+
+
+def test_a_secret_shared_by_two_apps_needs_the_app_named(sqlite_url, monkeypatch):
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    client, db = tenants_app(
+        sqlite_url,
+        [
+            {"api_key": PROD, "api_secrets": [SECRET]},
+            {"api_key": DEV, "api_secrets": [SECRET]},
+        ],
+    )
+    try:
+        token = prod({"user_id": "bob"})
+        ambiguous = client.get("/devices", headers=token)
+        assert ambiguous.status_code == 401 and "api_key" in ambiguous.json["error"]
+        created = client.post(
+            "/devices?api_key=dev-key",
+            json={"token": BOB_TOKEN, "platform": "apns"},
+            headers=token,
+        )
+        assert created.status_code == 201 and created.json["api_key"] == DEV
+        assert tokens_of(client, token, "?api_key=prod-key") == []
+    finally:
+        db.dispose()
+
+
+# --- device ownership ----------------------------------------------------------------------
+
+
+def test_a_token_registered_by_another_user_moves_to_them(client):
+    assert register(client, ALICE, voip=True).status_code == 201
+    moved = register(client, BOB, voip=True)
+    assert moved.status_code == 201 and moved.json["user_id"] == "bob"
+
+    # Alice's registration is no longer hers: not listed, not hers to delete.
+    assert tokens_of(client, ALICE) == []
+    assert client.delete(f"/devices/{APNS_TOKEN}", headers=ALICE).status_code == 404
+    assert tokens_of(client, BOB) == [APNS_TOKEN]
+    listed = client.get("/devices", headers=BOB).json["devices"]
+    assert listed[0]["disabled"] is False and "moved_to_user_id" not in listed[0]
+
+
+def test_the_device_cap_evicts_the_oldest_registration(sqlite_url, monkeypatch):
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    client, db = tenants_app(
+        sqlite_url, [{"api_key": API_KEY, "api_secrets": [SECRET]}], devices={"max_per_user": 2}
+    )
+    try:
+        tokens = [f"{n:02x}" * 32 for n in range(3)]
+        for token in tokens:
+            time.sleep(0.01)  # distinct registration times
+            assert register(client, ALICE, token).status_code == 201
+        listed = {d["token"]: d for d in client.get("/devices", headers=ALICE).json["devices"]}
+        assert set(listed) == set(tokens)
+        assert [t for t in tokens if not listed[t]["disabled"]] == tokens[1:]
+        evicted = listed[tokens[0]]
+        assert evicted["disabled"] is True and evicted["disabled_at"].endswith("Z")
+        assert "evicted" in evicted["disabled_reason"]
+        assert "more than 2 devices" in evicted["disabled_reason"]
+    finally:
+        db.dispose()
+
+
+# --- token formats, NUL and lone surrogates ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("platform", "token", "message"),
+    [
+        ("apns", "zz" * 32, "hexadecimal"),
+        ("apns", "a" * 63, "even number"),
+        ("apns", "ab" * 8, "32 to 200"),
+        ("apns", "ab" * 101, "32 to 200"),
+        ("apns", APNS_TOKEN + ":", "hexadecimal"),
+        ("fcm", "x" * 31, "32 to 512"),
+        ("fcm", "fcm/token+" * 10, "may only contain"),
+        ("fcm", "fcm.token=" * 10, "may only contain"),
+    ],
+)
+def test_malformed_tokens_are_400_naming_the_token(client, platform, token, message):
+    response = client.post("/devices", json={"token": token, "platform": platform}, headers=ALICE)
+    assert response.status_code == 400
+    assert response.json["field"] == "token" and message in response.json["error"]
+    assert tokens_of(client, ALICE) == []
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "0123abcd0123abcd0123abcd0123abcd",  # 16 bytes: the README's example
+        "AB" * 32,  # upper-case hex
+        "ab" * 100,  # 100 bytes: Apple may lengthen tokens
+    ],
+)
+def test_well_formed_apns_tokens_are_accepted(client, token):
+    assert register(client, ALICE, token).status_code == 201
+
+
+def test_a_real_shaped_fcm_token_is_accepted(client):
+    real = "dXyzAbC0123:APA91bH" + "-_AbCdEfGh0123456789" * 7 + "xYz"
+    assert len(real) > 140
+    assert register(client, ALICE, real, platform="fcm").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"token": "ab\x00" * 22, "platform": "apns"}, "token"),
+        ({"token": APNS_TOKEN, "platform": "apns\x00"}, "platform"),
+        ({"token": APNS_TOKEN, "platform": "apns", "app_id": "com.example\x00"}, "app_id"),
+        ({"token": APNS_TOKEN, "platform": "apns", "user_id": "alice\x00"}, "user_id"),
+        ({"token": APNS_TOKEN, "platform": "apns", "app_id": ["\x00"]}, "app_id"),
+        ({"token": APNS_TOKEN, "platform": "apns", "bad\x00key": 1}, "bad\\x00key"),
+    ],
+)
+def test_nul_characters_in_bodies_are_400_naming_the_field(client, body, field):
+    response = client.post("/devices", json=body, headers=ALICE)
+    assert response.status_code == 400, response.json
+    assert response.json["field"] == field and "NUL" in response.json["error"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"token": "\\ud800", "platform": "apns"}', "token"),
+        ('{"token": "ab", "platform": "apns", "app_id": "x\\udfff"}', "app_id"),
+        ('{"token": "ab", "platform": "apns", "\\ud800": 1}', "\\ud800"),
+    ],
+)
+def test_lone_surrogates_in_bodies_are_400_naming_the_field(client, raw, field):
+    response = client.post(
+        "/devices", data=raw, headers=ALICE | {"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.json
+    assert response.json["field"] == field and "surrogate" in response.json["error"]
+
+
+def test_nul_in_preferences_and_query_strings_is_400_naming_the_field(client):
+    server = SERVER
+    body = {"call_pushes": "off", "until": "2099-01-01T00:00:00Z\x00"}
+    response = client.put("/preferences", json=body, headers=ALICE)
+    assert response.status_code == 400 and response.json["field"] == "until"
+    for method, path, field in [
+        ("get", "/devices?user_id=bob%00", "user_id"),
+        ("get", "/preferences?user_id=%00", "user_id"),
+        ("delete", f"/devices/{APNS_TOKEN}?user_id=a%00", "user_id"),
+        ("delete", "/devices/ab%00cd", "token"),
+        ("get", "/devices?user_id=bob&x%00=1", "x\\x00"),
+    ]:
+        response = getattr(client, method)(path, headers=server)
+        assert response.status_code == 400, (path, response.json)
+        assert response.json["field"] == field, path
+
+
+def test_a_user_id_claim_with_nul_is_401(client):
+    response = client.get("/devices", headers=auth({"user_id": "bob\x00"}))
+    assert response.status_code == 401 and "NUL" in response.json["error"]

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.fakes.fake_stream_api import DEVICES, FakeStreamApi, device
-from tests.fakes.stream_api_plugin import stream_app_for
+from tests.fakes.stream_api_plugin import STREAM_API_KEY, stream_app_for
 from worker.device_sources import (
     LocalRegistry,
     StreamDevices,
@@ -26,6 +26,8 @@ from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Device
 from worker.stream_api import StreamApi, StreamApiError
 
+# The fake Stream API's app: the mirror stores its devices under this API key.
+APP = STREAM_API_KEY
 VOIP = "a11ce" + "1" * 59
 APNS = "a11ce" + "2" * 59
 FCM = "alice-fcm"
@@ -75,17 +77,27 @@ def targets_of(db: Database, source: StreamDevices, *user_ids: str) -> list[Devi
 def test_local_registry_returns_active_registered_devices(db: Database) -> None:
     with db.transaction() as session:
         voip = devices.add_device(
-            session, user_id="alice", platform=Platform.APNS, token=VOIP, voip=True
+            session, api_key=APP, user_id="alice", platform=Platform.APNS, token=VOIP, voip=True
         )
-        fcm = devices.add_device(session, user_id="bob", platform=Platform.FCM, token=FCM)
-        gone = devices.add_device(session, user_id="bob", platform=Platform.FCM, token="gone")
+        fcm = devices.add_device(
+            session, api_key=APP, user_id="bob", platform=Platform.FCM, token=FCM
+        )
+        gone = devices.add_device(
+            session, api_key=APP, user_id="bob", platform=Platform.FCM, token="gone"
+        )
         devices.disable_devices(session, [gone.id], "Unregistered")
+        # Another app's bob (overlapping user ids) is another user.
+        devices.add_device(
+            session, api_key="other-app", user_id="bob", platform=Platform.FCM, token="theirs"
+        )
     with db.transaction() as session:
-        found = LocalRegistry().devices_for(session, ["alice", "bob", "alice"])
+        found = LocalRegistry(APP).devices_for(session, ["alice", "bob", "alice"])
+        theirs = LocalRegistry("other-app").devices_for(session, ["alice", "bob"])
     assert found == [
         DeviceTarget(voip.id, "alice", Platform.APNS, VOIP, True, None),
         DeviceTarget(fcm.id, "bob", Platform.FCM, FCM, False, None),
     ]
+    assert [t.token for t in theirs] == ["theirs"]
 
 
 def test_stream_devices_map_providers_and_are_mirrored(
@@ -117,6 +129,7 @@ def test_stream_devices_map_providers_and_are_mirrored(
     ]
     for row in stored.values():
         assert (row.source, row.user_id, row.disabled_at) == ("stream", "alice", None)
+        assert row.api_key == APP
     assert (stored[VOIP].platform, stored[VOIP].voip) == ("apns", True)
     assert (stored[FCM].platform, stored[FCM].hardware_id) == ("fcm", "pixel-1")
 
@@ -174,7 +187,7 @@ def test_a_cached_list_still_honours_the_database(
     voip, _ = targets_of(db, source, "alice")
     with db.transaction() as session:
         devices.disable_devices(session, [voip.device_id], "BadDeviceToken")
-        assert devices.remove_device(session, FCM) == 1
+        assert devices.remove_device(session, APP, FCM) == 1
 
     (again,) = targets_of(db, source, "alice")
     assert fake_stream_api.calls[DEVICES] == 1
@@ -201,23 +214,57 @@ def test_a_locally_disabled_token_is_not_revived(
     assert row.disabled_at is not None
 
 
+def all_rows(db: Database, token: str) -> dict[str, Device]:
+    with db.transaction() as session:
+        return {d.user_id: d for d in session.scalars(select(Device).where(Device.token == token))}
+
+
 def test_a_token_listed_under_another_user_moves(
     db: Database, fake_stream_api: FakeStreamApi, source: StreamDevices, clock: Clock
 ) -> None:
     with db.transaction() as session:
-        devices.add_device(session, user_id="alice", platform=Platform.FCM, token=FCM)
+        devices.add_device(session, api_key=APP, user_id="alice", platform=Platform.FCM, token=FCM)
     fake_stream_api.set_devices("bob", [device(FCM, "firebase", hardware_id="pixel")])
 
     (target,) = targets_of(db, source, "bob")
-    row = rows(db)[FCM]
-    assert (row.id, row.user_id, row.source, row.hardware_id) == (
+    by_user = all_rows(db, FCM)
+    bob, alice = by_user["bob"], by_user["alice"]
+    assert (bob.id, bob.source, bob.hardware_id, bob.disabled_at) == (
         target.device_id,
-        "bob",
         "stream",
         "pixel",
+        None,
     )
+    # Alice's registration stays, disabled, as the record of the move.
+    assert alice.disabled_at is not None and alice.moved_to_user_id == "bob"
+    assert alice.disabled_reason.startswith("moved to another user at ")
     with db.transaction() as session:
-        assert LocalRegistry().devices_for(session, ["alice"]) == []
+        assert LocalRegistry(APP).devices_for(session, ["alice"]) == []
+
+
+def test_a_token_that_moves_back_is_re_enabled_but_a_dead_one_never(
+    db: Database, fake_stream_api: FakeStreamApi, source: StreamDevices, clock: Clock
+) -> None:
+    fake_stream_api.set_devices("alice", [device(FCM, "firebase")])
+    (first,) = targets_of(db, source, "alice")
+    fake_stream_api.set_devices("alice", [])
+    fake_stream_api.set_devices("bob", [device(FCM, "firebase")])
+    targets_of(db, source, "bob")
+    assert all_rows(db, FCM)["alice"].moved_to_user_id == "bob"
+
+    # The phone went back to Alice's account: her own row again, Bob's disabled as moved.
+    fake_stream_api.set_devices("bob", [])
+    fake_stream_api.set_devices("alice", [device(FCM, "firebase")])
+    clock.now += 60
+    (again,) = targets_of(db, source, "alice")
+    assert again.device_id == first.device_id
+    by_user = all_rows(db, FCM)
+    assert by_user["alice"].disabled_at is None and by_user["alice"].moved_to_user_id is None
+    assert by_user["bob"].moved_to_user_id == "alice"
+    with db.transaction() as session:
+        devices.disable_devices(session, [again.device_id], "Unregistered")
+    clock.now += 60
+    assert targets_of(db, source, "alice") == []
 
 
 def test_unchanged_lists_write_nothing(
@@ -302,15 +349,55 @@ def test_stream_devices_then_one_ring_per_phone(
 
 
 def test_build_device_source(fake_stream_api: FakeStreamApi) -> None:
-    assert isinstance(build_device_source(Settings()), LocalRegistry)
+    local = build_device_source(Settings(), "some-app")
+    assert isinstance(local, LocalRegistry) and local.api_key == "some-app"
 
     app = stream_app_for(fake_stream_api)
     settings = Settings(apps=[app], devices=DeviceSettings(source="stream", cache_seconds=5))
-    chosen = build_device_source(settings)
+    chosen = build_device_source(settings, app.api_key)
     try:
-        assert isinstance(chosen, StreamDevices)
+        assert isinstance(chosen, StreamDevices) and chosen.api_key == app.api_key
     finally:
         chosen.close()
 
     with pytest.raises(ValueError, match="Stream app"):
-        build_device_source(Settings(devices=DeviceSettings(source="stream")))
+        build_device_source(Settings(devices=DeviceSettings(source="stream")), app.api_key)
+
+
+def test_each_app_mirrors_only_its_own_streams_devices(
+    db: Database, fake_stream_api: FakeStreamApi
+) -> None:
+    """Two Stream apps with a user "bob" each: a ring of one app gets that app's bob's tokens
+    only, even when both list the same token."""
+    from tests.fakes.fake_stream_api import running_fake_stream_api
+
+    with running_fake_stream_api("other-key", "other-secret-0123456789abcdef0123456789") as other:
+        fake_stream_api.set_devices(
+            "bob", [device(VOIP, "apn", voip=True), device(FCM, "firebase")]
+        )
+        other.set_devices("bob", [device(FCM, "firebase"), device("other-only", "firebase")])
+        settings = Settings(
+            apps=[stream_app_for(fake_stream_api), stream_app_for(other)],
+            devices=DeviceSettings(source="stream"),
+        )
+        mine = build_device_source(settings, APP)
+        theirs = build_device_source(settings, "other-key")
+        try:
+            with db.transaction() as session:
+                found = mine.devices_for(session, ["bob"])
+                found_there = theirs.devices_for(session, ["bob"])
+        finally:
+            mine.close()
+            theirs.close()
+    assert [t.token for t in found] == [VOIP, FCM]
+    assert [t.token for t in found_there] == [FCM, "other-only"]
+    with db.transaction() as session:
+        stored = [(d.api_key, d.token, d.disabled_at) for d in session.scalars(select(Device))]
+    assert sorted(stored) == sorted(
+        [
+            (APP, VOIP, None),
+            (APP, FCM, None),
+            ("other-key", FCM, None),
+            ("other-key", "other-only", None),
+        ]
+    )

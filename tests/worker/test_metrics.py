@@ -59,8 +59,10 @@ def claims_for_event(db: Database, tokens: list[tuple[Platform, str, PushKind]])
             ),
         )
         for platform, token, _kind in tokens:
-            devices.add_device(session, user_id="bob", platform=platform, token=token, voip=True)
-        found = {d.token: d for d in devices.active_devices_for(session, ["bob"])}
+            devices.add_device(
+                session, api_key="k", user_id="bob", platform=platform, token=token, voip=True
+            )
+        found = {d.token: d for d in devices.active_devices_for(session, "k", ["bob"])}
         targets = [(found[token], kind, platform.value) for platform, token, kind in tokens]
         claims = deliveries.claim_deliveries(
             session, stored.event_id, targets, timedelta(seconds=10)

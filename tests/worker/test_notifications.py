@@ -57,19 +57,23 @@ def world(sqlite_url, fake_stream_api, monkeypatch):
         TemplateBook.from_settings(settings),
         enqueue_chunk=lambda event_id, index: queued.append((event_id, index)),
     )
+    app = services.settings.apps[0].api_key
     with services.db.transaction() as session:
         for user in USERS:
             devices.add_device(
-                session, user_id=user, platform=Platform.APNS, token=apns_token(user)
+                session, api_key=app, user_id=user, platform=Platform.APNS, token=apns_token(user)
             )
             devices.add_device(
                 session,
+                api_key=app,
                 user_id=user,
                 platform=Platform.APNS,
                 token=apns_token(user, True),
                 voip=True,
             )
-            devices.add_device(session, user_id=user, platform=Platform.FCM, token=f"{user}-fcm")
+            devices.add_device(
+                session, api_key=app, user_id=user, platform=Platform.FCM, token=f"{user}-fcm"
+            )
     yield services, apns, fcm, queued, fake_stream_api
     services.close()
 
@@ -176,7 +180,7 @@ def test_an_event_switched_off_for_the_call_type_is_ignored(world):
 def test_muted_users_are_skipped_and_the_skip_is_recorded(world):
     services, _apns, fcm, queued, _fake = world
     with services.db.transaction() as session:
-        preferences.set_preference(session, "bob", True, None)
+        preferences.set_preference(session, services.settings.apps[0].api_key, "bob", True, None)
     event_id = store(
         services, sample_events.member_event("call.notification", "alice", ["bob", "carol"])
     )
@@ -241,7 +245,9 @@ def test_a_redelivered_planning_task_does_not_duplicate_chunks(world):
 def test_a_muted_until_in_the_past_no_longer_mutes(world):
     services, _apns, fcm, queued, _fake = world
     with services.db.transaction() as session:
-        preferences.set_preference(session, "bob", True, utcnow().replace(year=2000))
+        preferences.set_preference(
+            session, services.settings.apps[0].api_key, "bob", True, utcnow().replace(year=2000)
+        )
     process_event(
         services, store(services, sample_events.member_event("call.missed", "alice", ["bob"]))
     )

@@ -56,7 +56,11 @@ def claimed(postgres_url: str):
         targets = []
         for user in ("bob", "carol"):
             device = devices.add_device(
-                session, user_id=user, platform=Platform.FCM, token=f"{user}-fcm-token"
+                session,
+                api_key="key",
+                user_id=user,
+                platform=Platform.FCM,
+                token=f"{user}-fcm-token",
             )
             session.flush()
             target = DeviceTarget(device.id, user, Platform.FCM, device.token, False, None)

@@ -26,7 +26,7 @@ from worker.push.sender import PushSender
 from worker.ringing import ring_targets
 from worker.services import Services
 from worker.settings import load_settings
-from worker.storage import deliveries, devices
+from worker.storage import deliveries, devices, preferences
 from worker.storage.database import Database
 from worker.storage.devices import DeviceTarget
 from worker.storage.inbox import NewWebhook, store_webhook
@@ -65,13 +65,16 @@ def world(database_url, monkeypatch):
     sender = PushSender({Platform.APNS: apns, Platform.FCM: fcm})
     services = Services(settings, db, sender, TemplateBook.from_settings(settings))
     with db.transaction() as session:
-        devices.add_device(
-            session, user_id="bob", platform=Platform.APNS, token=BOB_VOIP, voip=True
-        )
-        devices.add_device(session, user_id="bob", platform=Platform.APNS, token=BOB_PLAIN_APNS)
-        devices.add_device(session, user_id="bob", platform=Platform.FCM, token=BOB_ANDROID)
-        devices.add_device(session, user_id="carol", platform=Platform.FCM, token=CAROL_ANDROID)
-        devices.add_device(session, user_id="alice", platform=Platform.FCM, token=ALICE_ANDROID)
+        for user, platform, token, voip in [
+            ("bob", Platform.APNS, BOB_VOIP, True),
+            ("bob", Platform.APNS, BOB_PLAIN_APNS, False),
+            ("bob", Platform.FCM, BOB_ANDROID, False),
+            ("carol", Platform.FCM, CAROL_ANDROID, False),
+            ("alice", Platform.FCM, ALICE_ANDROID, False),
+        ]:
+            devices.add_device(
+                session, api_key="k", user_id=user, platform=platform, token=token, voip=voip
+            )
     yield services, apns, fcm
     services.close()
 
@@ -222,7 +225,7 @@ def test_a_call_that_is_over_rings_nobody(world, stop_type, actor):
 
 def claim_for_another_worker(services, event_id, claimed_ago: timedelta) -> None:
     with services.db.transaction() as session:
-        (carol,) = devices.active_devices_for(session, ["carol"])
+        (carol,) = devices.active_devices_for(session, "k", ["carol"])
         deliveries.claim_deliveries(
             session, event_id, [(carol, PushKind.DATA, "fcm")], timedelta(seconds=30)
         )
@@ -281,6 +284,14 @@ def test_a_ring_listing_100_members_or_more_reads_them_from_stream(world, fake_s
     event_id = store(services, ring)
     with services.db.transaction() as session:
         session.get(WebhookEvent, event_id).api_key = app.api_key
+        # Devices are per app: carol's phone registered in the Stream app that sent the ring.
+        devices.add_device(
+            session,
+            api_key=app.api_key,
+            user_id="carol",
+            platform=Platform.FCM,
+            token=CAROL_ANDROID,
+        )
     process_event(services, event_id)
     assert fcm.tokens() == [CAROL_ANDROID]  # carol was past the first 100
 
@@ -327,7 +338,9 @@ def test_a_phone_without_a_voip_token_rings_through_its_regular_token():
 def test_alert_ring_end_to_end_in_the_domain(world):
     services, apns, _fcm = world
     with services.db.transaction() as session:
-        devices.add_device(session, user_id="dan", platform=Platform.APNS, token=DAN_APNS)
+        devices.add_device(
+            session, api_key="k", user_id="dan", platform=Platform.APNS, token=DAN_APNS
+        )
     event_id = store(services, sample_events.ring_event("alice", ["bob", "dan"]))
     assert process_event(services, event_id) == "processed"
     by_token = {m.token: m for m in apns.sent}
@@ -347,7 +360,9 @@ def test_alert_ring_switched_off_for_the_app(world):
     services, apns, _fcm = world
     services.settings.apps[0].alert_ring = False
     with services.db.transaction() as session:
-        devices.add_device(session, user_id="dan", platform=Platform.APNS, token=DAN_APNS)
+        devices.add_device(
+            session, api_key="k", user_id="dan", platform=Platform.APNS, token=DAN_APNS
+        )
     event_id = store(services, sample_events.ring_event("alice", ["dan"]))
     assert process_event(services, event_id) == "processed"
     assert apns.sent == []
@@ -388,6 +403,7 @@ def providers_world(sqlite_url, monkeypatch):
         for user, name in (("bob", "ios-voip-debug"), ("carol", "ios-voip-typo"), ("dave", None)):
             devices.add_device(
                 session,
+                api_key="k",
                 user_id=user,
                 platform=Platform.APNS,
                 token=f"{user}voip".ljust(64, "0"),
@@ -453,7 +469,12 @@ def test_an_app_following_streams_push_settings(sqlite_url, fake_stream_api, mon
         services.wait_for_background_work(5)
         with services.db.transaction() as session:
             devices.add_device(
-                session, user_id="bob", platform=Platform.APNS, token=BOB_VOIP, voip=True
+                session,
+                api_key=key,
+                user_id="bob",
+                platform=Platform.APNS,
+                token=BOB_VOIP,
+                voip=True,
             )
         asked = len(fake_stream_api.requests)
 
@@ -473,3 +494,61 @@ def test_an_app_following_streams_push_settings(sqlite_url, fake_stream_api, mon
         assert CALL_TYPE not in fake_stream_api.calls
     finally:
         services.close()
+
+
+# --- Stream apps are tenants ----------------------------------------------------------------
+
+
+def test_a_ring_of_another_app_reaches_only_that_apps_devices(world):
+    """The dev app's bob is not production's bob, even with the same user id."""
+    services, apns, fcm = world
+    dev_ring = store(services, sample_events.ring_event("alice", ["bob", "carol"]), api_key="dev")
+    assert process_event(services, dev_ring) == "processed"
+    assert apns.sent == [] and fcm.sent == []
+
+    dev_token = "de7" + "0" * 61
+    with services.db.transaction() as session:
+        devices.add_device(
+            session,
+            api_key="dev",
+            user_id="bob",
+            platform=Platform.APNS,
+            token=dev_token,
+            voip=True,
+        )
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"]), "dev"))
+    assert apns.tokens() == [dev_token] and fcm.sent == []
+
+
+def test_the_old_owners_ring_does_not_reach_a_moved_token(world):
+    services, apns, fcm = world
+    with services.db.transaction() as session:  # Bob's Android phone now logs in as dave
+        devices.add_device(
+            session, api_key="k", user_id="dave", platform=Platform.FCM, token=BOB_ANDROID
+        )
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
+    assert apns.tokens() == [BOB_VOIP] and fcm.sent == []
+    process_event(services, store(services, sample_events.ring_event("alice", ["dave"])))
+    assert fcm.tokens() == [BOB_ANDROID]
+    assert {m.payload["receiver_id"] for m in fcm.sent} == {"dave"}
+
+
+def test_a_mute_in_one_app_does_not_silence_another(world):
+    services, apns, _fcm = world
+    with services.db.transaction() as session:
+        preferences.set_preference(session, "dev", "bob", True)
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
+    assert apns.tokens() == [BOB_VOIP]
+    with services.db.transaction() as session:
+        preferences.set_preference(session, "k", "bob", True)
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
+    assert apns.tokens() == [BOB_VOIP]  # muted now in its own app: no second push
+
+
+def test_another_apps_call_with_the_same_id_does_not_stop_the_ring(world):
+    services, apns, _fcm = world
+    ring = sample_events.ring_event("alice", ["bob"])
+    ring_id = store(services, ring)
+    store(services, sample_events.call_event("call.ended", ring["call_cid"], None), "dev")
+    process_event(services, ring_id)
+    assert apns.tokens() == [BOB_VOIP]

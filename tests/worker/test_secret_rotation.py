@@ -150,7 +150,11 @@ def test_a_fanout_reads_its_members_from_stream_mid_rotation(
         with services.db.transaction() as session:
             for user in ("alice", "bob", "carol"):
                 devices.add_device(
-                    session, user_id=user, platform=Platform.FCM, token=f"{user}-fcm"
+                    session,
+                    api_key=fake_stream_api.api_key,
+                    user_id=user,
+                    platform=Platform.FCM,
+                    token=f"{user}-fcm",
                 )
         event = sample_events.member_event(
             "call.session_started", None, [], created_by="alice", participants=[]

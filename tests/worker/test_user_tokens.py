@@ -138,3 +138,27 @@ def test_bad_authorization_headers(header, message):
 def test_token_from_authorization_strips_the_scheme():
     assert token_from_authorization("Bearer a.b.c") == "a.b.c"
     assert token_from_authorization("a.b.c") == "a.b.c"
+
+
+def test_naming_the_app_tries_only_its_secrets():
+    prod_token = token({"user_id": "alice"})
+    assert verify_token(prod_token, APPS, api_key="prod-key").api_key == "prod-key"
+    with pytest.raises(TokenRejected, match="invalid token signature"):
+        verify_token(prod_token, APPS, api_key="dev-key")
+    with pytest.raises(TokenRejected, match="api_key is not the API key"):
+        verify_token(prod_token, APPS, api_key="nope")
+
+
+def test_a_token_two_apps_verify_is_refused_unless_the_app_is_named():
+    shared = [
+        StreamAppSettings(api_key="prod-key", api_secrets=[SECRET]),
+        StreamAppSettings(api_key="dev-key", api_secrets=[OTHER_APP_SECRET, SECRET]),
+    ]
+    tok = token({"user_id": "alice"})
+    with pytest.raises(TokenRejected, match="several Stream apps"):
+        verify_token(tok, shared)
+    assert verify_token(tok, shared, api_key="dev-key") == Caller("alice", False, "dev-key")
+
+
+def test_a_user_id_with_nul_is_refused():
+    assert "NUL" in rejected(token({"user_id": "al\x00ice"}))

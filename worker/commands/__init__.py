@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from worker.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from worker.storage.database import Database
 
 
 def cli_settings(ctx: click.Context) -> Settings:
@@ -22,3 +28,66 @@ def cli_settings(ctx: click.Context) -> Settings:
             raise click.ClickException(f"configuration error:\n{message}") from error
     settings: Settings = root.obj["settings"]
     return settings
+
+
+def served_apps(settings: Settings) -> Settings:
+    """The settings with the Stream apps this deployment serves: in the embedded mode with no
+    app configured, the development app `callpush run` accepts."""
+    return settings.with_dev_app() if settings.embedded else settings
+
+
+def open_database(ctx: click.Context) -> Database:
+    """The configured database; the embedded SQLite file is created or migrated first (its
+    pre-existing devices go to the only served app, as `callpush run` does)."""
+    from worker.storage.database import Database
+    from worker.storage.migrations import UpgradeRefused, upgrade_to_head
+
+    settings = cli_settings(ctx)
+    if settings.embedded:
+        try:
+            upgrade_to_head(settings.database_url, served_apps(settings).single_app_key())
+        except UpgradeRefused as refused:
+            raise click.ClickException(str(refused)) from refused
+    return Database(settings.database_url, timeouts=settings.database)
+
+
+def app_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--app", "app", default=None, metavar="API_KEY", help=help_text)
+
+
+def _app_keys(ctx: click.Context) -> list[str]:
+    return [app.api_key for app in served_apps(cli_settings(ctx)).apps]
+
+
+def resolve_app(ctx: click.Context, app: str | None) -> str:
+    """The Stream app a command acts in: ``--app``, which must be a served app, or the only
+    one.  With several apps ``--app`` is required (devices and users are kept per app)."""
+    keys = _app_keys(ctx)
+    if app is not None:
+        checked = check_app(ctx, app)
+        assert checked is not None
+        return checked
+    if len(keys) == 1:
+        return keys[0]
+    if not keys:
+        raise click.UsageError(
+            "no Stream app is configured (CALLPUSH_STREAM_API_KEY and "
+            "CALLPUSH_STREAM_API_SECRET, or [[apps]])"
+        )
+    raise click.UsageError(
+        f"several Stream apps are configured ({', '.join(keys)}): pass --app <api key>"
+    )
+
+
+def check_app(ctx: click.Context, app: str | None, option: str = "--app") -> str | None:
+    """An optional ``--app`` filter: None, or the API key of a served app."""
+    if app is None:
+        return None
+    keys = _app_keys(ctx)
+    if app not in keys:
+        served = ", ".join(keys) or "none is configured"
+        raise click.BadParameter(
+            f"{app!r} is not the API key of a configured Stream app ({served})",
+            param_hint=option,
+        )
+    return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from sqlalchemy.engine import make_url
 
-from worker.commands import cli_settings
+from worker.commands import check_app, cli_settings, served_apps
 from worker.storage.migrations import current_revision, head_revision, upgrade_to_head
 
 
@@ -19,12 +19,21 @@ def db() -> None:
 
 
 @db.command()
+@click.option(
+    "--owner-app",
+    default=None,
+    metavar="API_KEY",
+    help="the Stream app that owns devices and preferences stored before they were kept per "
+    "app (default: the only configured app; required with several)",
+)
 @click.pass_context
-def upgrade(ctx: click.Context) -> None:
+def upgrade(ctx: click.Context, owner_app: str | None) -> None:
     """Create the tables or migrate them to the newest revision (safe to run on every deploy)."""
-    url = cli_settings(ctx).database_url
+    settings = cli_settings(ctx)
+    url = settings.database_url
+    owner = check_app(ctx, owner_app, "--owner-app") or served_apps(settings).single_app_key()
     try:
-        upgrade_to_head(url)
+        upgrade_to_head(url, owner)
         revision = current_revision(url)
     except Exception as error:
         raise click.ClickException(

@@ -1,29 +1,23 @@
-"""`callpush devices`: the local device registry."""
+"""`callpush devices`: the local device registry, per Stream app."""
 
 from __future__ import annotations
 
 import click
 
 from worker.apns_topics import bundle_id_problem
-from worker.commands import cli_settings
+from worker.commands import app_option, cli_settings, open_database, resolve_app
 from worker.push.base import Platform, redact_token
+from worker.push_tokens import token_problem
 from worker.settings import Settings
 from worker.storage import devices as registry
-from worker.storage.database import Database
+from worker.storage.models import Device
+
+APP_HELP = "the Stream app's API key (required when several apps are configured)"
 
 
 @click.group()
 def devices() -> None:
-    """Register, list and remove push tokens."""
-
-
-def _db(ctx: click.Context) -> Database:
-    from worker.storage.migrations import upgrade_to_head
-
-    settings = cli_settings(ctx)
-    if settings.embedded:  # the embedded SQLite file may not exist yet
-        upgrade_to_head(settings.database_url)
-    return Database(settings.database_url, timeouts=settings.database)
+    """Register, list and remove push tokens (each Stream app has its own)."""
 
 
 @devices.command("add")
@@ -40,6 +34,7 @@ def _db(ctx: click.Context) -> Database:
     help="one of the app's push providers ([apps.apns_providers.<name>] / "
     "[apps.fcm_providers.<name>]); default: the app's default provider",
 )
+@app_option(APP_HELP)
 @click.pass_context
 def add(
     ctx: click.Context,
@@ -49,80 +44,103 @@ def add(
     voip: bool,
     app_id: str | None,
     push_provider_name: str | None,
+    app: str | None,
 ) -> None:
+    """Register TOKEN for USER: a token another user of the app had moves to USER (recorded on
+    the old registration), and beyond devices.max_per_user the oldest is evicted."""
     if voip and platform != Platform.APNS.value:
         raise click.BadParameter("--voip is for APNs tokens only", param_hint="--voip")
     if app_id is not None and platform == Platform.APNS.value:
         problem = bundle_id_problem(app_id)
         if problem:
             raise click.BadParameter(f"{app_id!r} {problem}", param_hint="--app-id")
+    problem = token_problem(Platform(platform), token)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--token")
+    api_key = resolve_app(ctx, app)
     if push_provider_name is not None:
-        _check_provider_name(cli_settings(ctx), Platform(platform), push_provider_name)
-    db = _db(ctx)
-    with db.transaction() as session:
-        device = registry.add_device(
-            session,
-            user_id=user_id,
-            platform=Platform(platform),
-            token=token,
-            voip=voip,
-            app_id=app_id,
-            push_provider_name=push_provider_name,
-        )
-        kind = f"{platform} voip" if voip else platform
-        click.echo(f"device {device.id}: {user_id} {kind} {redact_token(token)}")
-    db.dispose()
+        _check_provider_name(cli_settings(ctx), api_key, Platform(platform), push_provider_name)
+    db = open_database(ctx)
+    try:
+        with db.transaction() as session:
+            device = registry.add_device(
+                session,
+                api_key=api_key,
+                user_id=user_id,
+                platform=Platform(platform),
+                token=token,
+                voip=voip,
+                app_id=app_id,
+                push_provider_name=push_provider_name,
+                max_per_user=cli_settings(ctx).devices.max_per_user,
+            )
+            kind = f"{platform} voip" if voip else platform
+            click.echo(f"device {device.id}: {user_id} {kind} {redact_token(token)}")
+    finally:
+        db.dispose()
 
 
-def _check_provider_name(settings: Settings, platform: Platform, name: str) -> None:
-    """The CLI acts for no app in particular: the name must be one some app configures."""
-    configured = {
-        provider
-        for app in settings.apps
-        for provider in (app.apns_providers if platform is Platform.APNS else app.fcm_providers)
-    }
-    if name not in configured:
+def describe_state(device: Device) -> str:
+    """``active``, or when and why it was disabled (and to whom a moved token went)."""
+    if device.disabled_at is None:
+        return "active"
+    moved = f"; now {device.moved_to_user_id}'s" if device.moved_to_user_id else ""
+    return f"disabled {device.disabled_at:%Y-%m-%d %H:%M} ({device.disabled_reason}{moved})"
+
+
+def _check_provider_name(settings: Settings, api_key: str, platform: Platform, name: str) -> None:
+    """The name must be one of the app's providers of that platform, as Stream refuses a
+    device whose provider is not configured."""
+    app = settings.app_for_key(api_key)
+    named = (app.apns_providers if platform is Platform.APNS else app.fcm_providers) if app else {}
+    if name not in named:
         raise click.BadParameter(
-            f"push provider {name!r} is not configured for any app "
-            f"({platform.value} providers: {', '.join(sorted(configured)) or 'none'})",
+            f"push provider {name!r} is not configured for app {api_key} "
+            f"({platform.value} providers: {', '.join(sorted(named)) or 'none'})",
             param_hint="--push-provider-name",
         )
 
 
 @devices.command("list")
 @click.option("--user", "user_id", default=None)
+@app_option(APP_HELP)
 @click.pass_context
-def list_(ctx: click.Context, user_id: str | None) -> None:
-    db = _db(ctx)
-    with db.transaction() as session:
-        found = registry.list_devices(session, user_id)
-        click.echo(
-            f"{'ID':>5}  {'USER':<20} {'PLATFORM':<8} {'VOIP':<4} {'TOKEN':<14} "
-            f"{'PROVIDER':<20} STATE"
-        )
-        for d in found:
-            state = (
-                f"disabled {d.disabled_at:%Y-%m-%d %H:%M} ({d.disabled_reason})"
-                if d.disabled_at
-                else "active"
-            )
-            provider = d.push_provider_name or "(default)"
+def list_(ctx: click.Context, user_id: str | None, app: str | None) -> None:
+    """The app's devices (one user's with --user), disabled ones with the reason: a provider
+    rejected the token, it moved to another user, or it was evicted."""
+    api_key = resolve_app(ctx, app)
+    db = open_database(ctx)
+    try:
+        with db.transaction() as session:
+            found = registry.list_devices(session, api_key, user_id)
+            click.echo(f"app {api_key}")
             click.echo(
-                f"{d.id:>5}  {d.user_id:<20} {d.platform:<8} {'yes' if d.voip else 'no':<4} "
-                f"{redact_token(d.token):<14} {provider:<20} {state}"
+                f"{'ID':>5}  {'USER':<20} {'PLATFORM':<8} {'VOIP':<4} {'TOKEN':<14} "
+                f"{'PROVIDER':<20} STATE"
             )
-    db.dispose()
+            for d in found:
+                provider = d.push_provider_name or "(default)"
+                click.echo(
+                    f"{d.id:>5}  {d.user_id:<20} {d.platform:<8} {'yes' if d.voip else 'no':<4} "
+                    f"{redact_token(d.token):<14} {provider:<20} {describe_state(d)}"
+                )
+    finally:
+        db.dispose()
 
 
 @devices.command("remove")
 @click.option("--token", required=True)
 @click.option("--user", "user_id", default=None, help="only if it belongs to this user")
+@app_option(APP_HELP)
 @click.pass_context
-def remove(ctx: click.Context, token: str, user_id: str | None) -> None:
-    db = _db(ctx)
-    with db.transaction() as session:
-        removed = registry.remove_device(session, token, user_id)
-    db.dispose()
+def remove(ctx: click.Context, token: str, user_id: str | None, app: str | None) -> None:
+    api_key = resolve_app(ctx, app)
+    db = open_database(ctx)
+    try:
+        with db.transaction() as session:
+            removed = registry.remove_device(session, api_key, token, user_id)
+    finally:
+        db.dispose()
     if not removed:
         raise click.ClickException("no such device")
     click.echo(f"removed {removed} device(s)")

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import click
 
 from worker import event_log, retention
-from worker.commands import cli_settings
+from worker.commands import app_option, check_app, cli_settings, open_database
 from worker.event_import import DispatchEvent, import_lines
 from worker.replay_jobs import (
     Dispatch,
@@ -65,18 +65,12 @@ TIME = TimeArgument()
 DURATION = DurationArgument()
 
 
-def open_db(ctx: click.Context) -> Database:
-    from worker.storage.migrations import upgrade_to_head
-
-    settings = cli_settings(ctx)
-    if settings.embedded:  # the embedded SQLite file may not exist yet
-        upgrade_to_head(settings.database_url)
-    return Database(settings.database_url, timeouts=settings.database)
+APP_FILTER_HELP = "only this Stream app's (its API key)"
 
 
 @contextmanager
 def database(ctx: click.Context) -> Iterator[Database]:
-    db = open_db(ctx)
+    db = open_database(ctx)
     try:
         yield db
     finally:
@@ -139,6 +133,7 @@ def events() -> None:
 @click.option("--since", type=TIME, default=None, help="1h, 30m, 2d or an ISO 8601 time")
 @click.option("--until", type=TIME, default=None, help="1h, 30m, 2d or an ISO 8601 time")
 @click.option("--limit", type=click.IntRange(1, event_log.MAX_LIMIT), default=50, show_default=True)
+@app_option(APP_FILTER_HELP)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
 def list_(
@@ -149,12 +144,21 @@ def list_(
     since: datetime | None,
     until: datetime | None,
     limit: int,
+    app: str | None,
     as_json: bool,
 ) -> None:
     """The newest events first (times in UTC)."""
+    api_key = check_app(ctx, app)
     with database(ctx) as db, db.transaction() as session:
         found = event_log.list_events(
-            session, status, event_type, call_cid, since=since, until=until, limit=limit
+            session,
+            status,
+            event_type,
+            call_cid,
+            since=since,
+            until=until,
+            limit=limit,
+            api_key=api_key,
         )
     if as_json:
         echo_json({"events": found})
@@ -170,6 +174,8 @@ def list_(
         )
     if not found:
         click.echo("(no events)")
+    elif api_key is None and len({e.api_key for e in found}) > 1:
+        click.echo("(several Stream apps: narrow with --app)")
 
 
 @events.command("show")
@@ -188,6 +194,7 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
     reason = f": {detail.status_reason}" if detail.status_reason else ""
     click.echo(f"event {detail.id}  {detail.event_type}  {detail.status}{reason}")
     rows = [
+        ("app", detail.api_key),
         ("call", f"{detail.call_cid or '-'}  (session {detail.session_id or '-'})"),
         ("created", f"{_time(detail.event_created_at)} (by Stream)"),
         ("received", f"{_time(detail.received_at)}  (webhook {detail.webhook_id})"),
@@ -230,6 +237,7 @@ def _recipients_text(recipients: tuple[str, ...] | None) -> str:
 @click.option("--since", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")
 @click.option("--until", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")
 @click.option("--type", "event_type", default=None, metavar="TYPE", help="with --failed")
+@app_option("with --failed: only this Stream app's (its API key)")
 @click.option("--dry-run", is_flag=True, help="print what would be re-sent; change nothing")
 @click.option(
     "--force",
@@ -244,6 +252,7 @@ def replay(
     since: datetime | None,
     until: datetime | None,
     event_type: str | None,
+    app: str | None,
     dry_run: bool,
     force: bool,
 ) -> None:
@@ -262,14 +271,15 @@ def replay(
         raise click.UsageError("give event ids, or --failed --since … (not both)")
     if failed and since is None:
         raise click.UsageError("--failed needs --since (e.g. --since 12h)")
-    if not failed and (since or until or event_type):
-        raise click.UsageError("--since/--until/--type select events for --failed only")
+    if not failed and (since or until or event_type or app):
+        raise click.UsageError("--since/--until/--type/--app select events for --failed only")
+    api_key = check_app(ctx, app)
     settings = cli_settings(ctx)
     with database(ctx) as db:
         if failed:
             assert since is not None
             with db.transaction() as session:
-                event_ids = failed_event_ids(session, since, until, event_type)
+                event_ids = failed_event_ids(session, since, until, event_type, api_key)
             if not event_ids:
                 click.echo("no failed events in that window")
                 return

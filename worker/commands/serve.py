@@ -106,7 +106,12 @@ def run(ctx: click.Context, host: str, port: int, concurrency: int) -> None:
         raise click.ClickException(
             "broker_url is set: run `callpush web` and `callpush worker` for the production mode"
         )
-    run_embedded(settings, host=host, port=port, concurrency=concurrency)
+    from worker.storage.migrations import UpgradeRefused
+
+    try:
+        run_embedded(settings, host=host, port=port, concurrency=concurrency)
+    except UpgradeRefused as refused:  # the SQLite file holds devices of an unknown app
+        raise click.ClickException(str(refused)) from refused
 
 
 @click.command()

@@ -6,25 +6,18 @@ from datetime import datetime
 
 import click
 
-from worker.commands import cli_settings
+from worker.commands import app_option, open_database, resolve_app
 from worker.durations import parse_duration
 from worker.storage import preferences
-from worker.storage.database import Database
 from worker.storage.models import UserPreference, utcnow
+
+APP_HELP = "the Stream app's API key (required when several apps are configured)"
 
 
 @click.group()
 def users() -> None:
-    """Switch a user's call pushes off (for good or for a while) and on again."""
-
-
-def _db(ctx: click.Context) -> Database:
-    from worker.storage.migrations import upgrade_to_head
-
-    settings = cli_settings(ctx)
-    if settings.embedded:  # the embedded SQLite file may not exist yet
-        upgrade_to_head(settings.database_url)
-    return Database(settings.database_url, timeouts=settings.database)
+    """Switch a user's call pushes off (for good or for a while) and on again (per Stream
+    app)."""
 
 
 def _describe(user_id: str, preference: UserPreference | None) -> str:
@@ -41,8 +34,15 @@ def _describe(user_id: str, preference: UserPreference | None) -> str:
 @click.option("--user", "user_id", required=True)
 @click.option("--until", "until_text", default=None, help="RFC 3339, e.g. 2026-12-01T00:00:00Z")
 @click.option("--for", "for_text", default=None, help="a duration, e.g. 8h, 30m, 2d")
+@app_option(APP_HELP)
 @click.pass_context
-def mute(ctx: click.Context, user_id: str, until_text: str | None, for_text: str | None) -> None:
+def mute(
+    ctx: click.Context,
+    user_id: str,
+    until_text: str | None,
+    for_text: str | None,
+    app: str | None,
+) -> None:
     """Switch USER's call pushes off: for good, or until a time (--until) or for a while (--for)."""
     if until_text is not None and for_text is not None:
         raise click.UsageError("give --until or --for, not both")
@@ -59,10 +59,11 @@ def mute(ctx: click.Context, user_id: str, until_text: str | None, for_text: str
             until = utcnow() + parse_duration(for_text)
         except (ValueError, OverflowError) as error:
             raise click.BadParameter(str(error), param_hint="--for") from None
-    db = _db(ctx)
+    api_key = resolve_app(ctx, app)
+    db = open_database(ctx)
     try:
         with db.transaction() as session:
-            preference = preferences.set_preference(session, user_id, True, until)
+            preference = preferences.set_preference(session, api_key, user_id, True, until)
             click.echo(_describe(user_id, preference))
     finally:
         db.dispose()
@@ -70,13 +71,15 @@ def mute(ctx: click.Context, user_id: str, until_text: str | None, for_text: str
 
 @users.command("unmute")
 @click.option("--user", "user_id", required=True)
+@app_option(APP_HELP)
 @click.pass_context
-def unmute(ctx: click.Context, user_id: str) -> None:
+def unmute(ctx: click.Context, user_id: str, app: str | None) -> None:
     """Switch USER's call pushes on again."""
-    db = _db(ctx)
+    api_key = resolve_app(ctx, app)
+    db = open_database(ctx)
     try:
         with db.transaction() as session:
-            preference = preferences.set_preference(session, user_id, False, None)
+            preference = preferences.set_preference(session, api_key, user_id, False, None)
             click.echo(_describe(user_id, preference))
     finally:
         db.dispose()
@@ -84,12 +87,15 @@ def unmute(ctx: click.Context, user_id: str) -> None:
 
 @users.command("show")
 @click.option("--user", "user_id", required=True)
+@app_option(APP_HELP)
 @click.pass_context
-def show(ctx: click.Context, user_id: str) -> None:
+def show(ctx: click.Context, user_id: str, app: str | None) -> None:
     """Whether USER's call pushes are on or off."""
-    db = _db(ctx)
+    api_key = resolve_app(ctx, app)
+    db = open_database(ctx)
     try:
         with db.transaction() as session:
-            click.echo(_describe(user_id, preferences.get_preference(session, user_id)))
+            preference = preferences.get_preference(session, api_key, user_id)
+            click.echo(_describe(user_id, preference))
     finally:
         db.dispose()

@@ -116,12 +116,15 @@ def unfinished_events(
 
 
 def stop_events_for_call(
-    session: Session, call_cid: str, stop_types: Iterable[str], since: datetime
+    session: Session, call_cid: str, stop_types: Iterable[str], since: datetime, *, api_key: str
 ) -> list[WebhookEvent]:
-    """Events for the call, of the given types, that arrived after ``since``."""
+    """Events for the call of the app ``api_key``, of the given types, that arrived after
+    ``since``.  Call ids are only unique within an app: another app's ``default:123`` is
+    another call."""
     return list(
         session.scalars(
             select(WebhookEvent).where(
+                WebhookEvent.api_key == api_key,
                 WebhookEvent.call_cid == call_cid,
                 WebhookEvent.event_type.in_(list(stop_types)),
                 WebhookEvent.received_at >= since,

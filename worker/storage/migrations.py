@@ -43,6 +43,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # env.py takes the URL from here rather than from the "sqlalchemy.url" option: that option goes
 # through configparser interpolation, which a "%" in a password would break.
 DATABASE_URL_ATTRIBUTE = "database_url"
+# The Stream app (API key) that owns devices and preferences stored before they were kept per
+# app: read by migration 0002 (which may not import this module, hence the plain string).
+OWNER_APP_ATTRIBUTE = "owner_app"
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
@@ -70,7 +73,7 @@ CONTEXT_OPTIONS: dict[str, Any] = {
 }
 
 
-def alembic_config(database_url: str | None = None) -> Config:
+def alembic_config(database_url: str | None = None, owner_app: str | None = None) -> Config:
     """The equivalent of an alembic.ini, built in code."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -78,6 +81,8 @@ def alembic_config(database_url: str | None = None) -> Config:
     config.set_main_option("path_separator", "os")
     if database_url is not None:
         config.attributes[DATABASE_URL_ATTRIBUTE] = database_url
+    if owner_app is not None:
+        config.attributes[OWNER_APP_ATTRIBUTE] = owner_app
     return config
 
 
@@ -90,10 +95,21 @@ def head_revision() -> str | None:
     return script_directory().get_current_head()
 
 
-def upgrade_to_head(database_url: str) -> None:
+class UpgradeRefused(Exception):
+    """A migration refused to run and changed nothing; the message says what it needs."""
+
+
+def upgrade_to_head(database_url: str, owner_app: str | None = None) -> None:
     """Create or bring the schema up to date.  A no-op when it already is; on PostgreSQL two
-    concurrent upgrades wait for each other (env.py takes an advisory lock)."""
-    command.upgrade(alembic_config(database_url), "head")
+    concurrent upgrades wait for each other (env.py takes an advisory lock).
+
+    ``owner_app``: the Stream app (API key) that owns devices and preferences stored before
+    they were kept per app (migration 0002); needed only when there are such rows, and then the
+    upgrade raises :class:`UpgradeRefused` without it (``callpush db upgrade --owner-app``)."""
+    try:
+        command.upgrade(alembic_config(database_url, owner_app), "head")
+    except RuntimeError as refused:  # what a migration raises when it cannot go on
+        raise UpgradeRefused(str(refused)) from refused
 
 
 def downgrade(database_url: str, revision: str) -> None:

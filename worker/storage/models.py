@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -118,13 +119,35 @@ class FanoutChunk(Base):
 
 
 class Device(Base):
-    """A push token of a user: an APNs token (VoIP or not) or an FCM registration token."""
+    """A push token of a user of one Stream app: an APNs token (VoIP or not) or an FCM
+    registration token.
+
+    Rows are scoped by ``api_key`` (the Stream app, as on ``webhook_events``): a webhook of one
+    app never reaches another app's devices.  A token is active for at most one user of an app
+    at a time (the partial unique index); a user keeps one row per token, so when a phone
+    changes accounts the old owner's row is disabled (``moved_to_user_id``) and stays as the
+    record of the move rather than being rewritten.
+    """
 
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("platform", "token"),)
+    __table_args__ = (
+        UniqueConstraint("api_key", "platform", "token", "user_id"),
+        Index("ix_devices_api_key_user_id", "api_key", "user_id"),
+        Index(
+            "uq_devices_active_token",
+            "api_key",
+            "platform",
+            "token",
+            unique=True,
+            postgresql_where=text("disabled_at IS NULL"),
+            sqlite_where=text("disabled_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    # The Stream app (its API key) the device was registered for.
+    api_key: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(255))
     platform: Mapped[str] = mapped_column(String(8))  # "apns" | "fcm"
     token: Mapped[str] = mapped_column(String(512))
     voip: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -138,16 +161,23 @@ class Device(Base):
     # its topic, environment and credentials.  None = the app's default provider.
     push_provider_name: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The last time the token was registered (apps register at every start): the per-user
+    # device cap evicts the registrations not refreshed for longest.
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    # Set when the token was registered by another user of the app (a phone that changed
+    # accounts): who has it now.  Operators' data: the device API never shows it.
+    moved_to_user_id: Mapped[str | None] = mapped_column(String(255))
 
 
 class UserPreference(Base):
-    """A user's choice about call pushes: off for good (muted_until = None, muted) or until a
-    time."""
+    """A user's choice about call pushes, per Stream app: off for good (muted_until = None,
+    muted) or until a time."""
 
     __tablename__ = "user_preferences"
 
+    api_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     muted: Mapped[bool] = mapped_column(Boolean, default=False)
     muted_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

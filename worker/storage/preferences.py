@@ -1,4 +1,4 @@
-"""Users' call-push preferences: on, off for good, or off until a time.
+"""Users' call-push preferences, per Stream app: on, off for good, or off until a time.
 
 The row (``UserPreference``) means: ``muted`` with ``muted_until`` None = off until unmuted;
 ``muted`` with ``muted_until`` = off until then (after which it is simply on again, no clean-up
@@ -52,12 +52,12 @@ def is_muted(preference: UserPreference | None, now: datetime) -> bool:
     return preference.muted_until is None or preference.muted_until > now
 
 
-def get_preference(session: Session, user_id: str) -> UserPreference | None:
-    return session.get(UserPreference, user_id)
+def get_preference(session: Session, api_key: str, user_id: str) -> UserPreference | None:
+    return session.get(UserPreference, (api_key, user_id))
 
 
 def set_preference(
-    session: Session, user_id: str, muted: bool, until: datetime | None = None
+    session: Session, api_key: str, user_id: str, muted: bool, until: datetime | None = None
 ) -> UserPreference:
     """Switch call pushes off (for good when ``until`` is None, else until then) or on.
 
@@ -70,29 +70,30 @@ def set_preference(
             raise ValueError("until must be timezone-aware")
     now = utcnow()
     session.execute(
-        insert_ignoring_conflicts(session, UserPreference, ["user_id"]).values(
-            user_id=user_id, muted=False, muted_until=None, updated_at=now
+        insert_ignoring_conflicts(session, UserPreference, ["api_key", "user_id"]).values(
+            api_key=api_key, user_id=user_id, muted=False, muted_until=None, updated_at=now
         )
     )
     session.execute(
         update(UserPreference)
-        .where(UserPreference.user_id == user_id)
+        .where(UserPreference.api_key == api_key, UserPreference.user_id == user_id)
         .values(muted=muted, muted_until=until, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    preference = session.get(UserPreference, user_id, populate_existing=True)
+    preference = session.get(UserPreference, (api_key, user_id), populate_existing=True)
     assert preference is not None  # inserted or updated just above, in this transaction
     return preference
 
 
-def muted_users(session: Session, user_ids: Iterable[str], now: datetime) -> set[str]:
-    """The users among ``user_ids`` whose call pushes are off at ``now``."""
+def muted_users(session: Session, api_key: str, user_ids: Iterable[str], now: datetime) -> set[str]:
+    """The users among ``user_ids`` whose call pushes are off at ``now`` in the app."""
     ids = list(dict.fromkeys(user_ids))
     muted: set[str] = set()
     for start in range(0, len(ids), _CHUNK):
         muted.update(
             session.scalars(
                 select(UserPreference.user_id).where(
+                    UserPreference.api_key == api_key,
                     UserPreference.user_id.in_(ids[start : start + _CHUNK]),
                     UserPreference.muted.is_(True),
                     or_(UserPreference.muted_until.is_(None), UserPreference.muted_until > now),

@@ -22,6 +22,7 @@ from tests.ops_data import (
 )
 from worker.commands.events import events
 from worker.commands.trace import trace
+from worker.settings import DEV_API_KEY
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, FanoutChunk, WebhookEvent
@@ -482,7 +483,9 @@ def test_embedded_expired_ring_is_not_rerung_without_force(embedded):
 
 def test_embedded_import_is_processed_inline(embedded, tmp_path):
     run, db = embedded
-    Seeder(db).device("bob", "fcm", BOB_FCM)
+    # Imported for the embedded mode's development app, so only that app's devices are rung.
+    Seeder(db).device("bob", "fcm", BOB_FCM, api_key=DEV_API_KEY)
+    Seeder(db).device("bob", "fcm", BOB_FCM)  # the other app's bob: not rung
     path = tmp_path / "dead-letters.jsonl"
     path.write_text(json.dumps(notification_body("default:dl", "alice", ["bob"])) + "\n")
     result = run("import", str(path))  # the embedded mode's development app

@@ -126,7 +126,9 @@ def test_replay_after_an_apns_outage_sends_exactly_the_missing_pushes(
             ("dave", Platform.APNS, DAVE_APNS, False),
             ("erin", Platform.APNS, ERIN_VOIP, True),
         ]:
-            devices.add_device(session, user_id=user, platform=platform, token=token, voip=voip)
+            devices.add_device(
+                session, api_key=API_KEY, user_id=user, platform=platform, token=token, voip=voip
+            )
 
     outage = apns_outage(fake_apns)
     outage.set()

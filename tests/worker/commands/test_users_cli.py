@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from worker.commands.users import parse_duration, users
+from worker.settings import DEV_API_KEY
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.preferences import get_preference
@@ -30,7 +31,7 @@ def stored(url: str, user_id: str):
     db = Database(url)
     try:
         with db.transaction() as session:
-            return get_preference(session, user_id)
+            return get_preference(session, DEV_API_KEY, user_id)
     finally:
         db.dispose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,133 @@ def test_concurrent_postgres_upgrades_serialize(postgres_url: str) -> None:
     assert [proc.returncode for proc in procs] == [0] * len(procs), outputs
     assert current_revision(postgres_url) == head_revision()
     assert schema_differences(postgres_url) == []
+
+
+# --- 0002: devices and preferences stored before apps were tenants ----------------------------
+
+
+def _at_0001_with_rows(url: str) -> None:
+    """A database as the last release left it: schema 0001 with a device, a preference and an
+    event of the app that registered them."""
+    from alembic import command
+    from sqlalchemy import text
+
+    command.upgrade(migrations.alembic_config(url), "0001")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO devices (user_id, platform, token, voip, source, created_at)"
+                    " VALUES ('bob', 'apns', :token, true, 'local', :now),"
+                    " ('carol', 'fcm', :fcm, false, 'local', :now)"
+                ),
+                {"token": "ab" * 32, "fcm": "carol-fcm-" + "x" * 40, "now": datetime.now(UTC)},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO user_preferences (user_id, muted, updated_at)"
+                    " VALUES ('bob', true, :now)"
+                ),
+                {"now": datetime.now(UTC)},
+            )
+    finally:
+        engine.dispose()
+
+
+def _owned_by(url: str) -> tuple[set[str], set[str], set[tuple[str, str]]]:
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            devices = set(connection.scalars(text("SELECT DISTINCT api_key FROM devices")))
+            prefs = set(connection.scalars(text("SELECT DISTINCT api_key FROM user_preferences")))
+            registered = {
+                (user, str(registered == created))
+                for user, registered, created in connection.execute(
+                    text("SELECT user_id, registered_at, created_at FROM devices")
+                )
+            }
+        return devices, prefs, registered
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def any_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+def test_existing_rows_go_to_the_owner_app(any_url: str) -> None:
+    _at_0001_with_rows(any_url)
+    upgrade_to_head(any_url, owner_app="prod-key")
+    assert current_revision(any_url) == head_revision()
+    assert schema_differences(any_url) == []
+    devices, prefs, registered = _owned_by(any_url)
+    assert devices == prefs == {"prod-key"}
+    assert registered == {("bob", "True"), ("carol", "True")}  # registered_at = created_at
+
+
+def test_existing_rows_without_an_owner_are_refused_and_nothing_changes(any_url: str) -> None:
+    _at_0001_with_rows(any_url)
+    with pytest.raises(migrations.UpgradeRefused) as refused:
+        upgrade_to_head(any_url)
+    message = str(refused.value)
+    assert "2 device(s) and 1 push preference(s)" in message
+    assert "callpush db upgrade --owner-app <api key>" in message
+    assert current_revision(any_url) == "0001"
+    engine = create_engine(any_url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("devices")}
+    finally:
+        engine.dispose()
+    assert "api_key" not in columns
+    # Told which app owns them, the same database upgrades.
+    upgrade_to_head(any_url, owner_app="dev-key")
+    assert _owned_by(any_url)[:2] == ({"dev-key"}, {"dev-key"})
+
+
+def test_preferences_are_keyed_by_app_and_user(any_url: str) -> None:
+    upgrade_to_head(any_url)
+    engine = create_engine(any_url)
+    try:
+        primary_key = inspect(engine).get_pk_constraint("user_preferences")
+        indexes = {i["name"]: i for i in inspect(engine).get_indexes("devices")}
+    finally:
+        engine.dispose()
+    assert primary_key["constrained_columns"] == ["api_key", "user_id"]
+    active = indexes["uq_devices_active_token"]
+    assert active["unique"] and active["column_names"] == ["api_key", "platform", "token"]
+
+
+def test_downgrade_from_0002_keeps_one_row_per_token(sqlite_url: str) -> None:
+    from sqlalchemy import text
+
+    _at_0001_with_rows(sqlite_url)
+    upgrade_to_head(sqlite_url, owner_app="prod-key")
+    engine = create_engine(sqlite_url)
+    try:
+        with engine.begin() as connection:
+            # The same token in another app, and the same user's preference there.
+            connection.execute(
+                text(
+                    "INSERT INTO devices (api_key, user_id, platform, token, voip, source,"
+                    " created_at, registered_at) VALUES ('dev-key', 'bob', 'apns', :token, true,"
+                    " 'local', :now, :now)"
+                ),
+                {"token": "ab" * 32, "now": datetime.now(UTC)},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO user_preferences (api_key, user_id, muted, updated_at)"
+                    " VALUES ('dev-key', 'bob', false, :now)"
+                ),
+                {"now": datetime.now(UTC)},
+            )
+        migrations.downgrade(sqlite_url, "0001")
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT count(*) FROM devices")) == 2
+            assert connection.scalar(text("SELECT count(*) FROM user_preferences")) == 1
+    finally:
+        engine.dispose()
