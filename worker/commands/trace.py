@@ -15,6 +15,7 @@ _STYLE = {
     "token_invalid": "red",
     "expired": "yellow",
     "retry": "yellow",
+    "unconfirmed": "yellow",
 }
 
 
