@@ -313,15 +313,17 @@ def _give_up(
     *,
     attempted: bool,
 ) -> None:
-    """The ring is over for these claims (``attempted``: just now).  Never sent: ``expired``.
-    Tried: ``failed``, with the provider's last reason and the number of attempts."""
+    """The ring is over for these claims (``attempted``: just now).  Not tried by this run (a
+    ring processed too late, a replay after the ring): ``expired``.  Tried and refused until the
+    end: ``failed``, with the provider's last reason and the number of attempts."""
     if not claims:
         return
     expired: list[tuple[Claim, int]] = []
     failed: list[tuple[Claim, int]] = []
     for claim in claims:
+        tried = attempted or claim.delivery_id in last
         attempts = claim.attempt if attempted else claim.attempt - 1
-        (failed if attempts else expired).append((claim, attempts))
+        (failed if tried else expired).append((claim, attempts))
     with services.db.transaction() as session:
         deliveries.settle_without_sending(
             session,

@@ -290,7 +290,12 @@ class _RobustProtocol(APNsTLSClientProtocol):
         # id were not processed and are resent; the others may have been, so only an
         # at-least-once push is resent (connection_lost, send_notification).
         self._goaway = True
-        self._goaway_last_stream = event.last_stream_id
+        # A later GOAWAY must not raise the last stream id (RFC 9113 §6.8), but h2 sends one
+        # of its own with a higher id when frames arrive after its GOAWAY: keep the lowest.
+        last = event.last_stream_id
+        if self._goaway_last_stream is not None and last is not None:
+            last = min(last, self._goaway_last_stream)
+        self._goaway_last_stream = last
         super().on_connection_terminated(event)
 
     def connection_lost(self, exc: Exception | None) -> None:
