@@ -200,9 +200,8 @@ def test_embedded_mode_loses_nothing_accepted_when_killed(
     for calls, platform in ((apns_calls, "apns"), (fcm_calls, "fcm")):
         assert len(calls) == len(set(calls)), f"a {platform} ring went out twice"
         unconfirmed = unconfirmed_calls(db_path, platform)
-        assert (
-            len(unconfirmed) <= 16
-        )  # at most one per thread of the killed process (--concurrency)
+        # At most one per thread of the killed process (`callpush run --concurrency`).
+        assert len(unconfirmed) <= 16
         assert set(calls) | unconfirmed == accepted
 
 
