@@ -341,3 +341,72 @@ def test_a_ring_worker_killed_mid_send_does_not_ring_twice(
     assert (delivery.status, delivery.attempts) == ("unconfirmed", 1)
     assert delivery.reason == f"worker stopped mid-send: {NOT_RESENT}"
     assert (event.status, event.status_reason) == ("processed", "1 unconfirmed")
+
+
+def test_rings_being_retried_do_not_hold_back_a_healthy_ring(
+    tmp_path: Path,
+    postgres_url: str,
+    redis_url: str,
+    fake_apns: FakeApns,
+    apns_settings: ApnsSettings,
+    fake_fcm: FakeFcm,
+    fcm_settings: FcmSettings,
+) -> None:
+    """`callpush worker --queues ring` with its default threads: 30 rings to phones APNs
+    answers 500 for (more rings than the 16 threads it used to run) are all being retried at
+    once, 20 s rings, and a new ring to a healthy phone is still sent at once."""
+    env = provider_env(apns_settings, fcm_settings) | {
+        "CALLPUSH_DATABASE_URL": postgres_url,
+        "CALLPUSH_BROKER_URL": redis_url,
+        "CALLPUSH_STREAM_API_KEY": API_KEY,
+        "CALLPUSH_STREAM_API_SECRET": SECRET,
+    }
+    run_cli(["db", "upgrade"], env, tmp_path)
+    settings = load_settings(
+        database_url=postgres_url,
+        broker_url=redis_url,
+        apps=[{"api_key": API_KEY, "api_secrets": [SECRET]}],
+    )
+    db = Database(postgres_url)
+    celery = create_celery(settings)
+    failing = [voip_token(f"fail5xx{i:02d}") for i in range(30)]
+    healthy = voip_token("ab")
+    with db.transaction() as session:
+        phones = [(f"u{i}", token) for i, token in enumerate(failing)] + [("bob", healthy)]
+        session.execute(
+            insert(Device),
+            [
+                {"user_id": user, "platform": "apns", "token": token, "voip": True}
+                for user, token in phones
+            ],
+        )
+    port = free_port()
+    server = create_server(create_app(settings, db=db, celery=celery), host="127.0.0.1", port=port)
+    threading.Thread(target=server.run, daemon=True).start()
+
+    def post(event: dict) -> None:
+        body, headers = sample_events.signed_request(event, api_key=API_KEY, secret=SECRET)
+        response = requests.post(
+            f"http://127.0.0.1:{port}/webhooks/stream", data=body, headers=headers, timeout=15
+        )
+        assert response.status_code == 202, response.text
+
+    def retried() -> int:
+        return sum(1 for token in failing if fake_apns.hits.get(token, 0) >= 2)
+
+    try:
+        with running(["worker", "--queues", "ring"], env, tmp_path, "worker") as worker:
+            wait_until(lambda: " ready." in (tmp_path / "worker.log").read_text(), 30)
+            for i in range(len(failing)):
+                post(sample_events.ring_event("alice", [f"u{i}"], ring_timeout_ms=20_000))
+            # With too few threads the rings beyond them would wait for the first to end (20 s).
+            wait_until(lambda: retried() == len(failing), 10, message="all 30 being retried")
+            sent = time.monotonic()
+            post(sample_events.ring_event("alice", ["bob"]))
+            wait_until(lambda: healthy in fake_apns.hits, 10, message="the healthy ring")
+            latency = time.monotonic() - sent
+            stop(worker, signal.SIGKILL)  # the failing rings need not run to their end
+    finally:
+        server.close()
+        db.dispose()
+    assert latency < 1.0, f"the healthy ring waited {latency:.2f} s"
