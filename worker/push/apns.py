@@ -121,13 +121,9 @@ class _NotProcessed(ConnectionClosed):
     ConnectionClosed, so aioapns's pool resends it on another connection."""
 
 
-class AnswerLost(Exception):
+class _AnswerLost(Exception):
     """An ``at_most_once`` request may have reached APNs, but its answer never will.  Not a
     ConnectionClosed, so the pool does not resend it."""
-
-
-def _in_doubt(request: NotificationRequest) -> bool:
-    return isinstance(request, _TrackedRequest) and request.in_doubt
 
 
 def _set_in_doubt(request: NotificationRequest, value: bool) -> None:
@@ -193,7 +189,7 @@ class _RobustProtocol(APNsTLSClientProtocol):
             raise  # the pool sends it again, on another connection
         except ConnectionClosed as exc:
             if isinstance(request, _TrackedRequest) and request.at_most_once:
-                raise AnswerLost(str(exc) or "connection closed") from exc
+                raise _AnswerLost(str(exc) or "connection closed") from exc
             raise  # at least once: the pool sends it again (stock aioapns behaviour)
         except asyncio.CancelledError:
             # The caller gave up (timeout).  Forget its future now, so a stream that is never
@@ -559,7 +555,7 @@ class ApnsProvider:
                 written = request.in_doubt
                 reason = "timeout" if written or client.pool.connections else "connection"
                 return self._no_answer(token, message, reason, written)
-            except AnswerLost as exc:
+            except _AnswerLost as exc:
                 logger.warning("APNs push to %s: answer lost (%s)", token, exc)
                 return self._no_answer(token, message, "connection-lost", written=True)
             except (
