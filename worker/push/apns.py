@@ -27,9 +27,10 @@ connection, and Apple throttles token updates (TooManyProviderTokenUpdates).
 And it writes requests itself, so it knows which ones APNs may have processed: a request is "in
 doubt" from the moment it is written until its answer, unless the server says it was not
 processed (RST_STREAM REFUSED_STREAM, or a GOAWAY whose last stream id is below it: RFC 9113
-§8.7 and §6.8).  Stock aioapns resends every request whose connection closed; for an
-``at_most_once`` message (a ring) one in doubt is never resent, by the pool or by anyone: it is
-answered ``UNCONFIRMED``.  Connection failures before writing stay ``RETRY``.
+§8.7 and §6.8, https://www.rfc-editor.org/rfc/rfc9113#section-8.7).  Stock aioapns resends
+every request whose connection closed; for an ``at_most_once`` message (a ring) one in doubt is
+never resent, by the pool or by anyone: it is answered ``UNCONFIRMED``.  Connection failures
+before writing stay ``RETRY``.
 """
 
 from __future__ import annotations

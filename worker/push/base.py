@@ -6,12 +6,11 @@ answers into one of five results, so nothing above this layer ever sees an SDK r
 A push that got no answer is not always safe to send again.  APNs and FCM take no idempotency
 key, so a request that may have reached them and is sent again may be delivered twice, and a
 ring delivered twice rings twice: Stream's iOS SDK reports every VoIP push to CallKit as a new
-call with a new UUID (github.com/GetStream/stream-video-swift,
-Sources/StreamVideo/CallKit/CallKitService.swift) and its Android SDK does not treat a second
-ring of the same call as busy (github.com/GetStream/stream-video-android,
-stream-video-android-core/.../core/call/CallBusyHandler.kt).  A message marked ``at_most_once``
-(every ring) is therefore answered ``UNCONFIRMED`` when it may have arrived, and ``RETRY`` only
-when the provider certainly did not take it.
+call with a new UUID (https://github.com/GetStream/stream-video-swift/blob/8196aff7274afded5f2e1c54e6c0adc4226bc19e/Sources/StreamVideo/CallKit/CallKitService.swift#L222-L233)
+and its Android SDK does not treat a second ring of the same call as busy
+(https://github.com/GetStream/stream-video-android/blob/8fbaea45804cb3276b3dc41d6f8a55a07cfdf3b6/stream-video-android-core/src/main/kotlin/io/getstream/video/android/core/call/CallBusyHandler.kt#L38-L60).
+A message marked ``at_most_once`` (every ring) is therefore answered ``UNCONFIRMED`` when it may
+have arrived, and ``RETRY`` only when the provider certainly did not take it.
 """
 
 from __future__ import annotations
