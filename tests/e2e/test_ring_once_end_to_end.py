@@ -276,11 +276,10 @@ def test_a_ring_that_never_gets_through_is_failed_with_the_last_reason(
         delivery = outcome[token]
         attempts = fake_hits[token]
         assert attempts >= 5  # kept trying for the whole ring
-        assert (delivery.status, delivery.status_code, delivery.attempts) == (
-            "failed",
-            500,
-            attempts,
-        )
+        assert (delivery.status, delivery.status_code) == ("failed", 500)
+        # The attempts column counts claims: under load the ring may end between the last claim
+        # and its send, which then is not made.
+        assert delivery.attempts in (attempts, attempts + 1)
         assert delivery.reason == (
             f"{reason}: not accepted in {attempts} attempt(s) before the ring was over"
         )
