@@ -399,7 +399,7 @@ def test_rings_being_retried_do_not_hold_back_a_healthy_ring(
             for i in range(len(failing)):
                 post(sample_events.ring_event("alice", [f"u{i}"], ring_timeout_ms=20_000))
             # With too few threads the rings beyond them would wait for the first to end (20 s).
-            wait_until(lambda: retried() == len(failing), 10, message="all 30 being retried")
+            wait_until(lambda: retried() == len(failing), 15, message="all 30 being retried")
             sent = time.monotonic()
             post(sample_events.ring_event("alice", ["bob"]))
             wait_until(lambda: healthy in fake_apns.hits, 10, message="the healthy ring")
@@ -408,4 +408,5 @@ def test_rings_being_retried_do_not_hold_back_a_healthy_ring(
     finally:
         server.close()
         db.dispose()
-    assert latency < 1.0, f"the healthy ring waited {latency:.2f} s"
+    # Without a free thread it would wait for the first failing ring to end (20 s).
+    assert latency < 2.0, f"the healthy ring waited {latency:.2f} s"
