@@ -429,11 +429,11 @@ def run(quick: bool) -> dict[str, Any]:
             findings.append(
                 "chaos provider_faults: healthy rings were slower among rings to failing devices "
                 f"(p50 {faults['healthy_p50_ms']} ms, p99 {faults['healthy_p99_ms']} ms). A ring "
-                "to a stalled, throttled or 5xx-answering device holds one of the ring worker's "
-                "threads (16 by default) for its inline retries (up to 4 attempts x the provider "
-                "timeout + 0.1/0.3/0.8 s); the healthy rings' tail varies run to run with the "
-                "CPU the fakes, web and workers share on 2 cores (back-to-back runs: p99 73 ms "
-                "with 16 threads, 195 ms with 32, so more threads are not the cure)."
+                "to a throttled or 5xx-answering device holds one of the ring worker's threads "
+                "(64 by default) for its retries until the ring is over, a stalled one for the "
+                "provider timeout (then it is unconfirmed, never re-sent); the healthy rings' "
+                "tail varies run to run with the CPU the fakes, web and workers share on 2 cores "
+                "(earlier back-to-back runs: p99 73 ms with 16 threads, 195 ms with 32)."
             )
         metrics.append(
             metric(

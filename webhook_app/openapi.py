@@ -59,6 +59,7 @@ DELIVERY_STATUS = {
         "retry",
         "failed",
         "expired",
+        "unconfirmed",
         "cancelled",
         "skipped",
     ],

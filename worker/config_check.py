@@ -220,6 +220,7 @@ def run_checks(settings: Settings) -> list[Check]:
         ("fcm", check_fcm),
         ("templates", check_templates),
         ("push settings", check_push_settings),
+        ("deprecated settings", check_deprecated),
     ):
         try:
             checks.extend(check(settings))
@@ -427,6 +428,20 @@ def check_broker(settings: Settings) -> list[Check]:
     except Exception as error:
         return [_fail("broker", f"broker_url {shown}: unreachable: {describe_error(error)}")]
     return [_ok("broker", f"reachable at {shown}")]
+
+
+def check_deprecated(settings: Settings) -> list[Check]:
+    """A warning per deprecated setting that is still set; nothing when none is."""
+    checks = []
+    if settings.ring.retry_delays_ms is not None:
+        checks.append(
+            _warn(
+                "deprecated settings",
+                "ring.retry_delays_ms is ignored: ring pushes are retried until the ring is "
+                "over, waiting ring.retry_backoff_ms doubling up to ring.retry_backoff_max_ms",
+            )
+        )
+    return checks
 
 
 def check_templates(settings: Settings) -> list[Check]:

@@ -24,7 +24,7 @@ from worker.storage.migrations import upgrade_to_head
 log = logging.getLogger("callpush.embedded")
 
 
-def run_embedded(settings: Settings, *, host: str, port: int, concurrency: int = 4) -> None:
+def run_embedded(settings: Settings, *, host: str, port: int, concurrency: int = 16) -> None:
     settings = settings.with_dev_app()
     if any(app.api_key == DEV_API_KEY for app in settings.apps):
         log.warning(

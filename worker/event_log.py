@@ -45,6 +45,7 @@ DELIVERY_STATUSES = (
     DeliveryStatus.SENT,
     DeliveryStatus.FAILED,
     DeliveryStatus.EXPIRED,
+    DeliveryStatus.UNCONFIRMED,
     DeliveryStatus.TOKEN_INVALID,
     DeliveryStatus.CANCELLED,
     DeliveryStatus.SKIPPED,

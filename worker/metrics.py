@@ -100,7 +100,7 @@ def _define() -> _Metrics:
         pushes=Counter(
             "callpush_pushes",
             "Provider answers to pushes, by provider, platform and result "
-            "(sent, token_invalid, retry, failed).",
+            "(sent, token_invalid, retry, failed, unconfirmed: a ring whose answer was lost).",
             ["provider", "platform", "result"],
         ),
         push_latency=Histogram(

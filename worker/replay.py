@@ -27,6 +27,7 @@ from worker.storage.models import (
 REPLAYED = frozenset({DeliveryStatus.FAILED, DeliveryStatus.RETRY})
 REPLAYED_WITH_FORCE = REPLAYED | {
     DeliveryStatus.SENT,
+    DeliveryStatus.UNCONFIRMED,  # may have rung: re-rung only when the operator insists
     DeliveryStatus.EXPIRED,
     DeliveryStatus.CANCELLED,
     DeliveryStatus.SKIPPED,

@@ -5,9 +5,15 @@ The phones must ring within milliseconds, exactly once, and never after the ring
   2. their active devices: APNs VoIP tokens and FCM tokens, and the regular APNs token of an
      iPhone that has no VoIP token (a time-sensitive alert rings it);
   3. each (event, device) push is claimed in the deliveries table before it is sent;
-  4. everything is sent in one concurrent batch per push provider;
-  5. transient failures are retried quickly, inline, until the ring deadline, checking before
-     each attempt that the call was not accepted, rejected or ended in the meantime.
+  4. everything is sent in one concurrent batch per push provider, marked ``at_most_once``;
+  5. pushes the provider certainly did not take (429, 5xx, no connection) are retried with
+     capped exponential backoff until the ring deadline, checking before each attempt that the
+     call was not accepted, rejected or ended in the meantime; one that never got through is
+     ``failed`` with the provider's last reason;
+  6. a push whose answer was lost after it was written (a timeout, a dropped connection, a worker
+     killed mid-send) is ``unconfirmed`` and never sent again: a second VoIP push is a second
+     CallKit call (worker/push/base.py).
+The retries sleep in the task's thread, holding no database connection (README: scaling out).
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
+import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -29,6 +35,7 @@ from worker.push.base import Platform, PushKind, PushMessage, PushOutcome, PushR
 from worker.push_outcomes import record_push_outcomes
 from worker.recipients import ring_recipients
 from worker.services import Services
+from worker.settings import RingSettings
 from worker.storage import deliveries, inbox, preferences
 from worker.storage.deliveries import Claim
 from worker.storage.devices import DeviceTarget
@@ -202,14 +209,16 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
     except StreamApiError as error:
         # No retry after the ring: by the time Stream answers again the phone should have rung.
         return EventStatus.FAILED, f"could not list devices from Stream: {error}"
-    all_ours = len(claims) + counts[DeliveryStatus.CANCELLED] == len(targets)
+    settled = counts[DeliveryStatus.CANCELLED] + counts[DeliveryStatus.UNCONFIRMED]
+    all_ours = len(claims) + settled == len(targets)
     while True:
         if claims:
             _send_until_deadline(services, event, stored, claims, deadline, counts)
         if all_ours:
             break
         # Pushes another worker claimed and has not settled: a live one finishes them; a dead
-        # one's (kill -9 mid-send) are taken over once their lease runs out, within the ring.
+        # one's (kill -9 mid-send) are settled unconfirmed once their lease runs out (never
+        # re-sent: the request may have been written), and its pending retries taken over.
         with services.db.transaction() as session:
             held = deliveries.unsettled_claim_times(session, stored.event_id)
         if not held:
@@ -218,7 +227,7 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
         if takeover_at >= deadline:
             counts["held by another worker"] += len(held)
             break
-        time.sleep(max(0.0, (takeover_at - services.now()).total_seconds()) + 0.01)
+        services.sleep(max(0.0, (takeover_at - services.now()).total_seconds()) + 0.01)
         with services.db.transaction() as session:
             claims = _claim_unless_stopped(session, event, stored, targets, lease, counts)
     if not targets:
@@ -229,6 +238,15 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
     return (EventStatus.FAILED if failed else EventStatus.PROCESSED), summary or "nothing to send"
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """A push the provider did not take, waiting for its next attempt."""
+
+    claim: Claim
+    due: datetime
+    last: PushOutcome  # the provider's answer to the latest attempt
+
+
 def _send_until_deadline(
     services: Services,
     event: CallEvent,
@@ -237,18 +255,53 @@ def _send_until_deadline(
     deadline: datetime,
     counts: Counter[str],
 ) -> None:
-    """Send the claimed pushes; retry transient failures quickly until the ring is over."""
-    retry_delays = [ms / 1000 for ms in services.settings.ring.retry_delays_ms]
-    while claims:
-        remaining = (deadline - services.now()).total_seconds()
-        if remaining <= 0:
-            _settle(services, claims, DeliveryStatus.EXPIRED, "ring over before it could be sent")
-            counts[DeliveryStatus.EXPIRED] += len(claims)
+    """Send the claimed pushes; retry those the provider certainly did not take until the ring
+    is over.  Each waits for its own backoff (a Retry-After for one never delays another)."""
+    lease = services.claim_lease()
+    last: dict[int, PushOutcome] = {}  # by delivery id: the answer before this attempt
+    waiting: dict[int, _Waiting] = {}
+    due = claims
+    while due or waiting:
+        if due:
+            for item in _attempt(services, event, stored, due, deadline, last, counts):
+                waiting[item.claim.delivery_id] = item
+        if not waiting:
             return
-        if not claims:
-            return
-        ttl = max(1, math.ceil(remaining))
-        messages = [
+        wake = min(item.due for item in waiting.values())
+        # Outside any transaction: a sleeping ring holds no database connection.
+        services.sleep(max(0.0, (wake - services.now()).total_seconds()))
+        now = services.now()
+        ready = [item for item in waiting.values() if item.due <= now]
+        for item in ready:
+            del waiting[item.claim.delivery_id]
+            last[item.claim.delivery_id] = item.last
+        # Claimed again, and dropped if the call was answered or ended in the meantime (or if
+        # another worker took the retry over: it settles it).
+        targets = [
+            (i.claim.device, i.claim.kind, services.provider_label(stored.api_key, i.claim.device))
+            for i in ready
+        ]
+        with services.db.transaction() as session:
+            due = _claim_unless_stopped(session, event, stored, targets, lease, counts)
+
+
+def _attempt(
+    services: Services,
+    event: CallEvent,
+    stored: StoredEvent,
+    claims: list[Claim],
+    deadline: datetime,
+    last: dict[int, PushOutcome],
+    counts: Counter[str],
+) -> list[_Waiting]:
+    """One attempt at the claimed pushes; returns those to try again, each with its time."""
+    remaining = (deadline - services.now()).total_seconds()
+    if remaining <= 0:
+        _give_up(services, claims, last, counts, attempted=False)
+        return []
+    ttl = max(1, math.ceil(remaining))
+    messages = [
+        replace(
             build_ring_message(
                 services,
                 event,
@@ -256,39 +309,80 @@ def _send_until_deadline(
                 time_to_live=ttl,
                 event_id=stored.event_id,
                 api_key=stored.api_key,
-            )
-            for claim in claims
-        ]
-        outcomes = services.sender.send(messages)
-        recorded = record_push_outcomes(
-            services.db,
-            stored.event_id,
-            stored.received_at,
-            claims,
-            outcomes,
-            provider_of=services.sender.provider_name,
+            ),
+            at_most_once=True,
         )
-        # A retried push is counted once it settles (sent, or expired).
-        counts.update({s: n for s, n in recorded.items() if s != DeliveryStatus.RETRY})
-        to_retry = [
-            c for c, o in zip(claims, outcomes, strict=True) if o.result is PushResult.RETRY
-        ]
-        if not to_retry:
-            return
-        delay = _next_delay(retry_delays, outcomes)
-        if delay is None or services.now() + timedelta(seconds=delay) >= deadline:
-            _settle(services, to_retry, DeliveryStatus.EXPIRED, "retries ran past the ring")
-            counts[DeliveryStatus.EXPIRED] += len(to_retry)
-            return
-        time.sleep(delay)
-        # Claimed again, and dropped if the call was answered or ended in the meantime.
-        targets = [
-            (c.device, c.kind, services.provider_label(stored.api_key, c.device)) for c in to_retry
-        ]
-        with services.db.transaction() as session:
-            claims = _claim_unless_stopped(
-                session, event, stored, targets, services.claim_lease(), counts
-            )
+        for claim in claims
+    ]
+    outcomes = services.sender.send(messages)
+    recorded = record_push_outcomes(
+        services.db,
+        stored.event_id,
+        stored.received_at,
+        claims,
+        outcomes,
+        provider_of=services.sender.provider_name,
+    )
+    # A retried push is counted once it settles (sent, failed, ...).
+    counts.update({s: n for s, n in recorded.items() if s != DeliveryStatus.RETRY})
+    now = services.now()
+    waiting, out_of_time = [], []
+    for claim, outcome in zip(claims, outcomes, strict=True):
+        if outcome.result is not PushResult.RETRY:
+            continue
+        due = now + timedelta(seconds=ring_retry_delay(services.settings.ring, claim, outcome))
+        if due < deadline:
+            waiting.append(_Waiting(claim, due, outcome))
+        else:  # never sleep past the end of the ring
+            last[claim.delivery_id] = outcome
+            out_of_time.append(claim)
+    _give_up(services, out_of_time, last, counts, attempted=True)
+    return waiting
+
+
+def ring_retry_delay(ring: RingSettings, claim: Claim, outcome: PushOutcome) -> float:
+    """Seconds before the next attempt of a push after ``claim.attempt`` attempts: capped
+    exponential backoff with "equal jitter" (half fixed, half random: AWS Architecture Blog,
+    "Exponential Backoff And Jitter"), or the provider's Retry-After when that is longer."""
+    exponent = min(claim.attempt - 1, 30)
+    ceiling = min(ring.retry_backoff_max_ms, ring.retry_backoff_ms * 2**exponent) / 1000
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, outcome.retry_after or 0.0)
+
+
+def _give_up(
+    services: Services,
+    claims: Sequence[Claim],
+    last: dict[int, PushOutcome],
+    counts: Counter[str],
+    *,
+    attempted: bool,
+) -> None:
+    """The ring is over for these claims (``attempted``: just now).  Not tried by this run (a
+    ring processed too late, a replay after the ring): ``expired``.  Tried and refused until the
+    end: ``failed``, with the provider's last reason and the number of attempts."""
+    if not claims:
+        return
+    expired: list[tuple[Claim, int]] = []
+    failed: list[tuple[Claim, int]] = []
+    for claim in claims:
+        tried = attempted or claim.delivery_id in last
+        attempts = claim.attempt if attempted else claim.attempt - 1
+        (failed if tried else expired).append((claim, attempts))
+    with services.db.transaction() as session:
+        deliveries.settle_without_sending(
+            session,
+            [claim for claim, _ in expired],
+            DeliveryStatus.EXPIRED,
+            "ring over before it could be sent",
+        )
+        for claim, attempts in failed:
+            answer = last.get(claim.delivery_id)
+            why = f"{answer.reason}: " if answer and answer.reason else ""
+            reason = f"{why}not accepted in {attempts} attempt(s) before the ring was over"
+            deliveries.settle_without_sending(session, [claim], DeliveryStatus.FAILED, reason)
+    counts[DeliveryStatus.EXPIRED] += len(expired)
+    counts[DeliveryStatus.FAILED] += len(failed)
 
 
 def _claim_unless_stopped(
@@ -300,8 +394,14 @@ def _claim_unless_stopped(
     counts: Counter[str],
 ) -> list[Claim]:
     """Claim the ring pushes, then cancel those the call's accepted / rejected / ended events
-    stop (stream-protocol.md §3.7): checked before every attempt, retries included."""
-    claims = deliveries.claim_deliveries(session, stored.event_id, targets, lease)
+    stop (stream-protocol.md §3.7): checked before every attempt, retries included.  A claim
+    whose worker died mid-send is settled unconfirmed, never taken over."""
+    counts[DeliveryStatus.UNCONFIRMED] += deliveries.settle_abandoned_sends(
+        session, stored.event_id, lease
+    )
+    claims = deliveries.claim_deliveries(
+        session, stored.event_id, targets, lease, take_over_sending=False
+    )
     if stored.replay_force or not claims:
         return claims
     stops = find_ring_stops(session, event, stored)
@@ -315,16 +415,3 @@ def _claim_unless_stopped(
         deliveries.settle_without_sending(session, cancelled, DeliveryStatus.CANCELLED, reason)
         counts[DeliveryStatus.CANCELLED] += len(cancelled)
     return keep
-
-
-def _settle(services: Services, claims: Sequence[Claim], status: str, reason: str) -> None:
-    with services.db.transaction() as session:
-        deliveries.settle_without_sending(session, claims, status, reason)
-
-
-def _next_delay(delays: list[float], outcomes: Sequence[PushOutcome]) -> float | None:
-    if not delays:
-        return None
-    delay = delays.pop(0)
-    hinted = [o.retry_after for o in outcomes if o.retry_after]
-    return max([delay, *hinted])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +39,8 @@ class Services:
     # Queues one fan-out chunk (event id, chunk index) for a bulk worker.
     enqueue_chunk: EnqueueChunk = _no_queue
     now: Callable[[], datetime] = field(default=utcnow)
+    # How the domain waits (a ring's retry backoff): replaced with a fake clock in tests.
+    sleep: Callable[[float], None] = field(default=time.sleep)
     _apis: dict[str, StreamApi] = field(default_factory=dict)
     _device_sources: dict[str, DeviceSource] = field(default_factory=dict)
     _call_type_settings: dict[str, CallTypeSettingsCache] = field(default_factory=dict)

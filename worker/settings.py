@@ -271,8 +271,20 @@ class RingSettings(BaseModel):
     # Used when an event carries no call.settings.ring (stream-protocol.md §5: read the live
     # values from the event; the built-in defaults are undocumented).
     default_timeout_ms: int = 30_000
-    # A ring push retried after a transient failure waits this long between attempts.
-    retry_delays_ms: list[int] = [100, 300, 800]
+    # A ring push APNs/FCM certainly did not take (429, 5xx, no connection) is retried until the
+    # ring is over: the first wait is retry_backoff_ms, doubling up to retry_backoff_max_ms,
+    # each drawn between half and all of that (jitter), longer when Retry-After says so.
+    retry_backoff_ms: Annotated[int, Field(ge=1)] = 100
+    retry_backoff_max_ms: Annotated[int, Field(ge=1)] = 2_000
+    # Deprecated and ignored (the fixed list of waits before this version gave up after three
+    # retries); `callpush config check` warns when it is set.
+    retry_delays_ms: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _backoff_cap_not_below_start(self) -> RingSettings:
+        if self.retry_backoff_max_ms < self.retry_backoff_ms:
+            raise ValueError("ring.retry_backoff_max_ms must not be below ring.retry_backoff_ms")
+        return self
 
 
 class DeviceSettings(BaseModel):

@@ -7,6 +7,11 @@ Started from shared/reference/fake_apns.py.  Behaviour is chosen from the device
   notopic...   400 DeviceTokenNotForTopic
   throttle...  429 TooManyRequests
   fail5xx...   500 InternalServerError
+  flaky5xx...  500 InternalServerError the first ``flaky_failures`` times (per token), then 200
+  refuse...    RST_STREAM REFUSED_STREAM (not processed) the first ``flaky_failures`` times,
+               then 200
+  reset...     RST_STREAM INTERNAL_ERROR after reading the request (it may have been processed)
+  drop...      closes the connection after reading the request, without answering
   big...       413 PayloadTooLarge (also any body over Apple's 4 KiB / 5 KiB for VoIP)
   slower...    200 after 3 * slow_delay seconds
   slow...      200 after slow_delay seconds
@@ -33,12 +38,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import jwt
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
@@ -67,6 +73,7 @@ class FakeApnsServer:
         goaway_after: int | None = None,
         empty_data_on_200: bool = False,
         split_error_body: bool = False,
+        flaky_failures: int = 4,
     ) -> None:
         self.ssl_context = ssl_context
         self.jwt_public_key = jwt_public_key
@@ -76,7 +83,9 @@ class FakeApnsServer:
         self.goaway_after = goaway_after
         self.empty_data_on_200 = empty_data_on_200
         self.split_error_body = split_error_body
+        self.flaky_failures = flaky_failures
         self.received: list[dict[str, Any]] = []
+        self.hits: dict[str, int] = {}  # requests received per token
         self.count = 0
         self.connections = 0
         self.held: list[tuple[_Proto, int, str, str]] = []  # (proto, stream, apns-id, token)
@@ -141,7 +150,15 @@ class FakeApnsServer:
     def decide(
         self, token: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, str | None, float | str | None]:
-        """(status, reason, delay): delay None = never answer, HOLD = until release()."""
+        """(status, reason, delay): delay None = never answer, HOLD = until release(); status 0
+        = no HTTP answer at all (reason: "drop", "refuse" or "reset")."""
+        n = self.hits[token] = self.hits.get(token, 0) + 1
+        if token.startswith("drop"):
+            return 0, "drop", 0
+        if token.startswith("reset"):
+            return 0, "reset", 0
+        if token.startswith("refuse") and n <= self.flaky_failures:
+            return 0, "refuse", 0
         status, reason, _ = self.check_auth(headers.get("authorization", ""))
         if status != 200:
             return status, reason, 0
@@ -159,6 +176,8 @@ class FakeApnsServer:
         ):
             if token.startswith(prefix):
                 return status, reason, 0
+        if token.startswith("flaky5xx") and n <= self.flaky_failures:
+            return 500, "InternalServerError", 0
         if token.startswith("slower"):
             return 200, None, 3 * self.slow_delay
         if token.startswith("slow"):
@@ -256,6 +275,9 @@ class _Proto(asyncio.Protocol):
                 }
             )
         apns_id = headers.get("apns-id") or str(uuid.uuid4())
+        if status == 0:
+            self._no_answer(stream_id, reason)
+            return
         if delay is None:
             return
         if delay == HOLD:
@@ -267,6 +289,17 @@ class _Proto(asyncio.Protocol):
             )
         else:
             self.respond(stream_id, apns_id, status, reason, flush=False)
+
+    def _no_answer(self, stream_id: int, how: str | None) -> None:
+        if how == "drop":
+            # Read, perhaps processed, never answered: the TCP connection just closes.
+            self._flush()
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        code = ErrorCodes.REFUSED_STREAM if how == "refuse" else ErrorCodes.INTERNAL_ERROR
+        with suppress(StreamClosedError, ProtocolError):
+            self.conn.reset_stream(stream_id, error_code=code)
 
     def respond(
         self, stream_id: int, apns_id: str, status: int, reason: str | None, flush: bool = True
@@ -345,6 +378,11 @@ class FakeApns:
         return self.server.count
 
     @property
+    def hits(self) -> dict[str, int]:
+        """Requests received per device token."""
+        return self.server.hits
+
+    @property
     def connections(self) -> int:
         return self.server.connections
 
@@ -371,15 +409,16 @@ class FakeApns:
 
 @contextmanager
 def running_fake_apns(
-    ssl_context: ssl.SSLContext, jwt_public_key: Any = None, **options: Any
+    ssl_context: ssl.SSLContext, jwt_public_key: Any = None, *, port: int = 0, **options: Any
 ) -> Iterator[FakeApns]:
-    """Run a :class:`FakeApnsServer` on 127.0.0.1 (ephemeral port) in a daemon thread."""
+    """Run a :class:`FakeApnsServer` on 127.0.0.1 in a daemon thread, on ``port`` (default: an
+    ephemeral one; a fixed one lets a test start the server after the client first tried)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fake-apns", daemon=True)
     thread.start()
     server = FakeApnsServer(ssl_context, jwt_public_key, **options)
     try:
-        port = asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+        port = asyncio.run_coroutine_threadsafe(server.start(port=port), loop).result(10)
         yield FakeApns(server, loop, port)
     finally:
         try:

@@ -12,6 +12,9 @@ Started from shared/reference/fake_fcm.py.
     mismatch...   403 SENDER_ID_MISMATCH
     quota...      429 QUOTA_EXCEEDED with Retry-After (``retry_after``), the first 2 times
     flaky...      503 UNAVAILABLE the first 3 times, then 200
+    busy...       503 UNAVAILABLE with Retry-After (``retry_after``) the first ``busy_failures``
+                  times, then 200
+    drop...       closes the connection after reading the request, without answering
     internal...   500 INTERNAL
     slow...       200 after ``slow_delay`` seconds
     anything else 200 {"name": "projects/<p>/messages/<n>"}
@@ -22,6 +25,7 @@ Like FCM it answers 401 UNAUTHENTICATED to an unknown or revoked access token (`
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -51,9 +55,15 @@ class FakeFcm:
     """State and options of one fake; the Flask app reads them on every request."""
 
     def __init__(
-        self, *, retry_after: str = "1", slow_delay: float = 3.0, reject_auth: bool = False
+        self,
+        *,
+        retry_after: str = "1",
+        slow_delay: float = 3.0,
+        reject_auth: bool = False,
+        busy_failures: int = 2,
     ) -> None:
         self.retry_after = retry_after
+        self.busy_failures = busy_failures
         self.slow_delay = slow_delay
         self.reject_auth = reject_auth
         self.received: list[dict[str, Any]] = []
@@ -183,6 +193,16 @@ class FakeFcm:
             return jsonify(
                 fcm_error(503, "UNAVAILABLE", "UNAVAILABLE", "The service is unavailable.")
             ), 503
+        if token.startswith("busy") and n <= self.busy_failures:
+            error = fcm_error(503, "UNAVAILABLE", "UNAVAILABLE", "The service is unavailable.")
+            return jsonify(error), 503, {"Retry-After": self.retry_after}
+        if token.startswith("drop"):
+            # Read, perhaps processed, never answered: the TCP connection just closes (werkzeug's
+            # dev server hands the socket to the app as environ["werkzeug.socket"]).
+            connection = request.environ["werkzeug.socket"]
+            connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+            return "", 200  # never reaches the client
         if token.startswith("internal"):
             return jsonify(fcm_error(500, "INTERNAL", "INTERNAL", "Internal error.")), 500
         if token.startswith("slow"):
@@ -196,10 +216,11 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 @contextmanager
-def running_fake_fcm(**options: Any) -> Iterator[FakeFcm]:
-    """Serve a :class:`FakeFcm` on 127.0.0.1 (ephemeral port) from a daemon thread."""
+def running_fake_fcm(*, port: int = 0, **options: Any) -> Iterator[FakeFcm]:
+    """Serve a :class:`FakeFcm` on 127.0.0.1 from a daemon thread, on ``port`` (default: an
+    ephemeral one; a fixed one lets a test start the server after the client first tried)."""
     fake = FakeFcm(**options)
-    server = make_server("127.0.0.1", 0, fake.app, threaded=True, request_handler=_QuietHandler)
+    server = make_server("127.0.0.1", port, fake.app, threaded=True, request_handler=_QuietHandler)
     fake.port = server.server_port
     # A short poll interval: shutdown() waits up to one interval (default 0.5 s per test).
     thread = threading.Thread(

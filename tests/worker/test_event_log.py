@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.ops_data import NOW, Seeder, notification_body, ring_body, stop_body
+from tests.ops_data import API_KEY, NOW, Seeder, notification_body, ring_body, stop_body
 from worker import event_log
+from worker.push.base import PushKind, PushOutcome, PushResult
+from worker.storage import deliveries, devices
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 
@@ -187,6 +189,31 @@ def test_call_trace_is_a_timeline(world):
     failed = next(e for e in entries if e.kind == "push" and e.status == "failed")
     assert failed.latency_ms == 250.0 and failed.user_id == "bob" and failed.reason == "INTERNAL"
     assert "250 ms" in failed.summary and "bob-fc…xxxx" in failed.summary
+
+
+def test_call_trace_says_an_unconfirmed_ring_was_not_sent_again(world):
+    """What an operator reads for a ring whose answer was lost, recorded the way the ring
+    path records it."""
+    db, _ = world
+    seed = Seeder(db)
+    ring = seed.event(ring_body("default:c9", "alice", ["bob"]), received_at=NOW)
+    with db.transaction() as session:
+        (bob,) = [d for d in devices.active_devices_for(session, API_KEY, ["bob"]) if d.voip]
+        claims = deliveries.claim_deliveries(
+            session, ring, [(bob, PushKind.VOIP, "apns")], timedelta(seconds=8)
+        )
+        deliveries.record_outcomes(
+            session, [(claims[0], PushOutcome(PushResult.UNCONFIRMED, "timeout"))], NOW
+        )
+    with db.transaction() as session:
+        (push,) = [e for e in event_log.call_trace(session, "default:c9") if e.kind == "push"]
+        counts = event_log.push_counts(session, NOW - timedelta(hours=1))
+    assert push.status == "unconfirmed"
+    assert push.summary.startswith(
+        "unconfirmed (timeout: answer lost, not re-sent to avoid a second ring) after "
+    )
+    assert push.summary.endswith("bob apns voip b0b0b0…b0b0")
+    assert counts["unconfirmed"] == 1
 
 
 def test_push_counts_over_the_last_hour(world):

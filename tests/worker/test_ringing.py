@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -58,7 +59,7 @@ def world(database_url, monkeypatch):
         database_url=database_url,
         apps=[{"api_key": "k", "api_secrets": ["s"]}],
         apns={"bundle_id": "com.example.app"},
-        ring={"retry_delays_ms": [20, 20, 20]},
+        ring={"retry_backoff_ms": 20, "retry_backoff_max_ms": 40},
     )
     apns, fcm = ScriptedProvider("apns"), ScriptedProvider("fcm")
     db = Database(database_url)
@@ -103,6 +104,41 @@ def store(services, event: dict, api_key: str = "k") -> int:
 def outcomes_of(services, event_id) -> dict[str, str]:
     with services.db.transaction() as session:
         return {d.token_hint: d.status for d in deliveries.deliveries_for_event(session, event_id)}
+
+
+def the_delivery(services, event_id) -> Delivery:
+    with services.db.transaction() as session:
+        (delivery,) = deliveries.deliveries_for_event(session, event_id)
+        return delivery
+
+
+@dataclass
+class FakeClock:
+    """Services.now / Services.sleep without waiting: a 30 s ring retries in milliseconds.
+    Each sleep also records how many database connections were checked out meanwhile."""
+
+    services: Services
+    start: datetime = field(default_factory=utcnow)
+    offset: float = 0.0
+    sleeps: list[float] = field(default_factory=list)
+    connections_held: list[int] = field(default_factory=list)
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.offset)
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.connections_held.append(self.services.db.engine.pool.checkedout())
+        self.sleeps.append(seconds)
+        self.offset += seconds
+
+
+@pytest.fixture
+def clock(world) -> FakeClock:
+    services = world[0]
+    fake = FakeClock(services)
+    services.now, services.sleep = fake.now, fake.sleep
+    return fake
 
 
 def test_ring_sends_voip_and_fcm_to_callees_only(world):
@@ -178,15 +214,145 @@ def test_transient_failure_is_retried_inline_then_sent(world):
         assert delivery.status == "sent" and delivery.attempts == 2
 
 
-def test_retries_stop_at_the_ring_deadline(world):
+def test_ring_pushes_are_sent_at_most_once(world):
+    services, apns, fcm = world
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
+    assert [m.at_most_once for m in apns.sent + fcm.sent] == [True, True]
+
+
+def test_an_unconfirmed_ring_is_recorded_with_its_reason_and_never_sent_again(world):
+    services, _apns, fcm = world
+    fcm._answer = lambda _m, _n: PushOutcome(PushResult.UNCONFIRMED, "timeout")
+    event_id = store(services, sample_events.ring_event("alice", ["carol"]))
+    assert process_event(services, event_id) == "processed"
+    assert fcm.tokens() == [CAROL_ANDROID]  # once: it may have rung
+    delivery = the_delivery(services, event_id)
+    assert (delivery.status, delivery.attempts) == ("unconfirmed", 1)
+    assert delivery.reason == "timeout: answer lost, not re-sent to avoid a second ring"
+    with services.db.transaction() as session:
+        assert "1 unconfirmed" in session.get(WebhookEvent, event_id).status_reason
+
+
+def test_a_ring_keeps_retrying_until_it_gets_through(world, clock):
+    """APNs answering 500 twenty times in a row: still rung, 25 s into a 30 s ring."""
+    services, apns, _fcm = world
+    apns._answer = lambda _m, n: (
+        PushOutcome(PushResult.RETRY, "InternalServerError", 500) if n <= 20 else PushOutcome.sent()
+    )
+    event_id = store(services, sample_events.ring_event("alice", ["bob"], ring_timeout_ms=30_000))
+    assert process_event(services, event_id) == "processed"
+    assert apns.tokens() == [BOB_VOIP] * 21
+    delivery = the_voip_delivery(services, event_id)
+    assert (delivery.status, delivery.attempts) == ("sent", 21)
+    assert sum(clock.sleeps) < 30
+
+
+def the_voip_delivery(services, event_id) -> Delivery:
+    with services.db.transaction() as session:
+        rows = deliveries.deliveries_for_event(session, event_id)
+    return next(d for d in rows if d.kind == "voip")
+
+
+def test_retry_waits_back_off_exponentially_with_jitter_up_to_the_cap(world, clock):
+    services, apns, _fcm = world
+    services.settings.ring.retry_backoff_ms = 100
+    services.settings.ring.retry_backoff_max_ms = 2_000
+    apns._answer = lambda _m, n: (
+        PushOutcome(PushResult.RETRY, "InternalServerError", 500) if n <= 8 else PushOutcome.sent()
+    )
+    process_event(services, store(services, sample_events.ring_event("alice", ["bob"])))
+    ceilings = [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]
+    assert len(clock.sleeps) == len(ceilings)
+    for slept, ceiling in zip(clock.sleeps, ceilings, strict=True):
+        assert ceiling / 2 <= slept <= ceiling
+    assert len(set(clock.sleeps)) > 1  # jittered
+
+
+def test_retries_hold_no_database_connection_while_they_wait(world, clock):
+    services, _apns, fcm = world
+    fcm._answer = lambda _m, n: (
+        PushOutcome(PushResult.RETRY, "UNAVAILABLE", 503) if n <= 5 else PushOutcome.sent()
+    )
+    process_event(services, store(services, sample_events.ring_event("alice", ["carol"])))
+    assert len(clock.connections_held) == 5
+    assert set(clock.connections_held) == {0}
+
+
+def test_retry_after_is_honoured_for_its_push_only(world, clock):
+    """FCM says Retry-After 5 s; APNs' 500 is retried after its own short backoff."""
+    services, apns, fcm = world
+    fcm._answer = lambda _m, n: (
+        PushOutcome(PushResult.RETRY, "UNAVAILABLE", 503, retry_after=5.0)
+        if n == 1
+        else PushOutcome.sent()
+    )
+    apns._answer = lambda _m, n: (
+        PushOutcome(PushResult.RETRY, "InternalServerError", 500) if n == 1 else PushOutcome.sent()
+    )
+    sent_at: dict[str, list[float]] = {}
+    for provider in (apns, fcm):
+        answer = provider._answer
+
+        def timed(message, n, answer=answer):
+            sent_at.setdefault(message.token, []).append(clock.offset)
+            return answer(message, n)
+
+        provider._answer = timed
+    event_id = store(services, sample_events.ring_event("alice", ["bob"]))
+    assert process_event(services, event_id) == "processed"
+    assert set(outcomes_of(services, event_id).values()) == {"sent"}
+    assert 0.01 <= sent_at[BOB_VOIP][1] <= 0.04  # retry_backoff_ms 20, cap 40
+    assert sent_at[BOB_ANDROID][1] >= 5.0
+
+
+def test_a_push_never_accepted_is_failed_with_the_last_reason_when_the_ring_ends(world, clock):
+    services, _apns, fcm = world
+    services.settings.ring.retry_backoff_ms = 100
+    services.settings.ring.retry_backoff_max_ms = 1000
+    fcm._answer = lambda _m, _n: PushOutcome(PushResult.RETRY, "UNAVAILABLE", 503)
+    event_id = store(services, sample_events.ring_event("alice", ["carol"], ring_timeout_ms=5000))
+    assert process_event(services, event_id) == "failed"
+    delivery = the_delivery(services, event_id)
+    assert delivery.status == "failed"  # not "expired": it was tried, and refused
+    assert delivery.status_code == 503
+    assert delivery.reason == (
+        f"UNAVAILABLE: not accepted in {len(fcm.sent)} attempt(s) before the ring was over"
+    )
+    assert delivery.attempts == len(fcm.sent) >= 6
+    # Never a sleep past the end of the ring (5 s from its created_at).
+    assert clock.offset < 5.0
+
+
+def test_a_retry_after_beyond_the_ring_fails_the_push_without_waiting(world, clock):
+    services, _apns, fcm = world
+    fcm._answer = lambda _m, _n: PushOutcome(
+        PushResult.RETRY, "QUOTA_EXCEEDED", 429, retry_after=60.0
+    )
+    event_id = store(services, sample_events.ring_event("alice", ["carol"], ring_timeout_ms=5000))
+    assert process_event(services, event_id) == "failed"
+    assert clock.sleeps == [] and len(fcm.sent) == 1
+    assert the_delivery(services, event_id).reason == (
+        "QUOTA_EXCEEDED: not accepted in 1 attempt(s) before the ring was over"
+    )
+
+
+def test_a_call_answered_while_a_retry_waits_stops_the_retries(world, clock):
     services, _apns, fcm = world
     fcm._answer = lambda _m, _n: PushOutcome(PushResult.RETRY, "UNAVAILABLE", 503)
-    event = sample_events.ring_event("alice", ["carol"], ring_timeout_ms=150)
-    services.settings.ring.retry_delays_ms[:] = [100, 100, 100, 100]
-    event_id = store(services, event)
+    ring = sample_events.ring_event("alice", ["carol"])
+    event_id = store(services, ring)
+    sleep = clock.sleep
+
+    def carol_answers_during_the_third_wait(seconds: float) -> None:
+        sleep(seconds)
+        if len(clock.sleeps) == 3:
+            store(services, sample_events.call_event("call.accepted", ring["call_cid"], "carol"))
+
+    services.sleep = carol_answers_during_the_third_wait
     process_event(services, event_id)
-    assert len(fcm.sent) <= 2
-    assert list(outcomes_of(services, event_id).values()) == ["expired"]
+    assert len(fcm.sent) == 3
+    delivery = the_delivery(services, event_id)
+    assert (delivery.status, delivery.reason) == ("cancelled", "callee already answered")
 
 
 def test_a_ring_that_is_already_over_is_not_sent(world):
@@ -232,24 +398,44 @@ def claim_for_another_worker(services, event_id, claimed_ago: timedelta) -> None
         session.query(Delivery).update({"claimed_at": utcnow() - claimed_ago})
 
 
-def test_a_claim_of_a_dead_worker_is_taken_over(world):
+def test_a_ring_claim_of_a_worker_that_died_mid_send_is_not_sent_again(world):
+    """Its request may have reached FCM: settled unconfirmed, never a second ring."""
     services, _apns, fcm = world
     event_id = store(services, sample_events.ring_event("alice", ["carol"]))
     claim_for_another_worker(services, event_id, timedelta(minutes=5))
     assert process_event(services, event_id) == "processed"
-    assert fcm.tokens() == [CAROL_ANDROID]
-    assert list(outcomes_of(services, event_id).values()) == ["sent"]
+    assert fcm.sent == []
+    delivery = the_delivery(services, event_id)
+    assert delivery.status == "unconfirmed"
+    assert delivery.reason == (
+        "worker stopped mid-send: answer lost, not re-sent to avoid a second ring"
+    )
 
 
-def test_a_claim_is_taken_over_when_its_lease_runs_out_within_the_ring(world):
+def test_a_ring_claim_is_settled_when_its_lease_runs_out_within_the_ring(world):
     services, _apns, fcm = world
     event_id = store(services, sample_events.ring_event("alice", ["carol"]))
     lease = services.claim_lease()
     claim_for_another_worker(services, event_id, lease - timedelta(seconds=0.3))
     started = time.monotonic()
-    process_event(services, event_id)
-    assert time.monotonic() - started >= 0.25  # it waited for the lease, then sent
+    assert process_event(services, event_id) == "processed"
+    assert time.monotonic() - started >= 0.25  # it waited for the lease
+    assert fcm.sent == []
+    assert list(outcomes_of(services, event_id).values()) == ["unconfirmed"]
+
+
+def test_a_retry_left_by_a_dead_worker_is_taken_over_and_sent(world):
+    """A worker killed while it waited to retry (the provider had refused the push): certainly
+    not delivered, so whoever processes the event again sends it."""
+    services, _apns, fcm = world
+    event_id = store(services, sample_events.ring_event("alice", ["carol"]))
+    claim_for_another_worker(services, event_id, timedelta(seconds=1))
+    with services.db.transaction() as session:
+        session.query(Delivery).update({"status": "retry", "reason": "UNAVAILABLE"})
+    assert process_event(services, event_id) == "processed"
     assert fcm.tokens() == [CAROL_ANDROID]
+    delivery = the_delivery(services, event_id)
+    assert (delivery.status, delivery.attempts) == ("sent", 2)
 
 
 def test_a_live_worker_settling_its_claim_is_not_duplicated(world):

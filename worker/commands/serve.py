@@ -86,14 +86,19 @@ def _multiprocess_metrics_dir(role: str) -> str:
     return str(directory)
 
 
-# Ring tasks a `--queues ring` worker runs at once (threads; the database pool has 30 connections).
-RING_THREADS = 16
+# Ring tasks a `--queues ring` worker runs at once.  A ring whose pushes APNs/FCM keep refusing
+# (429, 5xx) is retried until the ring is over, sleeping in its thread: 64 threads let about two
+# such rings start per second (30 s rings) before a healthy ring waits for a thread.  A thread
+# holds a database connection only inside its short transactions, never while it waits on a
+# provider or sleeps, so 64 threads share the pool's 30 connections (README: scaling out).
+RING_THREADS = 64
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--concurrency", default=4, show_default=True, type=int, help="worker threads")
+# Threads for rings and everything else (a ring being retried holds one until the ring is over).
+@click.option("--concurrency", default=16, show_default=True, type=int, help="worker threads")
 @click.pass_context
 def run(ctx: click.Context, host: str, port: int, concurrency: int) -> None:
     """Receiver and worker in one process (SQLite, no Redis): for a laptop or a small app."""
@@ -184,9 +189,9 @@ def worker(
 ) -> None:
     """A Celery worker on Redis.  Run separate ones for `--queues ring` and `--queues bulk`."""
     if pool is None and queues.strip() == "ring":
-        # A ring task mostly waits on APNs/FCM (and, for a stalled device, on its timeout and
-        # quick retries): with one process per core, a few stalled devices would hold every slot
-        # and delay everyone's ring.  Threads make many cheap slots in one process.
+        # A ring task mostly waits on APNs/FCM (and, for a device they keep refusing, on its
+        # retries until the ring is over): with one process per core, a few such devices would
+        # hold every slot and delay everyone's ring.  Threads make many cheap slots in one process.
         pool, concurrency = "threads", concurrency or RING_THREADS
     pool = pool or "prefork"
     settings = cli_settings(ctx)

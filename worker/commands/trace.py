@@ -16,6 +16,7 @@ _STYLE = {
     "token_invalid": "red",
     "expired": "yellow",
     "retry": "yellow",
+    "unconfirmed": "yellow",
 }
 
 

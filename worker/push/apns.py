@@ -23,6 +23,14 @@ module.
 
 It also shares one JWT provider per client: stock aioapns signs a new token for every new
 connection, and Apple throttles token updates (TooManyProviderTokenUpdates).
+
+And it writes requests itself, so it knows which ones APNs may have processed: a request is "in
+doubt" from the moment it is written until its answer, unless the server says it was not
+processed (RST_STREAM REFUSED_STREAM, or a GOAWAY whose last stream id is below it: RFC 9113
+§8.7 and §6.8, https://www.rfc-editor.org/rfc/rfc9113#section-8.7).  Stock aioapns resends
+every request whose connection closed; for an ``at_most_once`` message (a ring) one in doubt is
+never resent, by the pool or by anyone: it is answered ``UNCONFIRMED``.  Connection failures
+before writing stay ``RETRY``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import logging
 import math
 import re
 import ssl
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ClassVar, NoReturn, cast
@@ -51,6 +60,7 @@ from aioapns.exceptions import ConnectionClosed, MaxAttemptsExceeded
 from aioapns.exceptions import ConnectionError as ApnsConnectionError
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
@@ -95,6 +105,33 @@ _CREDENTIAL_REASONS = frozenset(
 _PUSH_TYPES = {PushKind.VOIP: PushType.VOIP, PushKind.ALERT: PushType.ALERT}
 
 
+class _TrackedRequest(NotificationRequest):
+    """A request that remembers whether APNs may have processed it."""
+
+    __slots__ = ("at_most_once", "in_doubt")
+
+    def __init__(self, *args: Any, at_most_once: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.at_most_once = at_most_once
+        # Written to a connection and not known to be unprocessed: APNs may have delivered it.
+        self.in_doubt = False
+
+
+class _NotProcessed(ConnectionClosed):
+    """The server said it did not process the request: safe to send again, even a ring.  A
+    ConnectionClosed, so aioapns's pool resends it on another connection."""
+
+
+class _AnswerLost(Exception):
+    """An ``at_most_once`` request may have reached APNs, but its answer never will.  Not a
+    ConnectionClosed, so the pool does not resend it."""
+
+
+def _set_in_doubt(request: NotificationRequest, value: bool) -> None:
+    if isinstance(request, _TrackedRequest):
+        request.in_doubt = value
+
+
 class _RobustProtocol(APNsTLSClientProtocol):
     """aioapns's connection protocol with its response handling replaced (see module docstring).
 
@@ -115,6 +152,8 @@ class _RobustProtocol(APNsTLSClientProtocol):
     ) -> None:
         super().__init__(apns_topic, loop, on_connection_lost, self.shared_auth or auth_provider)
         self._goaway = False
+        # The GOAWAY's last stream id: streams above it were not processed (RFC 9113 §6.8).
+        self._goaway_last_stream: int | None = None
         self._statuses: dict[int, str] = {}
         self._bodies: dict[int, bytearray] = {}
 
@@ -124,24 +163,64 @@ class _RobustProtocol(APNsTLSClientProtocol):
         return self._goaway or self.free_channels.is_busy
 
     async def send_notification(self, request: NotificationRequest) -> NotificationResult:
+        """aioapns's request writing (connection.py), plus the record of whether APNs may have
+        processed the request (``_TrackedRequest.in_doubt``)."""
         if self._goaway:
             raise ConnectionClosed("GOAWAY received")
+        stream_id = await self.free_channels.acquire()
         try:
-            return await super().send_notification(request)
+            self.conn.send_headers(stream_id=stream_id, headers=self._request_headers(request))
+            body = json.dumps(request.message, ensure_ascii=False).encode()
+            self.conn.send_data(stream_id=stream_id, data=body, end_stream=True)
         except (FlowControlError, NoAvailableStreamIDError):
-            raise  # the pool handles these itself
+            raise  # the pool handles these itself (nothing complete was written)
         except ProtocolError as exc:
             # P4: the h2 connection is already closed; ConnectionClosed makes the pool retry the
             # request on another connection.
             raise ConnectionClosed(str(exc)) from exc
+        future: asyncio.Future[NotificationResult] = self.loop.create_future()
+        self.requests[request.notification_id] = future
+        self.request_streams[stream_id] = request.notification_id
+        _set_in_doubt(request, True)
+        self.flush()
+        try:
+            return await future
+        except _NotProcessed:
+            _set_in_doubt(request, False)
+            raise  # the pool sends it again, on another connection
+        except ConnectionClosed as exc:
+            if isinstance(request, _TrackedRequest) and request.at_most_once:
+                raise _AnswerLost(str(exc) or "connection closed") from exc
+            raise  # at least once: the pool sends it again (stock aioapns behaviour)
         except asyncio.CancelledError:
             # The caller gave up (timeout).  Forget its future now, so a stream that is never
             # answered does not pin it until the connection closes; request_streams keeps the
             # stream so a late answer still frees its slot.
-            future = self.requests.get(request.notification_id)
-            if future is not None and future.done():
-                del self.requests[request.notification_id]
+            if future.done():
+                self.requests.pop(request.notification_id, None)
             raise
+
+    def _request_headers(self, request: NotificationRequest) -> list[tuple[str, str]]:
+        """The headers stock aioapns sends (APNsBaseClientProtocol.send_notification)."""
+        headers = [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":path", f"/3/device/{request.device_token}"),
+            ("host", self.APNS_SERVER),
+            ("apns-id", request.notification_id),
+            ("apns-topic", request.apns_topic or self.apns_topic),
+        ]
+        if request.time_to_live is not None:
+            headers.append(("apns-expiration", str(int(time.time()) + request.time_to_live)))
+        if request.priority is not None:
+            headers.append(("apns-priority", str(request.priority)))
+        if request.collapse_key is not None:
+            headers.append(("apns-collapse-id", request.collapse_key))
+        if request.push_type is not None:
+            headers.append(("apns-push-type", request.push_type.value))
+        if self.auth_provider:
+            headers.append(("authorization", self.auth_provider.get_header()))
+        return headers
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -169,8 +248,12 @@ class _RobustProtocol(APNsTLSClientProtocol):
                 self._finish(event.stream_id)
                 self.free_channels.release()
             elif isinstance(event, StreamReset):
-                # Not answered (e.g. REFUSED_STREAM): let the pool retry it elsewhere.
-                self._finish(event.stream_id, ConnectionClosed(f"stream reset: {event.error_code}"))
+                # Not answered.  REFUSED_STREAM means "not processed" (RFC 9113 §8.7): safe to
+                # resend.  Any other code: APNs may have processed it.
+                code = event.error_code
+                refused = code == ErrorCodes.REFUSED_STREAM
+                error_class = _NotProcessed if refused else ConnectionClosed
+                self._finish(event.stream_id, error_class(f"stream reset: {code}"))
                 self.free_channels.release()
             elif isinstance(event, RemoteSettingsChanged):
                 self.on_remote_settings_changed(event.changed_settings)  # type: ignore[arg-type]
@@ -200,9 +283,16 @@ class _RobustProtocol(APNsTLSClientProtocol):
 
     def on_connection_terminated(self, event: ConnectionTerminated) -> None:
         # Stock aioapns closes the connection at once: h2 cannot receive frames after a GOAWAY,
-        # so the in-flight requests get ConnectionClosed and the pool resends them on a new
-        # connection (a duplicate if Apple had already processed one, push-libraries.md P4).
+        # so the in-flight requests get ConnectionClosed.  Those above the GOAWAY's last stream
+        # id were not processed and are resent; the others may have been, so only an
+        # at-least-once push is resent (connection_lost, send_notification).
         self._goaway = True
+        # A later GOAWAY must not raise the last stream id (RFC 9113 §6.8), but h2 sends one
+        # of its own with a higher id when frames arrive after its GOAWAY: keep the lowest.
+        last = event.last_stream_id
+        if self._goaway_last_stream is not None and last is not None:
+            last = min(last, self._goaway_last_stream)
+        self._goaway_last_stream = last
         super().on_connection_terminated(event)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -211,6 +301,12 @@ class _RobustProtocol(APNsTLSClientProtocol):
         for notification_id, future in list(self.requests.items()):
             if future.done():
                 del self.requests[notification_id]
+        last = self._goaway_last_stream
+        if last is not None:
+            for stream_id, notification_id in list(self.request_streams.items()):
+                unprocessed = self.requests.pop(notification_id, None) if stream_id > last else None
+                if unprocessed is not None:
+                    unprocessed.set_exception(_NotProcessed(f"above GOAWAY last stream {last}"))
         self._statuses.clear()
         self._bodies.clear()
         super().connection_lost(exc)
@@ -286,11 +382,22 @@ def _ssl_context(settings: ApnsSettings) -> ssl.SSLContext:
 
 
 async def _reporting(
-    send: Coroutine[Any, Any, PushOutcome], index: int, on_answer: AnswerCallback
+    send: Coroutine[Any, Any, PushOutcome],
+    index: int,
+    answers: list[PushOutcome | None],
+    on_answer: AnswerCallback | None,
 ) -> PushOutcome:
     outcome = await send
-    on_answer(index, outcome)
+    answers[index] = outcome
+    if on_answer is not None:
+        on_answer(index, outcome)
     return outcome
+
+
+def _unanswered(message: PushMessage, reason: str) -> PushOutcome:
+    """The outcome of a request that may have reached APNs but got no answer."""
+    result = PushResult.UNCONFIRMED if message.at_most_once else PushResult.RETRY
+    return PushOutcome(result, reason=reason)
 
 
 class ApnsProvider:
@@ -321,14 +428,23 @@ class ApnsProvider:
             return []
         rounds = math.ceil(len(messages) / MAX_IN_FLIGHT)
         bound = self._settings.timeout_seconds * rounds + BATCH_GRACE_SECONDS
+        # Filled in the loop as answers arrive: what a batch cut short did get is kept.
+        answers: list[PushOutcome | None] = [None] * len(messages)
+        sending = self._send_all(list(messages), on_answer, answers)
         try:
-            return self._loop_thread.run(self._send_all(list(messages), on_answer), timeout=bound)
+            return self._loop_thread.run(sending, timeout=bound)
         except TimeoutError:
             logger.error("APNs batch of %d did not finish within %.1f s", len(messages), bound)
-            return [PushOutcome(PushResult.RETRY, reason="timeout") for _ in messages]
+            reason = "timeout"
         except Exception:
             logger.exception("APNs batch of %d failed", len(messages))
-            return [PushOutcome(PushResult.RETRY, reason="error") for _ in messages]
+            reason = "error"
+        # The loop is still cancelling what it had in flight: an unanswered request may have been
+        # written, so a ring among them is not sent again.
+        return [
+            answer or _unanswered(message, reason)
+            for message, answer in zip(messages, answers, strict=True)
+        ]
 
     def connection_stats(self) -> list[dict[str, int]]:
         """Per open connection: entries in aioapns's per-request maps (for tests and health)."""
@@ -394,9 +510,16 @@ class ApnsProvider:
         )
 
     async def _send_all(
-        self, messages: list[PushMessage], on_answer: AnswerCallback | None
+        self,
+        messages: list[PushMessage],
+        on_answer: AnswerCallback | None,
+        answers: list[PushOutcome | None],
     ) -> list[PushOutcome]:
-        client, in_flight = self._ensure_client()
+        try:
+            client, in_flight = self._ensure_client()
+        except Exception:
+            logger.exception("APNs client could not be built")  # nothing was written
+            return [PushOutcome(PushResult.RETRY, reason="error") for _ in messages]
         seen: set[str] = set()
         sends = []
         for index, message in enumerate(messages):
@@ -406,7 +529,7 @@ class ApnsProvider:
                 apns_id = str(uuid.uuid4())
             seen.add(apns_id)
             send = self._send_one(client, in_flight, message, apns_id)
-            sends.append(send if on_answer is None else _reporting(send, index, on_answer))
+            sends.append(_reporting(send, index, answers, on_answer))
         return list(await asyncio.gather(*sends))
 
     async def _send_one(
@@ -417,7 +540,7 @@ class ApnsProvider:
         if rejected is not None:
             logger.warning("APNs push to %s not sent: %s", token, rejected.reason)
             return rejected
-        request = NotificationRequest(
+        request = _TrackedRequest(
             device_token=message.token,
             message=message.payload,
             notification_id=apns_id,
@@ -426,6 +549,7 @@ class ApnsProvider:
             collapse_key=message.collapse_id,
             push_type=_PUSH_TYPES[message.kind],
             apns_topic=message.topic or self._default_topic(message.kind),
+            at_most_once=message.at_most_once,
         )
         async with in_flight:
             try:
@@ -433,11 +557,14 @@ class ApnsProvider:
                     client.send_notification(request), self._settings.timeout_seconds
                 )
             except TimeoutError:
-                # With no open connection the time went into failed connects (aioapns retries
-                # them with 1 s sleeps), so the honest reason is the connection.
-                reason = "timeout" if client.pool.connections else "connection"
-                logger.warning("APNs push to %s: %s", token, reason)
-                return PushOutcome(PushResult.RETRY, reason=reason)
+                # Not written: with no open connection the time went into failed connects
+                # (aioapns retries them with 1 s sleeps), so the honest reason is the connection.
+                written = request.in_doubt
+                reason = "timeout" if written or client.pool.connections else "connection"
+                return self._no_answer(token, message, reason, written)
+            except _AnswerLost as exc:
+                logger.warning("APNs push to %s: answer lost (%s)", token, exc)
+                return self._no_answer(token, message, "connection-lost", written=True)
             except (
                 ApnsConnectionError,
                 MaxAttemptsExceeded,
@@ -446,16 +573,23 @@ class ApnsProvider:
                 H2Error,
             ) as exc:
                 logger.warning("APNs push to %s: connection error (%s)", token, type(exc).__name__)
-                return PushOutcome(PushResult.RETRY, reason="connection")
+                return self._no_answer(token, message, "connection", request.in_doubt)
             except Exception:
                 logger.exception("APNs push to %s failed unexpectedly", token)
-                return PushOutcome(PushResult.RETRY, reason="error")
+                return self._no_answer(token, message, "error", request.in_doubt)
         outcome = classify_result(result.status, result.description, result.timestamp)
         if outcome.result is PushResult.SENT:
             return PushOutcome(
                 PushResult.SENT, status_code=outcome.status_code, provider_message_id=apns_id
             )
         self._log_outcome(token, outcome)
+        return outcome
+
+    @staticmethod
+    def _no_answer(token: str, message: PushMessage, reason: str, written: bool) -> PushOutcome:
+        """No answer: ``RETRY``, unless a ring was written (APNs may have delivered it)."""
+        outcome = _unanswered(message, reason) if written else PushOutcome(PushResult.RETRY, reason)
+        logger.warning("APNs push to %s: %s %s", token, outcome.result.value, reason)
         return outcome
 
     def _check(self, message: PushMessage) -> PushOutcome | None:

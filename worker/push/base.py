@@ -1,7 +1,16 @@
 """The provider interface and its closed result vocabulary.
 
 Modelled on mattermost-push-proxy's OK / REMOVE / FAIL: a provider turns whatever its SDK
-answers into one of four results, so nothing above this layer ever sees an SDK response.
+answers into one of five results, so nothing above this layer ever sees an SDK response.
+
+A push that got no answer is not always safe to send again.  APNs and FCM take no idempotency
+key, so a request that may have reached them and is sent again may be delivered twice, and a
+ring delivered twice rings twice: Stream's iOS SDK reports every VoIP push to CallKit as a new
+call with a new UUID (https://github.com/GetStream/stream-video-swift/blob/8196aff7274afded5f2e1c54e6c0adc4226bc19e/Sources/StreamVideo/CallKit/CallKitService.swift#L222-L233)
+and its Android SDK does not treat a second ring of the same call as busy
+(https://github.com/GetStream/stream-video-android/blob/8fbaea45804cb3276b3dc41d6f8a55a07cfdf3b6/stream-video-android-core/src/main/kotlin/io/getstream/video/android/core/call/CallBusyHandler.kt#L38-L60).
+A message marked ``at_most_once`` (every ring) is therefore answered ``UNCONFIRMED`` when it may
+have arrived, and ``RETRY`` only when the provider certainly did not take it.
 """
 
 from __future__ import annotations
@@ -41,8 +50,15 @@ class ProviderRef:
 class PushResult(enum.StrEnum):
     SENT = "sent"  # the provider accepted it
     TOKEN_INVALID = "token_invalid"  # the token is dead: disable it, never retry
-    RETRY = "retry"  # transient (429, 5xx, timeout, connection): may be retried
+    # Transient, may be sent again.  For an ``at_most_once`` message only when the provider
+    # certainly did not take it: a 429 or 5xx answer, or a request never written (connection
+    # refused, DNS, connect timeout).  For other messages also a timeout or lost connection.
+    RETRY = "retry"
     FAILED = "failed"  # permanent for this message (e.g. payload too large); token kept
+    # ``at_most_once`` messages only: the request may have reached the provider but its answer
+    # was lost (a timeout after writing it, the connection closed after writing it).  It may
+    # have been delivered, so it is never sent again.
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +82,9 @@ class PushMessage:
     message_id: str | None = None
     # The provider that sends it (PushSender routes on this); None = the platform's default.
     provider: ProviderRef | None = None
+    # Never send this request twice (a ring): a provider does not resend it once it may have
+    # reached the server, and answers UNCONFIRMED instead of RETRY when its answer is lost.
+    at_most_once: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +107,8 @@ AnswerCallback = Callable[[int, PushOutcome], None]
 
 class PushProvider(Protocol):
     """Sends a batch concurrently; returns one outcome per message, in order.  Never raises for
-    a per-message failure: a timeout or a broken connection is ``RETRY`` for that message.
+    a per-message failure: a timeout or a broken connection is ``RETRY`` for that message, or
+    ``UNCONFIRMED`` for an ``at_most_once`` message the server may have received.
 
     ``on_answer``, when given, is called (from any thread) as each answer arrives, before the
     batch is over, so the caller can record it at once: a process killed mid-batch then leaves

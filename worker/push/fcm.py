@@ -6,6 +6,11 @@ the bearer header, the endpoint and ``parse_payload``.  Its sending path is not 
 recurses without bound, its default adapter retries 502/503 inside urllib3 for up to 486 s, and
 ``notify`` defaults to a 120 s timeout.  We post the parsed payload ourselves through an adapter
 with ``max_retries=0`` and map the raw response to the closed :class:`PushResult` vocabulary.
+
+A request that failed without an answer is told apart by when it failed: while connecting
+(refused, DNS, connect timeout) nothing was sent and it is ``RETRY``; after that (read timeout,
+connection closed while waiting for the answer) FCM may have taken it, so an ``at_most_once``
+message (a ring) is ``UNCONFIRMED`` and never sent again.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import google.auth.transport.requests
 import requests
 from pyfcm import FCMNotification
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from worker.http_retry import parse_retry_after
 from worker.push.base import (
@@ -187,6 +193,38 @@ def _error_details(response: requests.Response) -> tuple[str, str, str, bool]:
     )
 
 
+# Raised while preparing a request, before anything is sent.
+_NOT_SENT_ERRORS = (
+    requests.ConnectTimeout,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+)
+
+
+def request_not_sent(error: requests.RequestException) -> bool:
+    """Whether a failed POST certainly never reached FCM: the connection was never made (refused,
+    DNS, connect timeout; urllib3 raises these from ``_new_conn``), or the request could not be
+    built.  Anything later (read timeout, connection closed while waiting for the answer) may
+    have been received."""
+    if isinstance(error, _NOT_SENT_ERRORS):
+        return True
+    if isinstance(error, requests.ConnectionError) and error.args:
+        cause = error.args[0]
+        if isinstance(cause, MaxRetryError):
+            cause = cause.reason
+        # NewConnectionError (refused; NameResolutionError is one) is a ConnectTimeoutError.
+        return isinstance(cause, NewConnectionError | ConnectTimeoutError)
+    return False
+
+
+def _unanswered(message: PushMessage, reason: str, **extra: Any) -> PushOutcome:
+    """The outcome of a request FCM may have received but did not answer."""
+    result = PushResult.UNCONFIRMED if message.at_most_once else PushResult.RETRY
+    return PushOutcome(result, reason=reason, extra=extra)
+
+
 def classify_response(response: requests.Response) -> PushOutcome:
     """Map an FCM HTTP v1 answer to the closed vocabulary (FCM ErrorCode reference)."""
     code = response.status_code
@@ -295,12 +333,14 @@ class FcmProvider:
             try:
                 outcomes.append(future.result(max(0.0, deadline - time.monotonic())))
             except TimeoutError:
-                future.cancel()
                 logger.error("FCM push to %s: batch bound exceeded", redact_token(message.token))
-                outcomes.append(PushOutcome(PushResult.RETRY, reason="timeout"))
+                if future.cancel():  # never started: nothing was sent
+                    outcomes.append(PushOutcome(PushResult.RETRY, reason="timeout"))
+                else:
+                    outcomes.append(_unanswered(message, "timeout"))
             except Exception:  # _send_one does not raise; a bug must not lose the batch
                 logger.exception("FCM push to %s failed", redact_token(message.token))
-                outcomes.append(PushOutcome(PushResult.RETRY, reason="error"))
+                outcomes.append(_unanswered(message, "error"))
         return outcomes
 
     def close(self) -> None:
@@ -323,7 +363,7 @@ class FcmProvider:
             outcome = self._deliver(message)
         except Exception:
             logger.exception("FCM push to %s failed unexpectedly", token)
-            outcome = PushOutcome(PushResult.RETRY, reason="error")
+            outcome = _unanswered(message, "error")
         else:
             self._log_outcome(token, outcome)
         if on_answer is not None:
@@ -347,14 +387,14 @@ class FcmProvider:
         body = self._fcm.parse_payload(
             fcm_token=message.token, data_payload=data, android_config=android_config(message)
         )
-        outcome = self._post(body)
+        outcome = self._post(message, body)
         if outcome is None:  # 401: our access token was refused; refresh once, try once more
-            outcome = self._post(body)
+            outcome = self._post(message, body)
         if outcome is None:
             return PushOutcome(PushResult.FAILED, reason="UNAUTHENTICATED", status_code=401)
         return outcome
 
-    def _post(self, body: bytes) -> PushOutcome | None:
+    def _post(self, message: PushMessage, body: bytes) -> PushOutcome | None:
         """One POST; ``None`` means 401 (the token used has been invalidated)."""
         fcm = self._fcm
         try:
@@ -362,12 +402,13 @@ class FcmProvider:
             response = session.post(
                 self._endpoint, data=body, timeout=self._settings.timeout_seconds
             )
-        except requests.Timeout:
-            return PushOutcome(PushResult.RETRY, reason="timeout")
         except requests.RequestException as exc:
-            return PushOutcome(
-                PushResult.RETRY, reason="connection", extra={"error": type(exc).__name__}
-            )
+            error = type(exc).__name__
+            if request_not_sent(exc):
+                return PushOutcome(PushResult.RETRY, reason="connection", extra={"error": error})
+            if isinstance(exc, requests.Timeout):  # sent; the answer did not come in time
+                return _unanswered(message, "timeout", error=error)
+            return _unanswered(message, "connection-lost", error=error)
         except google.auth.exceptions.TransportError as exc:
             logger.error("FCM access token: token endpoint unreachable (%s)", type(exc).__name__)
             return PushOutcome(PushResult.RETRY, reason="auth-unavailable")

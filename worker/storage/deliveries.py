@@ -23,7 +23,12 @@ RESULT_STATUS = {
     PushResult.TOKEN_INVALID: DeliveryStatus.TOKEN_INVALID,
     PushResult.RETRY: DeliveryStatus.RETRY,
     PushResult.FAILED: DeliveryStatus.FAILED,
+    PushResult.UNCONFIRMED: DeliveryStatus.UNCONFIRMED,
 }
+# What an unconfirmed ring's reason adds to the provider's, for `trace` and `events show`.
+NOT_RESENT = "answer lost, not re-sent to avoid a second ring"
+# A ring claim whose worker died mid-send: its request may have been written.
+ABANDONED_MID_SEND = "worker stopped mid-send"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,7 @@ class Claim:
     kind: PushKind
     # The provider label of the claim ("apns", "fcm:android-2", ...), as the row records it.
     provider: str = ""
+    attempt: int = 1  # the delivery's attempts, this one included
 
 
 def claim_deliveries(
@@ -40,11 +46,15 @@ def claim_deliveries(
     event_id: int,
     targets: Sequence[tuple[DeviceTarget, PushKind, str]],
     lease: timedelta,
+    *,
+    take_over_sending: bool = True,
 ) -> list[Claim]:
     """Claim the pushes of ``targets`` (device, kind, provider name) for this event.
 
     Returns only the ones this caller now owns: new rows, rows a previous attempt left as RETRY,
-    and SENDING rows whose lease ran out (their worker died before recording an answer).
+    and, with ``take_over_sending``, SENDING rows whose lease ran out (their worker died before
+    recording an answer).  Rings pass False: such a row's request may have reached the provider
+    (:func:`settle_abandoned_sends` closes it instead).
     """
     if not targets:
         return []
@@ -69,32 +79,52 @@ def claim_deliveries(
     statement = insert_ignoring_conflicts(session, Delivery, ["event_id", "device_id"]).returning(
         Delivery.id, Delivery.device_id
     )
-    claimed = {row.device_id: row.id for row in session.execute(statement, rows)}
+    claimed = {row.device_id: (row.id, 1) for row in session.execute(statement, rows)}
 
     unclaimed = [device_id for device_id in by_device if device_id not in claimed]
     if unclaimed:
+        claimable = Delivery.status == DeliveryStatus.RETRY
+        if take_over_sending:
+            stale = and_(
+                Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < now - lease
+            )
+            claimable = or_(claimable, stale)
         takeover = session.execute(
             update(Delivery)
-            .where(
-                Delivery.event_id == event_id,
-                Delivery.device_id.in_(unclaimed),
-                or_(
-                    Delivery.status == DeliveryStatus.RETRY,
-                    and_(
-                        Delivery.status == DeliveryStatus.SENDING,
-                        Delivery.claimed_at < now - lease,
-                    ),
-                ),
-            )
+            .where(Delivery.event_id == event_id, Delivery.device_id.in_(unclaimed), claimable)
             .values(
                 status=DeliveryStatus.SENDING,
                 claimed_at=now,
                 attempts=Delivery.attempts + 1,
             )
-            .returning(Delivery.id, Delivery.device_id)
+            .returning(Delivery.id, Delivery.device_id, Delivery.attempts)
         )
-        claimed.update({row.device_id: row.id for row in takeover})
-    return [Claim(delivery_id, *by_device[device_id]) for device_id, delivery_id in claimed.items()]
+        claimed.update({row.device_id: (row.id, row.attempts) for row in takeover})
+    return [
+        Claim(delivery_id, *by_device[device_id], attempt)
+        for device_id, (delivery_id, attempt) in claimed.items()
+    ]
+
+
+def settle_abandoned_sends(session: Session, event_id: int, lease: timedelta) -> int:
+    """Settle the event's SENDING claims older than ``lease`` as UNCONFIRMED: their worker died
+    mid-send, perhaps after writing the request, so they are not sent again.  For rings, which
+    must never ring twice; returns how many."""
+    settled = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.event_id == event_id,
+            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.claimed_at < utcnow() - lease,
+        )
+        .values(
+            status=DeliveryStatus.UNCONFIRMED,
+            reason=f"{ABANDONED_MID_SEND}: {NOT_RESENT}",
+            finished_at=utcnow(),
+        )
+        .returning(Delivery.id)
+    )
+    return len(settled.all())
 
 
 def unsettled_claim_times(
@@ -122,7 +152,7 @@ def record_outcomes(
             {
                 "id": claim.delivery_id,
                 "status": RESULT_STATUS[outcome.result],
-                "reason": outcome.reason[:255] or None,
+                "reason": _reason(outcome)[:255] or None,
                 "status_code": outcome.status_code,
                 "finished_at": now,
                 "latency_ms": latency_ms,
@@ -132,11 +162,17 @@ def record_outcomes(
     )
 
 
+def _reason(outcome: PushOutcome) -> str:
+    if outcome.result is PushResult.UNCONFIRMED:
+        return f"{outcome.reason or 'no answer'}: {NOT_RESENT}"
+    return outcome.reason
+
+
 def settle_without_sending(
     session: Session, claims: Iterable[Claim], status: str, reason: str
 ) -> None:
-    """Close claims that must not be sent: the ring is over (EXPIRED) or the call was answered
-    (CANCELLED)."""
+    """Close claims that will not be sent (again): the ring is over (EXPIRED, or FAILED after
+    retries), the call was answered (CANCELLED)."""
     ids = [claim.delivery_id for claim in claims]
     if ids:
         session.execute(

@@ -190,11 +190,14 @@ class DeliveryStatus:
     TOKEN_INVALID = "token_invalid"
     RETRY = "retry"  # a transient failure; will be tried again
     FAILED = "failed"
-    EXPIRED = "expired"  # a ring that could no longer arrive before the ring was over
+    EXPIRED = "expired"  # a ring that could not be sent before the ring was over
     CANCELLED = "cancelled"  # the call was accepted/rejected/ended first
     SKIPPED = "skipped"  # the user muted call pushes
+    # A ring that may have reached APNs/FCM but whose answer was lost (a timeout after the
+    # request was written, a worker killed mid-send): not sent again, so it never rings twice.
+    UNCONFIRMED = "unconfirmed"
 
-    FINAL = frozenset({SENT, TOKEN_INVALID, FAILED, EXPIRED, CANCELLED, SKIPPED})
+    FINAL = frozenset({SENT, TOKEN_INVALID, FAILED, EXPIRED, CANCELLED, SKIPPED, UNCONFIRMED})
 
 
 class Delivery(Base):

@@ -112,9 +112,9 @@ def test_replay_after_an_apns_outage_sends_exactly_the_missing_pushes(
         apps=[{"api_key": API_KEY, "api_secrets": [SECRET]}],
         apns=apns_settings,
         fcm=fcm_settings,
-        # Fail fast during the outage: no backoff rounds for alerts, short inline ring retries.
+        # Fail fast during the outage: no backoff rounds for alerts, short ring retry waits.
         fanout={"max_retries": 0},
-        ring={"retry_delays_ms": [50, 50]},
+        ring={"retry_backoff_ms": 50, "retry_backoff_max_ms": 200},
     )
     upgrade_to_head(postgres_url)
     db = Database(postgres_url)
@@ -145,7 +145,7 @@ def test_replay_after_an_apns_outage_sends_exactly_the_missing_pushes(
         # --- last night: APNs is down --------------------------------------------------------
         team = post(notification_body("default:team", "alice", ["bob", "carol", "dave"]))
         solo = post(notification_body("default:solo", "alice", ["dave"]))
-        ring = post(ring_body("default:ring", "alice", ["erin"]))
+        ring = post(ring_body("default:ring", "alice", ["erin"], timeout_ms=3000))
         wait_until(
             lambda: set(statuses(db, [team, solo, ring]).values()) <= {"failed", "processed"},
             60,
@@ -154,10 +154,11 @@ def test_replay_after_an_apns_outage_sends_exactly_the_missing_pushes(
         assert statuses(db, [team, solo, ring]) == {
             team: "failed",
             solo: "failed",
-            ring: "processed",  # its ring ran past its retries: expired, never re-rung
+            ring: "failed",  # APNs refused it until the ring was over
         }
         assert {s for s, _ in deliveries(db, team).values()} == {"sent", "failed"}
-        assert deliveries(db, ring) == {"0e1e0e…0e1e": ("expired", 3)}
+        ((ring_status, ring_attempts),) = deliveries(db, ring).values()
+        assert ring_status == "failed" and ring_attempts >= 5  # retried for the whole ring
         apns_before, fcm_before = apns_pushes(fake_apns), len(fake_fcm.received)
         assert fcm_before == 2  # bob's and carol's Android phones got theirs
 
@@ -173,15 +174,16 @@ def test_replay_after_an_apns_outage_sends_exactly_the_missing_pushes(
             ["replay", "--failed", "--since", "1h", "--dry-run"], env, tmp_path
         )
         assert code == 0, output
-        assert "dry run: 2 event(s), 3 device(s) to re-send; nothing was changed" in output
+        assert "dry run: 3 event(s), 3 device(s) to re-send; nothing was changed" in output
+        assert "the ring is over: 1 push(es) recorded as expired, not rung" in output
         assert BOB_APNS not in output and DAVE_APNS not in output
         assert apns_pushes(fake_apns) == apns_before  # a dry run sends nothing
 
         code, output = callpush_events(["replay", "--failed", "--since", "1h"], env, tmp_path)
         assert code == 0, output
-        assert "replayed 2 event(s), 3 device(s) to re-send; queued on the bulk queue" in output
+        assert "replayed 3 event(s), 3 device(s) to re-send; queued on the bulk queue" in output
         wait_until(
-            lambda: statuses(db, [team, solo]) == {team: "processed", solo: "processed"},
+            lambda: set(statuses(db, [team, solo, ring]).values()) == {"processed"},
             60,
             message="the replayed events to be processed",
         )
@@ -198,10 +200,11 @@ def test_replay_after_an_apns_outage_sends_exactly_the_missing_pushes(
     assert len(fake_fcm.received) == fcm_before  # the Android phones got nothing twice
     assert {s for s, _ in deliveries(db, team).values()} == {"sent"}
     assert deliveries(db, solo) == {"0dae0d…0dae": ("sent", 2)}
-    assert deliveries(db, ring) == {"0e1e0e…0e1e": ("expired", 3)}  # not replayed
+    # Not re-rung: the ring is long over (one more claim, settled without sending).
+    assert deliveries(db, ring) == {"0e1e0e…0e1e": ("expired", ring_attempts + 1)}
     with db.transaction() as session:
         replays = dict(session.execute(select(WebhookEvent.id, WebhookEvent.replays)).all())
-    assert replays == {team: 1, solo: 1, ring: 0}
+    assert replays == {team: 1, solo: 1, ring: 1}
 
     # Nothing failed any more: a second replay finds nothing to do.
     code, output = callpush_events(["replay", "--failed", "--since", "1h"], env, tmp_path)

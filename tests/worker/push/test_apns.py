@@ -453,3 +453,99 @@ def test_each_answer_is_reported_as_it_arrives_not_when_the_batch_ends(
     sender.join(10)
     assert reported == [(0, PushResult.SENT), (1, PushResult.SENT)]
     assert [o.result for o in results] == [PushResult.SENT, PushResult.SENT]
+
+
+# --- rings: never sent twice (PushMessage.at_most_once) ----------------------------------------
+
+
+def ring(device_token: str) -> PushMessage:
+    return voip(device_token, at_most_once=True)
+
+
+def test_a_ring_whose_answer_times_out_is_unconfirmed_not_retry(
+    apns_provider: ApnsProvider, fake_apns: FakeApns
+) -> None:
+    silent = token("silent")
+    outcomes = apns_provider.send_batch([ring(silent), ring(token("ok"))])
+    assert [(o.result, o.reason) for o in outcomes] == [
+        (PushResult.UNCONFIRMED, "timeout"),
+        (PushResult.SENT, ""),
+    ]
+    assert fake_apns.tokens().count(silent) == 1
+
+
+@pytest.mark.parametrize("how", ["drop", "reset"])
+def test_a_ring_whose_connection_or_stream_dies_after_writing_is_not_resent(
+    fake_apns_factory: Callable[..., FakeApns],
+    push_credentials: PushCredentials,
+    provider_for: Callable[[ApnsSettings], ApnsProvider],
+    how: str,
+) -> None:
+    fake = fake_apns_factory()
+    provider = provider_for(apns_settings_for(fake, push_credentials))
+    lost = token(how)
+    [outcome] = provider.send_batch([ring(lost)])
+    assert (outcome.result, outcome.reason) == (PushResult.UNCONFIRMED, "connection-lost")
+    assert fake.hits[lost] == 1  # aioapns's pool did not send it again
+    # The provider still works afterwards (on a new connection after a drop).
+    assert provider.send_batch([ring(token("ok"))])[0].result is PushResult.SENT
+
+
+def test_an_alert_whose_connection_drops_is_resent_by_the_pool_as_before(
+    apns_provider: ApnsProvider, fake_apns: FakeApns
+) -> None:
+    """At least once for everything but rings: an alert replaces itself (same collapse id)."""
+    lost = token("drop")
+    [outcome] = apns_provider.send_batch([voip(lost)])
+    assert outcome.result is PushResult.RETRY
+    assert fake_apns.hits[lost] == 5  # aioapns's max_connection_attempts
+
+
+def test_a_refused_stream_was_not_processed_so_even_a_ring_is_resent(
+    fake_apns_factory: Callable[..., FakeApns],
+    push_credentials: PushCredentials,
+    provider_for: Callable[[ApnsSettings], ApnsProvider],
+) -> None:
+    fake = fake_apns_factory(flaky_failures=2)
+    provider = provider_for(apns_settings_for(fake, push_credentials))
+    refused = token("refuse")
+    [outcome] = provider.send_batch([ring(refused)])
+    assert outcome.result is PushResult.SENT
+    assert fake.hits[refused] == 3  # RST_STREAM REFUSED_STREAM twice (RFC 9113 §8.7), then 200
+
+
+def test_rings_above_a_goaway_are_resent_the_others_answered_once(
+    fake_apns_factory: Callable[..., FakeApns],
+    push_credentials: PushCredentials,
+    provider_for: Callable[[ApnsSettings], ApnsProvider],
+) -> None:
+    """Streams above the GOAWAY's last stream id were not processed (RFC 9113 §6.8): resent
+    on a new connection, each ring reaching the server exactly once."""
+    fake = fake_apns_factory(goaway_after=50)
+    provider = provider_for(apns_settings_for(fake, push_credentials, timeout_seconds=20))
+    tokens = [token("ok", i) for i in range(300)]
+    outcomes = provider.send_batch([ring(t) for t in tokens])
+    assert [o.result for o in outcomes] == [PushResult.SENT] * 300
+    assert sorted(fake.tokens()) == sorted(tokens)
+    assert fake.connections >= 3
+
+
+def test_a_ring_that_could_not_connect_is_retry(
+    fake_apns: FakeApns,
+    push_credentials: PushCredentials,
+    provider_for: Callable[[ApnsSettings], ApnsProvider],
+) -> None:
+    """Nothing was written: safe to send again."""
+    settings = apns_settings_for(
+        fake_apns, push_credentials, host="127.0.0.1", port=_closed_port(), timeout_seconds=1.5
+    )
+    [outcome] = provider_for(settings).send_batch([ring(token("ok"))])
+    assert (outcome.result, outcome.reason) == (PushResult.RETRY, "connection")
+
+
+def test_500s_then_200(apns_provider: ApnsProvider, fake_apns: FakeApns) -> None:
+    flaky = token("flaky5xx")
+    answers = [apns_provider.send_batch([ring(flaky)])[0] for _ in range(5)]
+    assert [(o.result, o.status_code) for o in answers] == [(PushResult.RETRY, 500)] * 4 + [
+        (PushResult.SENT, 200)
+    ]

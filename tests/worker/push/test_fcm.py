@@ -13,13 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from google.auth import credentials as ga_credentials
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 from tests.fakes.credentials import SERVICE_ACCOUNT_EMAIL, PushCredentials
 from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.pytest_plugin import fcm_settings_for
 from worker.push.base import Platform, PushKind, PushMessage, PushResult
-from worker.push.fcm import FcmProvider, string_data
+from worker.push.fcm import FcmProvider, request_not_sent, string_data
 from worker.settings import FcmSettings
 
 
@@ -386,3 +395,89 @@ def test_close_is_idempotent_and_reopens(fcm_settings: FcmSettings, fake_fcm: Fa
     provider.close()
     assert provider.send_batch([data("ok-1")])[0].result is PushResult.SENT
     provider.close()
+
+
+# --- rings: never sent twice (PushMessage.at_most_once) ----------------------------------------
+
+
+def ring(device_token: str) -> PushMessage:
+    return data(device_token, at_most_once=True)
+
+
+def test_a_ring_whose_answer_times_out_is_unconfirmed(
+    fake_fcm_factory: Callable[..., FakeFcm],
+    push_credentials: PushCredentials,
+    provider_for: Callable[..., FcmProvider],
+    tmp_path: Path,
+) -> None:
+    fake = fake_fcm_factory(slow_delay=2.0)
+    settings = fcm_settings_for(fake, push_credentials, tmp_path, timeout_seconds=0.5)
+    outcomes = provider_for(settings).send_batch([ring("slow-1"), ring("ok-1")])
+    assert [(o.result, o.reason) for o in outcomes] == [
+        (PushResult.UNCONFIRMED, "timeout"),
+        (PushResult.SENT, ""),
+    ]
+    assert fake.hits["slow-1"] == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [(ring, PushResult.UNCONFIRMED), (data, PushResult.RETRY)],
+    ids=["ring", "other"],
+)
+def test_a_connection_closed_after_the_request_was_read(
+    fcm_provider: FcmProvider,
+    fake_fcm: FakeFcm,
+    message: Callable[[str], PushMessage],
+    expected: PushResult,
+) -> None:
+    [outcome] = fcm_provider.send_batch([message("drop-1")])
+    assert (outcome.result, outcome.reason) == (expected, "connection-lost")
+    assert fake_fcm.hits["drop-1"] == 1
+    assert fcm_provider.send_batch([ring("ok-1")])[0].result is PushResult.SENT
+
+
+def test_a_ring_that_could_not_connect_is_retry(
+    fake_fcm: FakeFcm,
+    push_credentials: PushCredentials,
+    provider_for: Callable[..., FcmProvider],
+    tmp_path: Path,
+) -> None:
+    """Connection refused: nothing was sent, so a ring may be sent again."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}/v1/projects"
+    provider = provider_for(
+        fcm_settings_for(fake_fcm, push_credentials, tmp_path, endpoint=endpoint)
+    )
+    [outcome] = provider.send_batch([ring("ok-1")])
+    assert (outcome.result, outcome.reason) == (PushResult.RETRY, "connection")
+
+
+def test_503_with_retry_after_then_200(
+    fake_fcm_factory: Callable[..., FakeFcm],
+    push_credentials: PushCredentials,
+    provider_for: Callable[..., FcmProvider],
+    tmp_path: Path,
+) -> None:
+    fake = fake_fcm_factory(retry_after="2", busy_failures=2)
+    provider = provider_for(fcm_settings_for(fake, push_credentials, tmp_path))
+    answers = [provider.send_batch([ring("busy-1")])[0] for _ in range(3)]
+    assert [(o.result, o.status_code, o.retry_after) for o in answers] == [
+        (PushResult.RETRY, 503, 2.0),
+        (PushResult.RETRY, 503, 2.0),
+        (PushResult.SENT, 200, None),
+    ]
+
+
+def test_which_failures_mean_the_request_was_never_sent() -> None:
+    """The exceptions requests raises (with max_retries=0) for each way a POST can fail."""
+    url = "https://fcm.googleapis.com/v1/projects/p/messages:send"
+    refused = NewConnectionError(None, "Connection refused")
+    dns = NameResolutionError("fcm.googleapis.com", None, OSError("no such host"))
+    connect_timeout = ConnectTimeoutError(None, "timed out")
+    assert request_not_sent(requests.ConnectionError(MaxRetryError(None, url, refused)))
+    assert request_not_sent(requests.ConnectionError(MaxRetryError(None, url, dns)))
+    assert request_not_sent(requests.ConnectTimeout(MaxRetryError(None, url, connect_timeout)))
+    dropped = ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
+    assert not request_not_sent(requests.ConnectionError(dropped))
+    assert not request_not_sent(requests.ReadTimeout(ReadTimeoutError(None, url, "read")))
+    assert not request_not_sent(requests.exceptions.ChunkedEncodingError("truncated"))
