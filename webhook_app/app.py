@@ -8,6 +8,7 @@ from celery import Celery
 from flask import Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from worker.settings import Settings
 from worker.storage.database import Database
@@ -30,7 +31,15 @@ def receiver() -> Receiver:
 def create_app(
     settings: Settings, *, db: Database | None = None, celery: Celery | None = None
 ) -> Flask:
-    from webhook_app import admin_api, dashboard, devices_api, health, openapi, stream_webhook
+    from webhook_app import (
+        admin_api,
+        admin_auth,
+        dashboard,
+        devices_api,
+        health,
+        openapi,
+        stream_webhook,
+    )
     from worker.celery_app import create_celery
 
     app = Flask("callpush")
@@ -45,10 +54,17 @@ def create_app(
     app.register_blueprint(devices_api.blueprint)
     app.register_blueprint(health.blueprint)  # /healthz, /readyz, /metrics
     # The operators' side, behind settings.admin_token (off, 404, when it is unset).
-    app.config["CALLPUSH_ADMIN_TOKEN"] = settings.admin_token
+    admin_auth.install(app, settings)
     app.register_blueprint(admin_api.blueprint)  # /admin/...
     app.register_blueprint(dashboard.blueprint)  # /dashboard/...
     app.register_blueprint(openapi.blueprint)  # /openapi.json
+
+    if settings.trusted_proxies:
+        # The client address (throttling) and scheme (the Secure cookie) as the proxies saw
+        # them: the last `trusted_proxies` X-Forwarded-For / X-Forwarded-Proto entries.
+        # https://werkzeug.palletsprojects.com/en/stable/middleware/proxy_fix/
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
 
     @app.errorhandler(HTTPException)
     def json_error(error: HTTPException) -> ResponseReturnValue:
