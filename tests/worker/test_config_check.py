@@ -136,6 +136,7 @@ def test_good_configuration_passes(tmp_path: Path) -> None:
         "apns",
         "fcm",
         "templates",
+        "admin access",
     }
     assert str(head_revision()) in by_name(checks, "migrations")[0].detail
 
@@ -504,3 +505,27 @@ def test_a_broken_template_fails_the_check_naming_the_setting():
     assert 'call_types.default.templates."call.ring".title' in check.detail
     (fine,) = check_templates(Settings())
     assert fine.ok
+
+
+# --------------------------------------------------------------------------------------------
+# Operator access
+
+
+def test_a_short_admin_token_fails_naming_the_setting() -> None:
+    short = "x" * (config_check.MIN_ADMIN_TOKEN_LENGTH - 1)
+    checks = config_check.check_admin_access(Settings(admin_token=short))
+    assert_fails_with(checks, "admin access", "admin_token (CALLPUSH_ADMIN_TOKEN)", "31 characters")
+    assert short not in " ".join(check.detail for check in checks)
+    # Whitespace around it does not count.
+    padded = Settings(admin_token=f"  {short}  ")
+    assert_fails_with(config_check.check_admin_access(padded), "admin access", "at least 32")
+
+
+def test_a_long_admin_token_or_none_passes() -> None:
+    token = "x" * config_check.MIN_ADMIN_TOKEN_LENGTH
+    (check,) = config_check.check_admin_access(Settings(admin_token=token, trusted_proxies=1))
+    assert check.ok and "32 characters" in check.detail and "trusted_proxies = 1" in check.detail
+    assert token not in check.detail
+    (off,) = config_check.check_admin_access(Settings())
+    assert off.ok and "/admin and /dashboard are off" in off.detail
+    assert config_check.admin_token_problem(Settings()) is None

@@ -7,7 +7,8 @@ from datetime import datetime
 import click
 
 from worker import event_log
-from worker.commands.events import database, echo_json
+from worker.commands.events import database, echo_json, echo_line
+from worker.text_escaping import escape_controls
 
 _STYLE = {
     "sent": "green",
@@ -33,12 +34,12 @@ def trace(ctx: click.Context, call_cid: str, as_json: bool) -> None:
     if not entries:
         raise click.ClickException(f"no events for call {call_cid}")
     start = entries[0].at
-    click.echo(f"call {call_cid}, from {start:%Y-%m-%d} {_clock(start)} UTC")
+    echo_line(f"call {call_cid}, from {start:%Y-%m-%d} {_clock(start)} UTC")
     for entry in entries:
         offset = (entry.at - start).total_seconds()
         marker = {"webhook": "<-", "recipients": "  ", "push": "->"}[entry.kind]
         line = f"{_clock(entry.at)}  +{offset:8.3f}s  {marker} #{entry.event_id:<6} {entry.summary}"
-        click.echo(click.style(line, fg=_STYLE.get(entry.status or "")))
+        click.echo(click.style(escape_controls(line), fg=_STYLE.get(entry.status or "")))
 
 
 def _clock(moment: datetime) -> str:
