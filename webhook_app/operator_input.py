@@ -16,6 +16,7 @@ from flask import request
 from worker.text_escaping import unstorable_reason
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
+MAX_JSON_DEPTH = 32
 
 
 class InvalidInput(ValueError):
@@ -27,6 +28,13 @@ class InvalidInput(ValueError):
 
 def check_text_fields() -> None:
     """Refuse a request whose path, query or form holds text the database cannot take."""
+    try:
+        # werkzeug decodes the query as strict UTF-8 when ``request.args`` is first read.
+        # gunicorn and waitress answer 400 to raw non-ASCII bytes themselves; other servers
+        # may pass them on.
+        request.query_string.decode()
+    except UnicodeDecodeError:
+        raise InvalidInput("query", "the query string is not UTF-8 (percent-encode it)") from None
     sources: list[tuple[str, Any]] = [*(request.view_args or {}).items()]
     sources += list(request.args.items(multi=True))
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
@@ -61,24 +69,26 @@ def json_body() -> Any:
         raise InvalidInput("body", "the body is nested too deeply") from None
 
 
-def json_text_problem(document: Any, path: str = "body", depth: int = 0) -> InvalidInput | None:
-    """The first string (key or value) of a parsed JSON document the database cannot take."""
+def json_text_problem(document: Any, field: str = "body", depth: int = 0) -> InvalidInput | None:
+    """The first string (key or value) of a parsed JSON body that the database cannot take,
+    named by its top-level field.  Nothing an operator sends nests deep: past MAX_JSON_DEPTH
+    levels the field is refused too (and this walk stays far from Python's recursion limit)."""
     if isinstance(document, str):
         reason = unstorable_reason(document)
-        return InvalidInput(path, f"{path} {reason}") if reason else None
-    if depth > 32:
-        return InvalidInput(path, f"{path} is nested too deeply")
+        return InvalidInput(field, f"{field} {reason}") if reason else None
+    if depth > MAX_JSON_DEPTH:
+        return InvalidInput(field, f"{field} is nested too deeply")
     items: list[tuple[str, Any]] = []
     if isinstance(document, dict):
         for key, value in document.items():
             reason = unstorable_reason(key)
             if reason:
-                return InvalidInput(path, f"a field name of {path} {reason}")
-            items.append((key, value))
+                return InvalidInput(field, f"a field name in {field} {reason}")
+            items.append((key if depth == 0 else field, value))
     elif isinstance(document, list):
-        items = [(str(index), value) for index, value in enumerate(document)]
-    for key, value in items:
-        problem = json_text_problem(value, key if depth == 0 else f"{path}.{key}", depth + 1)
+        items = [(field, value) for value in document]
+    for name, value in items:
+        problem = json_text_problem(value, name, depth + 1)
         if problem is not None:
             return problem
     return None
