@@ -76,7 +76,8 @@ def test_a_missing_database_is_a_message(postgres_admin_url):
 
 @pytest.mark.services
 def test_a_database_without_the_schema_says_to_upgrade(postgres_url):
-    result = invoke("trace", "a:b", database_url=postgres_url, stream_api_secret=SECRET, **PRODUCTION)
+    env = {"database_url": postgres_url, "stream_api_secret": SECRET, **PRODUCTION}
+    result = invoke("trace", "a:b", **env)
     assert_clear_failure(result, "no callpush tables yet", "run `callpush db upgrade`")
 
 
