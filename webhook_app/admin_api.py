@@ -30,9 +30,10 @@ from webhook_app.app import receiver
 from webhook_app.operator_input import (
     InvalidInput,
     bounded_int,
-    check_text_fields,
+    check_query_decodes,
     json_body,
     json_text_problem,
+    stored_text,
 )
 from worker import event_log
 from worker.replay_jobs import (
@@ -101,7 +102,7 @@ def _authenticate() -> None:
         throttle.record_failure(client)
         log.warning("admin API: missing or invalid admin token from %s", client)
         raise AdminError(401, "missing or invalid admin token")
-    check_text_fields()
+    check_query_decodes()
 
 
 @blueprint.after_request
@@ -122,8 +123,8 @@ def list_events() -> ResponseReturnValue:
         found = event_log.list_events(
             session,
             status=status,
-            event_type=args.get("type") or None,
-            call_cid=args.get("call") or None,
+            event_type=stored_text(args.get("type", ""), "type") or None,
+            call_cid=stored_text(args.get("call", ""), "call") or None,
             since=_time(args.get("since"), "since"),
             until=_time(args.get("until"), "until"),
             limit=_limit(args.get("limit"), default=100),
@@ -177,7 +178,7 @@ def replay() -> ResponseReturnValue:
 
 @blueprint.get("/devices")
 def devices() -> ResponseReturnValue:
-    user_id = request.args.get("user_id") or None
+    user_id = stored_text(request.args.get("user_id", ""), "user_id") or None
     with receiver().db.transaction() as session:
         found = event_log.find_devices(
             session, user_id, limit=_limit(request.args.get("limit"), default=100)
@@ -187,6 +188,7 @@ def devices() -> ResponseReturnValue:
 
 @blueprint.get("/calls/<call_cid>/trace")
 def trace(call_cid: str) -> ResponseReturnValue:
+    stored_text(call_cid, "call_cid")
     with receiver().db.transaction() as session:
         entries = event_log.call_trace(session, call_cid)
     return jsonify(call_cid=call_cid, entries=event_log.as_json(entries))
@@ -223,14 +225,7 @@ def _selected_ids(session: Any, body: Mapping[str, Any]) -> list[int]:
         if any(k in body for k in ("since", "until", "type")):
             raise AdminError(400, 'since/until/type select events for "failed": true only')
         ids = body["event_ids"]
-        if (
-            not isinstance(ids, list)
-            or not ids
-            or not all(
-                isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= event_log.MAX_ID
-                for i in ids
-            )
-        ):
+        if not isinstance(ids, list) or not ids:
             raise AdminError(
                 400,
                 f"event_ids must be a non-empty list of integers from 1 to {event_log.MAX_ID}",
@@ -238,7 +233,14 @@ def _selected_ids(session: Any, body: Mapping[str, Any]) -> list[int]:
             )
         if len(ids) > MAX_SELECTED:
             raise AdminError(400, f"at most {MAX_SELECTED} event_ids at a time", field="event_ids")
-        return list(ids)
+        try:
+            return [bounded_int(i, "event_ids", 1, event_log.MAX_ID) for i in ids]
+        except InvalidInput:
+            raise AdminError(
+                400,
+                f"event_ids must be a non-empty list of integers from 1 to {event_log.MAX_ID}",
+                field="event_ids",
+            ) from None
     since = _time(body.get("since"), "since")
     if since is None:
         raise AdminError(400, '"failed": true needs "since" (e.g. "12h")', field="since")

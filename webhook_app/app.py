@@ -68,7 +68,13 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def json_error(error: HTTPException) -> ResponseReturnValue:
-        # Short JSON errors everywhere, including werkzeug's own 404/405/413.
-        return jsonify(error=error.description or error.name), error.code or 500
+        # Short JSON errors everywhere, including werkzeug's own 404/405/413, with the headers
+        # werkzeug gives them (a 405's Allow, RFC 9110 §15.5.6).
+        response = jsonify(error=error.description or error.name)
+        response.status_code = error.code or 500
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     return app

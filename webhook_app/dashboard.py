@@ -29,7 +29,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_app import admin_auth
 from webhook_app.app import receiver
-from webhook_app.operator_input import InvalidInput, bounded_int, check_text_fields
+from webhook_app.operator_input import (
+    InvalidInput,
+    bounded_int,
+    check_query_decodes,
+    stored_text,
+)
 from worker import event_log
 from worker.replay_jobs import MAX_SELECTED, describe_replay, failed_event_ids, replay_events
 from worker.storage import dashboard_sessions
@@ -88,7 +93,7 @@ def _storage_error(error: SQLAlchemyError) -> ResponseReturnValue:
 def _require_login() -> ResponseReturnValue | None:
     if admin_auth.configured_token() is None:
         raise PageError(404, "The dashboard is off: no admin token is configured.")
-    check_text_fields()
+    check_query_decodes()
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if _session() is None:
@@ -183,8 +188,8 @@ def index() -> ResponseReturnValue:
     args = request.args
     filters = {
         "status": args.get("status", ""),
-        "type": args.get("type", "").strip(),
-        "call": args.get("call", "").strip(),
+        "type": stored_text(args.get("type", ""), "type").strip(),
+        "call": stored_text(args.get("call", ""), "call").strip(),
         "since": args.get("since", DEFAULT_SINCE).strip(),
         "until": args.get("until", "").strip(),
     }
@@ -239,6 +244,7 @@ def event(event_id: int) -> ResponseReturnValue:
 
 @blueprint.get("/calls/<call_cid>")
 def call(call_cid: str) -> ResponseReturnValue:
+    stored_text(call_cid, "call_cid")
     with receiver().db.transaction() as session:
         entries = event_log.call_trace(session, call_cid)
     start = entries[0].at if entries else None
@@ -321,7 +327,8 @@ def _replay_selection(session: Any) -> list[int]:
             until = event_log.parse_time(until_text) if until_text else None
         except ValueError as error:
             raise PageError(400, f"Cannot replay: {error}") from None
-        return failed_event_ids(session, since, until, form.get("type", "").strip() or None)
+        event_type = stored_text(form.get("type", ""), "type").strip()
+        return failed_event_ids(session, since, until, event_type or None)
     values = form.getlist("event_id")
     if not values:
         raise PageError(400, "No event to replay was chosen.")

@@ -1,9 +1,10 @@
 """What operators send to the admin API and the dashboard, checked before it reaches the database.
 
-Every query, form and path value must be text the database can compare (no NUL, no lone
+Every value compared with stored text must be text the database can take (no NUL, no lone
 surrogate); numbers are ASCII digits in range (``int()`` also takes ``"²"`` and ``"١٢"``, and
 refuses more than 4,300 digits); a JSON body may not nest deeper than Python's parser can.  Each
 problem is an :class:`InvalidInput` naming the field, which the blueprints answer with a 400.
+Fields nobody reads are ignored, as they always were.
 """
 
 from __future__ import annotations
@@ -26,35 +27,34 @@ class InvalidInput(ValueError):
         self.message = message
 
 
-def check_text_fields() -> None:
-    """Refuse a request whose path, query or form holds text the database cannot take."""
+def check_query_decodes() -> None:
+    """Refuse a query string that is not UTF-8: werkzeug decodes it strictly when
+    ``request.args`` is first read, and would fail.  (gunicorn and waitress answer 400 to raw
+    non-ASCII bytes themselves; other servers may pass them on.)"""
     try:
-        # werkzeug decodes the query as strict UTF-8 when ``request.args`` is first read.
-        # gunicorn and waitress answer 400 to raw non-ASCII bytes themselves; other servers
-        # may pass them on.
         request.query_string.decode()
     except UnicodeDecodeError:
         raise InvalidInput("query", "the query string is not UTF-8 (percent-encode it)") from None
-    sources: list[tuple[str, Any]] = [*(request.view_args or {}).items()]
-    sources += list(request.args.items(multi=True))
-    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        sources += list(request.form.items(multi=True))
-    for name, value in sources:
-        for text in (name, value):
-            reason = unstorable_reason(text) if isinstance(text, str) else None
-            if reason is not None:
-                shown = name if unstorable_reason(name) is None else "a field name"
-                raise InvalidInput(shown, f"{shown} {reason}")
+
+
+def stored_text(value: str, name: str) -> str:
+    """``value`` of the field ``name``, which is compared with stored text: refused when the
+    database cannot take it (a NUL, a lone surrogate)."""
+    reason = unstorable_reason(value)
+    if reason is not None:
+        raise InvalidInput(name, f"{name} {reason}")
+    return value
 
 
 def bounded_int(value: Any, name: str, minimum: int, maximum: int) -> int:
     """``value`` (text of ASCII digits, or a JSON integer) as an int within the bounds."""
+    number: int | None = None
     if isinstance(value, str) and _DIGITS.fullmatch(value):
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
-    else:
-        number = None
+    elif isinstance(value, float) and value.is_integer():  # JSON Schema: 2.0 is an integer
+        number = int(value)
     if number is None or not minimum <= number <= maximum:
         raise InvalidInput(name, f"{name} must be an integer from {minimum} to {maximum}")
     return number
