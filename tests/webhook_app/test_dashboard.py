@@ -209,7 +209,7 @@ def events_count(db: Database) -> int:
         ("/dashboard/?call=a%ED%A0%80", 200, ""),  # not UTF-8: decoded with U+FFFD
         ("/dashboard/?since=0001-01-01T00:00:00%2B14:00", 200, "out of the range"),
         ("/dashboard/?since=²&until=9" + "9" * 5000 + "w", 200, "neither a duration"),
-        ("/dashboard/?%00=1", 400, "a field name contains a NUL character"),
+        ("/dashboard/?%00=1", 200, "Pushes in the last hour"),  # unknown fields are ignored
         ("/dashboard/events/99999999999999999999999", 404, "There is no event"),
         ("/dashboard/events/²", 404, ""),
         ("/dashboard/calls/a%00b", 400, "call_cid contains a NUL character"),
@@ -248,7 +248,7 @@ def test_a_query_string_that_is_not_utf8_is_a_400(logged_in):
         ({"event_id": "99999999999999999999999"}, 400, "event_id must be an integer"),
         ({"event_id": "1" * 5000}, 400, "event_id must be an integer"),
         ({"event_id": "-1"}, 400, "event_id must be an integer"),
-        ({"event_id": "1\x00"}, 400, "event_id contains a NUL character"),
+        ({"event_id": "1\x00"}, 400, "event_id must be an integer"),
         ({"failed": "1", "since": "0001-01-01T00:00:00+14:00"}, 400, "out of the range"),
         ({"failed": "1", "since": "1h", "type": "\x00"}, 400, "type contains a NUL"),
         ({}, 400, "No event to replay was chosen"),
@@ -267,7 +267,7 @@ def test_odd_replay_forms_get_a_400_and_change_nothing(logged_in, form, status, 
 def test_odd_login_forms_are_no_5xx(logged_in):
     client, _, _ = logged_in
     anonymous = client.application.test_client()
-    assert log_in(anonymous, "tok\x00en").status_code == 400
+    assert log_in(anonymous, "tok\x00en").status_code == 401  # not the token, nothing stored
     nasty_next = {"token": ADMIN_TOKEN, "next": "/dashboard/\r\nSet-Cookie: x=1"}
     response = anonymous.post("/dashboard/login", data=nasty_next)
     assert response.status_code == 302 and response.headers["Location"] == "/dashboard/"
