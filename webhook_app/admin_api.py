@@ -30,7 +30,7 @@ from webhook_app.app import receiver
 from webhook_app.operator_input import (
     InvalidInput,
     bounded_int,
-    check_query_decodes,
+    check_query,
     json_body,
     json_text_problem,
     stored_text,
@@ -102,7 +102,7 @@ def _authenticate() -> None:
         throttle.record_failure(client)
         log.warning("admin API: missing or invalid admin token from %s", client)
         raise AdminError(401, "missing or invalid admin token")
-    check_query_decodes()
+    check_query()
 
 
 @blueprint.after_request
@@ -225,22 +225,20 @@ def _selected_ids(session: Any, body: Mapping[str, Any]) -> list[int]:
         if any(k in body for k in ("since", "until", "type")):
             raise AdminError(400, 'since/until/type select events for "failed": true only')
         ids = body["event_ids"]
-        if not isinstance(ids, list) or not ids:
-            raise AdminError(
-                400,
-                f"event_ids must be a non-empty list of integers from 1 to {event_log.MAX_ID}",
-                field="event_ids",
-            )
+        wrong = AdminError(
+            400,
+            f"event_ids must be a non-empty list of integers from 1 to {event_log.MAX_ID}",
+            field="event_ids",
+        )
+        # JSON numbers only ("1" is text); 2.0 is an integer to JSON Schema, and here.
+        if not isinstance(ids, list) or not ids or any(isinstance(i, str | bool) for i in ids):
+            raise wrong
         if len(ids) > MAX_SELECTED:
             raise AdminError(400, f"at most {MAX_SELECTED} event_ids at a time", field="event_ids")
         try:
             return [bounded_int(i, "event_ids", 1, event_log.MAX_ID) for i in ids]
         except InvalidInput:
-            raise AdminError(
-                400,
-                f"event_ids must be a non-empty list of integers from 1 to {event_log.MAX_ID}",
-                field="event_ids",
-            ) from None
+            raise wrong from None
     since = _time(body.get("since"), "since")
     if since is None:
         raise AdminError(400, '"failed": true needs "since" (e.g. "12h")', field="since")
@@ -269,6 +267,6 @@ def _time(value: Any, name: str) -> datetime | None:
 
 
 def _limit(value: str | None, default: int) -> int:
-    if value is None or value == "":
+    if value is None:
         return default
     return bounded_int(value, "limit", 1, event_log.MAX_LIMIT)

@@ -32,7 +32,7 @@ from webhook_app.app import receiver
 from webhook_app.operator_input import (
     InvalidInput,
     bounded_int,
-    check_query_decodes,
+    check_query,
     stored_text,
 )
 from worker import event_log
@@ -93,7 +93,7 @@ def _storage_error(error: SQLAlchemyError) -> ResponseReturnValue:
 def _require_login() -> ResponseReturnValue | None:
     if admin_auth.configured_token() is None:
         raise PageError(404, "The dashboard is off: no admin token is configured.")
-    check_query_decodes()
+    check_query()
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if _session() is None:

@@ -27,14 +27,18 @@ class InvalidInput(ValueError):
         self.message = message
 
 
-def check_query_decodes() -> None:
-    """Refuse a query string that is not UTF-8: werkzeug decodes it strictly when
-    ``request.args`` is first read, and would fail.  (gunicorn and waitress answer 400 to raw
-    non-ASCII bytes themselves; other servers may pass them on.)"""
+def check_query() -> None:
+    """Refuse a query string that is not UTF-8 (werkzeug decodes it strictly when
+    ``request.args`` is first read, and would fail; gunicorn and waitress answer 400 to raw
+    non-ASCII bytes themselves, other servers may pass them on), or that gives a parameter
+    twice (which value would count is anybody's guess)."""
     try:
         request.query_string.decode()
     except UnicodeDecodeError:
         raise InvalidInput("query", "the query string is not UTF-8 (percent-encode it)") from None
+    for name, values in request.args.lists():
+        if len(values) > 1:
+            raise InvalidInput(name, f"{name} is given {len(values)} times")
 
 
 def stored_text(value: str, name: str) -> str:

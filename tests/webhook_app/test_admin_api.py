@@ -326,6 +326,8 @@ def test_create_app_reads_the_admin_token_from_the_settings(sqlite_url, monkeypa
         ("/admin/events?until=9999-12-31T23:59:59-14:00", 400, "until"),
         ("/admin/events?since=" + "9" * 5000 + "w", 400, "since"),
         ("/admin/events?%00=x", 200, None),  # unknown fields are ignored
+        ("/admin/events?limit=", 400, "limit"),
+        ("/admin/events?type=call.ring&type=call.missed", 400, "type"),
         ("/admin/devices?user_id=%00", 400, "user_id"),
         ("/admin/devices?limit=١٢", 400, "limit"),  # Arabic-Indic digits: int() takes them
         ("/admin/calls/a%00b/trace", 400, "call_cid"),

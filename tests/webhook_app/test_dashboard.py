@@ -210,6 +210,7 @@ def events_count(db: Database) -> int:
         ("/dashboard/?since=0001-01-01T00:00:00%2B14:00", 200, "out of the range"),
         ("/dashboard/?since=²&until=9" + "9" * 5000 + "w", 200, "neither a duration"),
         ("/dashboard/?%00=1", 200, "Pushes in the last hour"),  # unknown fields are ignored
+        ("/dashboard/?call=a&call=b", 400, "call is given 2 times"),
         ("/dashboard/events/99999999999999999999999", 404, "There is no event"),
         ("/dashboard/events/²", 404, ""),
         ("/dashboard/calls/a%00b", 400, "call_cid contains a NUL character"),
