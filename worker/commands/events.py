@@ -64,6 +64,7 @@ class DurationArgument(click.ParamType):
 
 TIME = TimeArgument()
 DURATION = DurationArgument()
+EVENT_ID = click.IntRange(1, event_log.MAX_ID)
 
 
 def open_db(ctx: click.Context) -> Database:
@@ -181,7 +182,7 @@ def list_(
 
 
 @events.command("show")
-@click.argument("event_id", type=int)
+@click.argument("event_id", type=EVENT_ID)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
 def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
@@ -233,7 +234,7 @@ def _recipients_text(recipients: tuple[str, ...] | None) -> str:
 
 
 @events.command("replay")
-@click.argument("event_ids", nargs=-1, type=int)
+@click.argument("event_ids", nargs=-1, type=EVENT_ID)
 @click.option("--failed", is_flag=True, help="every failed event received in --since/--until")
 @click.option("--since", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")
 @click.option("--until", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")

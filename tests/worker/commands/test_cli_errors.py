@@ -208,3 +208,17 @@ def test_events_show_and_trace_render_odd_stored_text(tmp_path, embedded_url):
     assert trace.exit_code == 0, trace.output
     assert trace.output.count("\n") == 4  # the header and three webhooks, one line each
     assert "\x1b" not in trace.output and "default:odd\\u202e" in trace.output
+
+
+def test_simulate_against_nothing_listening_is_a_message(embedded_url):
+    result = invoke(
+        "simulate", "ring", "--url", "http://127.0.0.1:1/webhooks/stream", database_url=embedded_url
+    )
+    assert_clear_failure(result, "--url http://127.0.0.1:1/webhooks/stream: ConnectionError")
+
+
+def test_event_ids_out_of_range_are_usage_errors(embedded_url):
+    for args in (["events", "show", "9223372036854775808"], ["events", "replay", "0"]):
+        assert_clear_failure(
+            invoke(*args, database_url=embedded_url), "is not in the range", code=2
+        )
