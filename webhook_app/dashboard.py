@@ -47,7 +47,7 @@ blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_f
 COOKIE = "callpush_dashboard"
 PUBLIC_ENDPOINTS = frozenset({"dashboard.login", "dashboard.login_form"})
 DEFAULT_SINCE = "24h"
-# The event page shows this much of a stored body (the admin API answers all of it).
+# The event page shows this much of a stored body (the admin API up to 4 MiB: event_log).
 BODY_CHARS = 256 * 1024
 # `next` after logging in: a path of the dashboard, in printable ASCII (a redirect's Location).
 _NEXT = re.compile(r"/dashboard/[\x21-\x7e]*")
