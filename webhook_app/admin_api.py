@@ -10,9 +10,11 @@
 ``app`` is a configured Stream app's API key: call ids and user ids are only unique within an
 app (each app is a tenant).
 
-``Authorization: Bearer <admin token>`` (constant-time compare; 401 without it).  With no admin
-token configured every route answers 404.  JSON in and out; device tokens only redacted.  The
-handlers are thin: the work is in worker.event_log and worker.replay_jobs.
+``Authorization: Bearer <admin token>`` (constant-time compare; 401 without it, 429 with
+Retry-After once a client has failed too often: webhook_app.access_throttle).  With no admin
+token configured every route answers 404.  JSON in and out; device tokens only redacted; bad
+input is a 400 naming the field (webhook_app.operator_input).  The handlers are thin: the work
+is in worker.event_log and worker.replay_jobs.
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_app.admin_auth import bearer_token, configured_token, token_matches
+from webhook_app import admin_auth
 from webhook_app.app import receiver
+from webhook_app.operator_input import (
+    InvalidInput,
+    bounded_int,
+    check_query,
+    json_body,
+    json_text_problem,
+    stored_text,
+)
 from worker import event_log
 from worker.replay_jobs import (
     MAX_SELECTED,
@@ -47,19 +57,33 @@ REPLAY_FIELDS = frozenset(
 
 
 class AdminError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, *, field: str | None = None, retry_after: int = 0
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.field = field
+        self.retry_after = retry_after
 
 
 @blueprint.errorhandler(AdminError)
 def _admin_error(error: AdminError) -> ResponseReturnValue:
-    response = jsonify(error=error.message)
+    body: dict[str, Any] = {"error": error.message}
+    if error.field is not None:
+        body["field"] = error.field
+    response = jsonify(body)
     response.status_code = error.status
     if error.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="callpush-admin"'
+    if error.retry_after:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
+
+
+@blueprint.errorhandler(InvalidInput)
+def _invalid_input(error: InvalidInput) -> ResponseReturnValue:
+    return _admin_error(AdminError(400, error.message, field=error.field))
 
 
 @blueprint.errorhandler(SQLAlchemyError)
@@ -71,12 +95,19 @@ def _storage_error(error: SQLAlchemyError) -> ResponseReturnValue:
 
 @blueprint.before_request
 def _authenticate() -> None:
-    expected = configured_token()
+    expected = admin_auth.configured_token()
     if expected is None:
         raise AdminError(404, "the admin API is off: no admin token is configured")
-    presented = bearer_token(request.headers.get("Authorization"))
-    if not presented or not token_matches(presented, expected):
+    throttle, client = admin_auth.throttle(), admin_auth.client()
+    wait = throttle.retry_after(client)
+    if wait:
+        raise AdminError(429, "too many failed attempts: retry later", retry_after=wait)
+    presented = admin_auth.bearer_token(request.headers.get("Authorization"))
+    if not presented or not admin_auth.token_matches(presented, expected):
+        throttle.record_failure(client)
+        log.warning("admin API: missing or invalid admin token from %s", client)
         raise AdminError(401, "missing or invalid admin token")
+    check_query()
 
 
 @blueprint.after_request
@@ -90,13 +121,15 @@ def list_events() -> ResponseReturnValue:
     args = request.args
     status = args.get("status")
     if status is not None and status not in event_log.EVENT_STATUSES:
-        raise AdminError(400, f"status must be one of {', '.join(event_log.EVENT_STATUSES)}")
+        raise AdminError(
+            400, f"status must be one of {', '.join(event_log.EVENT_STATUSES)}", field="status"
+        )
     with receiver().db.transaction() as session:
         found = event_log.list_events(
             session,
             status=status,
-            event_type=args.get("type") or None,
-            call_cid=args.get("call") or None,
+            event_type=stored_text(args.get("type", ""), "type") or None,
+            call_cid=stored_text(args.get("call", ""), "call") or None,
             since=_time(args.get("since"), "since"),
             until=_time(args.get("until"), "until"),
             limit=_limit(args.get("limit"), default=100),
@@ -116,12 +149,15 @@ def show_event(event_id: int) -> ResponseReturnValue:
 
 @blueprint.post("/replay")
 def replay() -> ResponseReturnValue:
-    body = request.get_json(force=True, silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise AdminError(400, "the body must be a JSON object")
+    problem = json_text_problem(body)
+    if problem is not None:
+        raise problem
     unknown = sorted(set(body) - REPLAY_FIELDS)
     if unknown:
-        raise AdminError(400, f"unknown field {unknown[0]!r}")
+        raise AdminError(400, f"unknown field {unknown[0]!r}", field=unknown[0])
     dry_run, force = _flag(body, "dry_run"), _flag(body, "force")
     ctx = receiver()
     with ctx.db.transaction() as session:
@@ -148,7 +184,7 @@ def replay() -> ResponseReturnValue:
 
 @blueprint.get("/devices")
 def devices() -> ResponseReturnValue:
-    user_id = request.args.get("user_id") or None
+    user_id = stored_text(request.args.get("user_id", ""), "user_id") or None
     api_key = _app(request.args.get("app"))
     with receiver().db.transaction() as session:
         found = event_log.find_devices(
@@ -159,6 +195,7 @@ def devices() -> ResponseReturnValue:
 
 @blueprint.get("/calls/<call_cid>/trace")
 def trace(call_cid: str) -> ResponseReturnValue:
+    stored_text(call_cid, "call_cid")
     api_key = _app(request.args.get("app"))
     with receiver().db.transaction() as session:
         entries = event_log.call_trace(session, call_cid, api_key)
@@ -196,21 +233,26 @@ def _selected_ids(session: Any, body: Mapping[str, Any]) -> list[int]:
         if any(k in body for k in ("since", "until", "type", "app")):
             raise AdminError(400, 'since/until/type/app select events for "failed": true only')
         ids = body["event_ids"]
-        if (
-            not isinstance(ids, list)
-            or not ids
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-        ):
-            raise AdminError(400, "event_ids must be a non-empty list of integers")
+        wrong = AdminError(
+            400,
+            f"event_ids must be a non-empty list of integers from 1 to {event_log.MAX_ID}",
+            field="event_ids",
+        )
+        # JSON numbers only ("1" is text); 2.0 is an integer to JSON Schema, and here.
+        if not isinstance(ids, list) or not ids or any(isinstance(i, str | bool) for i in ids):
+            raise wrong
         if len(ids) > MAX_SELECTED:
-            raise AdminError(400, f"at most {MAX_SELECTED} event_ids at a time")
-        return list(ids)
+            raise AdminError(400, f"at most {MAX_SELECTED} event_ids at a time", field="event_ids")
+        try:
+            return [bounded_int(i, "event_ids", 1, event_log.MAX_ID) for i in ids]
+        except InvalidInput:
+            raise wrong from None
     since = _time(body.get("since"), "since")
     if since is None:
-        raise AdminError(400, '"failed": true needs "since" (e.g. "12h")')
+        raise AdminError(400, '"failed": true needs "since" (e.g. "12h")', field="since")
     event_type = body.get("type")
     if event_type is not None and not isinstance(event_type, str):
-        raise AdminError(400, "type must be a string")
+        raise AdminError(400, "type must be a string", field="type")
     api_key = _app(body.get("app"))
     return failed_event_ids(session, since, _time(body.get("until"), "until"), event_type, api_key)
 
@@ -218,7 +260,7 @@ def _selected_ids(session: Any, body: Mapping[str, Any]) -> list[int]:
 def _flag(body: Mapping[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
-        raise AdminError(400, f"{name} must be true or false")
+        raise AdminError(400, f"{name} must be true or false", field=name)
     return value
 
 
@@ -226,11 +268,11 @@ def _time(value: Any, name: str) -> datetime | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise AdminError(400, f"{name} must be a string: 1h, 2d or an ISO 8601 time")
+        raise AdminError(400, f"{name} must be a string: 1h, 2d or an ISO 8601 time", field=name)
     try:
         return event_log.parse_time(value)
     except ValueError as error:
-        raise AdminError(400, f"{name}: {error}") from None
+        raise AdminError(400, f"{name}: {error}", field=name) from None
 
 
 def _app(value: Any) -> str | None:
@@ -238,13 +280,11 @@ def _app(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or receiver().settings.app_for_key(value) is None:
-        raise AdminError(400, "app must be the API key of a configured Stream app")
+        raise AdminError(400, "app must be the API key of a configured Stream app", field="app")
     return value
 
 
 def _limit(value: str | None, default: int) -> int:
-    if value is None or value == "":
+    if value is None:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= event_log.MAX_LIMIT:
-        raise AdminError(400, f"limit must be an integer from 1 to {event_log.MAX_LIMIT}")
-    return int(value)
+    return bounded_int(value, "limit", 1, event_log.MAX_LIMIT)

@@ -1,25 +1,38 @@
 """The operators' credential: one admin token, shared by the admin API and the dashboard.
 
 The token comes from the configuration (``current_app.config["CALLPUSH_ADMIN_TOKEN"]``, set
-from the settings by ``create_app``); without one, both are switched off and answer 404.  Every
-comparison is constant-time.  The dashboard's cookie does not hold the token: it holds an issue
-time and an HMAC keyed with the token, so changing the token logs everybody out, and a cookie
-leaked from a browser expires and never reveals the token.
+from the settings by :func:`install`); without one, both are switched off and answer 404.  Every
+comparison is constant-time.  Failed attempts are throttled per client address
+(webhook_app.access_throttle).  The dashboard's cookie does not hold the token: it names a
+server-side session (worker.storage.dashboard_sessions) issued under an HMAC of the token, so
+changing the token logs everybody out, logging out revokes the session, and a cookie leaked from
+a browser never reveals the token.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import time
+from datetime import timedelta
 from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app, request
+
+from webhook_app.access_throttle import FailureThrottle, client_key
+from worker.settings import Settings
 
 CONFIG_KEY = "CALLPUSH_ADMIN_TOKEN"
-SESSION_SECONDS = 12 * 3600
-# Clock skew tolerated between the web processes that issue and check a cookie.
-FUTURE_SKEW_SECONDS = 60
+THROTTLE_KEY = "callpush.admin_throttle"
+SESSION_LIFETIME = timedelta(hours=12)
+
+
+def install(app: Flask, settings: Settings) -> None:
+    """The token and the failure throttle of this app (one throttle per process)."""
+    app.config[CONFIG_KEY] = settings.admin_token
+    limits = settings.admin_throttle
+    app.extensions[THROTTLE_KEY] = FailureThrottle(
+        limits.max_failures, limits.window_seconds, limits.max_clients
+    )
 
 
 def configured_token() -> str | None:
@@ -32,8 +45,14 @@ def configured_token() -> str | None:
     return value.strip()
 
 
+def _utf8(text: str) -> bytes:
+    # surrogatepass: a header or form value can hold a lone surrogate, which is simply not the
+    # token (an environment variable with undecodable bytes holds them too).
+    return text.encode("utf-8", "surrogatepass")
+
+
 def token_matches(presented: str, expected: str) -> bool:
-    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+    return hmac.compare_digest(_utf8(presented), _utf8(expected))
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -42,26 +61,24 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def throttle() -> FailureThrottle:
+    found: FailureThrottle = current_app.extensions[THROTTLE_KEY]
+    return found
+
+
+def client() -> str:
+    """The requesting client's address as throttled (behind ``trusted_proxies``, the address
+    the proxies saw)."""
+    return client_key(request.remote_addr)
+
+
 def _mac(token: str, purpose: str) -> str:
-    return hmac.new(token.encode("utf-8"), purpose.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(_utf8(token), purpose.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def new_session(token: str, now: float | None = None) -> str:
-    issued = int(now if now is not None else time.time())
-    return f"{issued}.{_mac(token, f'dashboard-session:{issued}')}"
-
-
-def session_is_valid(cookie: str | None, token: str, now: float | None = None) -> bool:
-    if not cookie:
-        return False
-    issued_text, _, mac = cookie.partition(".")
-    if not issued_text.isdigit():
-        return False
-    issued = int(issued_text)
-    moment = now if now is not None else time.time()
-    if not issued - FUTURE_SKEW_SECONDS <= moment < issued + SESSION_SECONDS:
-        return False
-    return hmac.compare_digest(mac, _mac(token, f"dashboard-session:{issued}"))
+def token_fingerprint(token: str) -> str:
+    """Stored with each dashboard session: sessions issued under another token are refused."""
+    return _mac(token, "dashboard-session")
 
 
 def csrf_token(token: str, session: str) -> str:
@@ -71,6 +88,4 @@ def csrf_token(token: str, session: str) -> str:
 
 
 def csrf_is_valid(presented: str | None, token: str, session: str) -> bool:
-    return hmac.compare_digest(
-        (presented or "").encode("utf-8"), csrf_token(token, session).encode()
-    )
+    return hmac.compare_digest(_utf8(presented or ""), csrf_token(token, session).encode())

@@ -9,6 +9,7 @@ from celery import Celery
 from flask import Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from worker.publish_breaker import PublishBreaker
 from worker.settings import Settings
@@ -48,7 +49,15 @@ def _publisher(settings: Settings, db: Database, celery: Celery) -> PublishBreak
 def create_app(
     settings: Settings, *, db: Database | None = None, celery: Celery | None = None
 ) -> Flask:
-    from webhook_app import admin_api, dashboard, devices_api, health, openapi, stream_webhook
+    from webhook_app import (
+        admin_api,
+        admin_auth,
+        dashboard,
+        devices_api,
+        health,
+        openapi,
+        stream_webhook,
+    )
     from worker.celery_app import create_celery
 
     app = Flask("callpush")
@@ -69,14 +78,27 @@ def create_app(
     app.register_blueprint(devices_api.blueprint)
     app.register_blueprint(health.blueprint)  # /healthz, /readyz, /metrics
     # The operators' side, behind settings.admin_token (off, 404, when it is unset).
-    app.config["CALLPUSH_ADMIN_TOKEN"] = settings.admin_token
+    admin_auth.install(app, settings)
     app.register_blueprint(admin_api.blueprint)  # /admin/...
     app.register_blueprint(dashboard.blueprint)  # /dashboard/...
     app.register_blueprint(openapi.blueprint)  # /openapi.json
 
+    if settings.trusted_proxies:
+        # The client address (throttling) and scheme (the Secure cookie) as the proxies saw
+        # them: the last `trusted_proxies` X-Forwarded-For / X-Forwarded-Proto entries.
+        # https://werkzeug.palletsprojects.com/en/stable/middleware/proxy_fix/
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+
     @app.errorhandler(HTTPException)
     def json_error(error: HTTPException) -> ResponseReturnValue:
-        # Short JSON errors everywhere, including werkzeug's own 404/405/413.
-        return jsonify(error=error.description or error.name), error.code or 500
+        # Short JSON errors everywhere, including werkzeug's own 404/405/413, with the headers
+        # werkzeug gives them (a 405's Allow, RFC 9110 §15.5.6).
+        response = jsonify(error=error.description or error.name)
+        response.status_code = error.code or 500
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     return app

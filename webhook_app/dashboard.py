@@ -1,32 +1,43 @@
 """The ops dashboard: a few server-rendered pages behind the admin token (no JavaScript).
 
-    /dashboard/login            the token, once; sets an HttpOnly, SameSite=Strict cookie
+    /dashboard/login            the token, once; sets an HttpOnly, SameSite=Strict cookie (Secure
+                                over https, also behind a trusted proxy); failures throttled
+    /dashboard/logout    POST   revokes the session server-side
     /dashboard/                 recent events with filters, pushes by result over the last hour
     /dashboard/events/<id>      one event, its recipients and deliveries, a replay button
     /dashboard/replay    POST   a dry run first (what would be re-sent), then the replay
     /dashboard/calls/<cid>      one call's timeline
 
-The cookie holds no token (see webhook_app.admin_auth); every form carries a CSRF token derived
-from the admin token and the session.  The pages read through worker.event_log and replay
-through worker.replay_jobs, like the CLI and the admin API.
+The cookie names a server-side session and holds no token (see webhook_app.admin_auth); every
+form carries a CSRF token derived from the admin token and the session.  Bad input is a 400 page
+naming the field (webhook_app.operator_input); stored text that cannot be encoded is shown
+escaped.  The pages read through worker.event_log and replay through worker.replay_jobs, like
+the CLI and the admin API.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_app import admin_auth
 from webhook_app.app import receiver
+from webhook_app.operator_input import (
+    InvalidInput,
+    bounded_int,
+    check_query,
+    stored_text,
+)
 from worker import event_log
 from worker.replay_jobs import MAX_SELECTED, describe_replay, failed_event_ids, replay_events
+from worker.storage import dashboard_sessions
 from worker.storage.models import utcnow
 from worker.tasks import enqueue_replay
 
@@ -36,6 +47,10 @@ blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_f
 COOKIE = "callpush_dashboard"
 PUBLIC_ENDPOINTS = frozenset({"dashboard.login", "dashboard.login_form"})
 DEFAULT_SINCE = "24h"
+# The event page shows this much of a stored body (the admin API up to 4 MiB: event_log).
+BODY_CHARS = 256 * 1024
+# `next` after logging in: a path of the dashboard, in printable ASCII (a redirect's Location).
+_NEXT = re.compile(r"/dashboard/[\x21-\x7e]*")
 # Inline CSS only, no scripts, forms post to this site, never framed.
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
@@ -50,27 +65,41 @@ class PageError(Exception):
         self.message = message
 
 
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    """A rendered page.  Text from a stored body may hold a lone surrogate, which UTF-8 cannot
+    encode: it is written as its escape (``\\ud800``) instead of failing the page."""
+    html = render_template(template, csrf=_csrf(), **context)
+    return Response(html.encode("utf-8", "backslashreplace"), status, mimetype="text/html")
+
+
 @blueprint.errorhandler(PageError)
 def _page_error(error: PageError) -> ResponseReturnValue:
-    return render_template("dashboard/message.html", message=error.message), error.status
+    return _page("dashboard/message.html", error.status, message=error.message)
+
+
+@blueprint.errorhandler(InvalidInput)
+def _invalid_input(error: InvalidInput) -> ResponseReturnValue:
+    return _page("dashboard/message.html", 400, message=f"Cannot show that: {error.message}.")
 
 
 @blueprint.errorhandler(SQLAlchemyError)
 def _storage_error(error: SQLAlchemyError) -> ResponseReturnValue:
     log.error("dashboard %s: storage error %s", request.path, type(error).__name__)
-    return render_template("dashboard/message.html", message="The database is unavailable."), 503
+    g.dashboard_session = None  # the session could not be read: no logged-in header
+    return _page("dashboard/message.html", 503, message="The database is unavailable.")
 
 
 @blueprint.before_request
 def _require_login() -> ResponseReturnValue | None:
     if admin_auth.configured_token() is None:
         raise PageError(404, "The dashboard is off: no admin token is configured.")
+    check_query()
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if _session() is None:
         if request.method != "GET":
             raise PageError(401, "Your session has ended: log in again.")
-        return redirect(url_for("dashboard.login_form", next=request.full_path.rstrip("?")))
+        return redirect(url_for("dashboard.login_form", next=_next_path(_this_page())))
     return None
 
 
@@ -99,26 +128,42 @@ def _latency(value: float | None) -> str:
 
 @blueprint.get("/login")
 def login_form() -> ResponseReturnValue:
-    return render_template("dashboard/login.html", next=_next_path(), error=None)
+    return _page("dashboard/login.html", next=_next_path(request.values.get("next")), error=None)
 
 
 @blueprint.post("/login")
 def login() -> ResponseReturnValue:
     expected = admin_auth.configured_token()
     assert expected is not None
+    next_path = _next_path(request.values.get("next"))
+    throttle, client = admin_auth.throttle(), admin_auth.client()
+    wait = throttle.retry_after(client)
+    if wait:
+        error = f"Too many failed attempts from your address: try again in {wait} s."
+        refused = _page("dashboard/login.html", 429, next=next_path, error=error)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     presented = request.form.get("token", "").strip()
     if not presented or not admin_auth.token_matches(presented, expected):
-        log.warning("dashboard login refused from %s", request.remote_addr)
+        throttle.record_failure(client)
+        log.warning("dashboard login refused from %s", client)
         error = "That is not the admin token."
-        return render_template("dashboard/login.html", next=_next_path(), error=error), 401
-    response = redirect(_next_path())
+        return _page("dashboard/login.html", 401, next=next_path, error=error)
+    with receiver().db.transaction() as session:
+        cookie = dashboard_sessions.start(
+            session, admin_auth.token_fingerprint(expected), admin_auth.SESSION_LIFETIME
+        )
+    log.info("dashboard login from %s", client)
+    response = redirect(next_path)
     response.set_cookie(
         COOKIE,
-        admin_auth.new_session(expected),
-        max_age=admin_auth.SESSION_SECONDS,
+        cookie,
+        max_age=int(admin_auth.SESSION_LIFETIME.total_seconds()),
         path=url_for("dashboard.index"),
         httponly=True,
         samesite="Strict",
+        # https as the client sees it: the request's own scheme, or X-Forwarded-Proto from a
+        # trusted proxy (settings.trusted_proxies) that terminates TLS.
         secure=request.is_secure,
     )
     return response
@@ -127,6 +172,9 @@ def login() -> ResponseReturnValue:
 @blueprint.post("/logout")
 def logout() -> ResponseReturnValue:
     _check_csrf()
+    with receiver().db.transaction() as session:
+        dashboard_sessions.revoke(session, request.cookies.get(COOKIE))
+    g.dashboard_session = None
     response = redirect(url_for("dashboard.login_form"))
     response.delete_cookie(COOKIE, path=url_for("dashboard.index"))
     return response
@@ -141,8 +189,8 @@ def index() -> ResponseReturnValue:
     filters = {
         "app": args.get("app", "").strip(),
         "status": args.get("status", ""),
-        "type": args.get("type", "").strip(),
-        "call": args.get("call", "").strip(),
+        "type": stored_text(args.get("type", ""), "type").strip(),
+        "call": stored_text(args.get("call", ""), "call").strip(),
         "since": args.get("since", DEFAULT_SINCE).strip(),
         "until": args.get("until", "").strip(),
     }
@@ -172,7 +220,7 @@ def index() -> ResponseReturnValue:
             api_key=api_key,
         )
         counts = event_log.push_counts(session, utcnow() - timedelta(hours=1), api_key)
-    return render_template(
+    return _page(
         "dashboard/events.html",
         events=found,
         filters=filters,
@@ -181,7 +229,6 @@ def index() -> ResponseReturnValue:
         counts=counts,
         problems=problems,
         notice=_notice(),
-        csrf=_csrf(),
         format_pushes=event_log.format_pushes,
     )
 
@@ -192,20 +239,19 @@ def event(event_id: int) -> ResponseReturnValue:
         detail = event_log.event_detail(session, event_id)
     if detail is None:
         raise PageError(404, f"There is no event {event_id}.")
-    body = json.dumps(detail.body, indent=2, ensure_ascii=False, sort_keys=True)
-    return render_template(
+    return _page(
         "dashboard/event.html",
         event=detail,
         apps=_app_keys(),
-        body=body,
+        body=event_log.body_text(detail.body, BODY_CHARS),
         notice=_notice(),
-        csrf=_csrf(),
         format_pushes=event_log.format_pushes,
     )
 
 
 @blueprint.get("/calls/<call_cid>")
 def call(call_cid: str) -> ResponseReturnValue:
+    stored_text(call_cid, "call_cid")
     problems: list[str] = []
     app = request.args.get("app", "").strip()
     api_key = _app_filter(app, problems)
@@ -214,14 +260,13 @@ def call(call_cid: str) -> ResponseReturnValue:
     with receiver().db.transaction() as session:
         entries = event_log.call_trace(session, call_cid, api_key)
     start = entries[0].at if entries else None
-    return render_template(
+    return _page(
         "dashboard/trace.html",
         call_cid=call_cid,
         app=api_key,
         apps=sorted({e.api_key for e in entries if e.api_key}),
         entries=entries,
         start=start,
-        csrf=_csrf(),
     )
 
 
@@ -239,7 +284,7 @@ def replay() -> ResponseReturnValue:
     if not plan.events:
         raise PageError(404, "Nothing to replay: no such event.")
     if form.get("confirm") != "1":
-        return render_template("dashboard/replay_confirm.html", plan=plan, csrf=_csrf())
+        return _page("dashboard/replay_confirm.html", plan=plan)
     outcome = replay_events(
         ctx.db,
         [p.replay.event_id for p in plan.events],
@@ -261,15 +306,24 @@ def replay() -> ResponseReturnValue:
 
 
 def _session() -> str | None:
-    token = admin_auth.configured_token()
-    cookie = request.cookies.get(COOKIE)
-    if token is None or not admin_auth.session_is_valid(cookie, token):
-        return None
-    return cookie
+    """The session cookie when it names a live session (looked up once per request)."""
+    if "dashboard_session" not in g:
+        g.dashboard_session = None
+        token = admin_auth.configured_token()
+        cookie = request.cookies.get(COOKIE)
+        if token is not None and cookie:
+            with receiver().db.transaction() as session:
+                if dashboard_sessions.is_valid(
+                    session, cookie, admin_auth.token_fingerprint(token)
+                ):
+                    g.dashboard_session = cookie
+    found: str | None = g.dashboard_session
+    return found
 
 
 def _csrf() -> str:
-    token, session = admin_auth.configured_token(), _session()
+    token = admin_auth.configured_token()
+    session = g.get("dashboard_session")  # as checked by this request; never queried here
     return admin_auth.csrf_token(token, session) if token and session else ""
 
 
@@ -296,13 +350,12 @@ def _replay_selection(session: Any) -> list[int]:
         api_key = _app_filter(form.get("app", "").strip(), problems)
         if problems:
             raise PageError(400, f"Cannot replay: {problems[0]}")
-        return failed_event_ids(
-            session, since, until, form.get("type", "").strip() or None, api_key
-        )
-    ids = [value for value in form.getlist("event_id") if value.isdigit()]
-    if not ids:
+        event_type = stored_text(form.get("type", ""), "type").strip()
+        return failed_event_ids(session, since, until, event_type or None, api_key)
+    values = form.getlist("event_id")
+    if not values:
         raise PageError(400, "No event to replay was chosen.")
-    return [int(value) for value in ids[:MAX_SELECTED]]
+    return [bounded_int(v, "event_id", 1, event_log.MAX_ID) for v in values[:MAX_SELECTED]]
 
 
 def _app_keys() -> list[str]:
@@ -319,11 +372,18 @@ def _app_filter(value: str, problems: list[str]) -> str | None:
     return value
 
 
-def _next_path() -> str:
+def _this_page() -> str:
+    """The requested path and query as sent (``request.full_path`` decodes the query as UTF-8
+    and fails on other bytes)."""
+    query = request.query_string.decode("latin-1")
+    return f"{quote(request.path)}?{query}" if query else quote(request.path)
+
+
+def _next_path(wanted: str | None) -> str:
     """Where to go after logging in: only a path of the dashboard (never another site)."""
-    wanted = request.values.get("next", "")
     home = url_for("dashboard.index")
-    if wanted.startswith(home) and "//" not in wanted and "\\" not in wanted:
+    wanted = (wanted or "").rstrip("?")
+    if _NEXT.fullmatch(wanted) and "//" not in wanted and "\\" not in wanted:
         return wanted
     return home
 

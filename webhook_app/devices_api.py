@@ -18,6 +18,7 @@ plus ``"field"`` for a bad body or query.  Device tokens are never logged whole.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ from worker.settings import MAX_PROVIDER_NAME
 from worker.storage import devices as registry
 from worker.storage import preferences
 from worker.storage.models import Device, UserPreference, utcnow
+from worker.text_escaping import unstorable_reason
 from worker.user_tokens import Caller, TokenRejected, verify_authorization
 
 log = logging.getLogger("callpush.api")
@@ -44,6 +46,8 @@ MAX_USER_ID = 255
 MAX_DEVICE_TOKEN = 512
 MAX_APP_ID = 255
 MAX_API_KEY = 64
+
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 DEVICE_FIELDS = frozenset({"token", "platform", "voip", "app_id", "push_provider_name", "user_id"})
 PREFERENCE_FIELDS = frozenset({"call_pushes", "until", "user_id"})
@@ -150,6 +154,8 @@ def delete_device(token: str) -> ResponseReturnValue:
     owner: str | None = None
     if requested is not None or not caller.is_server:
         owner = _subject(caller, requested, where="query")
+    if unstorable_reason(token):  # no stored token holds a NUL
+        raise ApiError(404, "no such device")
     with receiver().db.transaction() as session:
         removed = registry.remove_device(session, caller.api_key, token, owner)
     if not removed:
@@ -276,11 +282,17 @@ def _subject(caller: Caller, requested: Any, *, where: str) -> str:
         user_id = caller.user_id
     if len(user_id) > MAX_USER_ID:
         raise ApiError(400, f"user_id is longer than {MAX_USER_ID} characters", "user_id")
+    reason = unstorable_reason(user_id)
+    if reason is not None:  # PostgreSQL refuses NUL: a 400 naming the field, not a 503
+        raise ApiError(400, f"user_id {reason}", "user_id")
     return user_id
 
 
 def _json_object(allowed: frozenset[str]) -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # nested deeper than Python's JSON parser goes
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     for key, value in body.items():
@@ -300,8 +312,11 @@ def _string(body: dict[str, Any], name: str, max_length: int, *, required: bool)
         if required:
             raise ApiError(400, f"{name} is required", name)
         return None
-    if not isinstance(value, str) or not value or not value.isprintable() or " " in value:
-        raise ApiError(400, f"{name} must be a non-empty string without spaces", name)
+    # Push tokens and bundle ids are printable ASCII (openapi.py documents this pattern).
+    if not isinstance(value, str) or not _PRINTABLE_ASCII.fullmatch(value):
+        raise ApiError(
+            400, f"{name} must be a non-empty string of printable ASCII without spaces", name
+        )
     if len(value) > max_length:
         raise ApiError(400, f"{name} is longer than {max_length} characters", name)
     return value

@@ -41,11 +41,29 @@ def _html(description: str) -> dict[str, Any]:
 
 TIMESTAMP = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP = _nullable("string", format="date-time")
-TIME_QUERY = {
+# What worker.event_log.parse_time takes, as a pattern a generator can follow: a duration ago
+# (`30m`, `1h30m`, `2d`, `1w`; the service also takes longer ones up to year 1) or an ISO 8601
+# date or time (UTC unless it has an offset).
+_DURATION = r"[1-9][0-9]{0,3}[smhdw](?:[0-9]{1,4}[smhdw]){0,3}"
+_ISO_TIME = (
+    r"[1-9][0-9]{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9])?)?"
+)
+TIME_VALUE = {
     "type": "string",
     "description": "A duration ago (`30m`, `1h`, `2d`, `1w`) or an ISO 8601 timestamp.",
+    "pattern": f"^(?:{_DURATION}|{_ISO_TIME})$",
     "examples": ["1h", "2024-05-01T06:00:00Z"],
 }
+# The same, or empty for no bound.
+TIME_QUERY = {**TIME_VALUE, "pattern": f"^(?:{_DURATION}|{_ISO_TIME})?$"}
+# Text compared with stored text: anything but NUL, which PostgreSQL cannot store (a 400).
+TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}
+USER_ID = {**TEXT, "minLength": 1, "maxLength": 255}
+# Push tokens and bundle ids: printable ASCII without spaces.
+PRINTABLE_ASCII = "^[!-~]+$"
+# Event ids are 64-bit (worker.event_log.MAX_ID).
+EVENT_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 EVENT_STATUS = {
     "type": "string",
     "enum": ["received", "processing", "processed", "ignored", "failed"],
@@ -88,9 +106,36 @@ APP_KEY_PARAMS: list[dict[str, Any]] = [
 ]
 STREAM_TOKEN: list[dict[str, list[str]]] = [{"streamToken": []}]
 ADMIN_ERRORS = {
+    "400": {"$ref": "#/components/responses/BadInput"},
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "404": {"$ref": "#/components/responses/AdminOff"},
+    "429": {"$ref": "#/components/responses/TooManyFailures"},
     "503": {"$ref": "#/components/responses/StorageDown"},
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds until this client may try again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def _html_or_json(description: str) -> dict[str, Any]:
+    """A dashboard error: its HTML page, or the app's JSON error for a URL no page matches."""
+    return {
+        "description": description,
+        "content": {
+            "text/html": {"schema": {"type": "string"}},
+            "application/json": {"schema": _ref("Error")},
+        },
+    }
+
+
+DASHBOARD_ERRORS = {
+    "400": _html("Bad input: the page names the field."),
+    "404": _html_or_json("No admin token is configured, or no such thing."),
+    "503": _html("The database is unavailable."),
 }
 
 
@@ -102,7 +147,7 @@ def _dashboard_page(summary: str, parameters: list[dict[str, Any]] | None = None
         "responses": {
             "200": _html("The page."),
             "302": {"description": "Not logged in: to the login page."},
-            "404": _html("No admin token is configured, or no such thing."),
+            **DASHBOARD_ERRORS,
         },
     }
     if parameters:
@@ -110,20 +155,31 @@ def _dashboard_page(summary: str, parameters: list[dict[str, Any]] | None = None
     return operation
 
 
-def _dashboard_form(summary: str, fields: dict[str, Any], responses: dict[str, Any]) -> Any:
-    return {
+def _dashboard_form(
+    summary: str,
+    fields: dict[str, Any],
+    responses: dict[str, Any],
+    *,
+    session: bool = True,
+    rules: dict[str, Any] | None = None,
+) -> Any:
+    operation: dict[str, Any] = {
         "tags": ["dashboard"],
         "summary": summary,
         "requestBody": {
             "required": True,
             "content": {
                 "application/x-www-form-urlencoded": {
-                    "schema": {"type": "object", "properties": fields}
+                    "schema": {"type": "object", "properties": fields, **(rules or {})}
                 }
             },
         },
-        "responses": responses,
+        "responses": {**DASHBOARD_ERRORS, **responses},
     }
+    if session:
+        operation["security"] = [{"dashboardSession": []}]
+        operation["responses"]["401"] = _html("Not logged in (or the session has ended).")
+    return operation
 
 
 OPENAPI: dict[str, Any] = {
@@ -162,13 +218,18 @@ OPENAPI: dict[str, Any] = {
                     {
                         "name": "X-Webhook-Id",
                         "in": "header",
-                        "schema": {"type": "string", "maxLength": 128},
-                        "description": "Deduplicates retries (else the body's SHA-256 does).",
+                        "schema": {"type": "string"},
+                        "description": (
+                            "Deduplicates retries (else the body's SHA-256 does); only its "
+                            "first 128 characters are kept."
+                        ),
                     },
                     {
                         "name": "X-Webhook-Attempt",
                         "in": "header",
-                        "schema": {"type": "integer", "minimum": 1},
+                        "schema": {"type": "string"},
+                        "description": "Stream's attempt number; anything but a positive "
+                        "integer counts as 1.",
                     },
                 ],
                 "requestBody": {
@@ -246,13 +307,19 @@ OPENAPI: dict[str, Any] = {
                 ),
                 "security": STREAM_TOKEN,
                 "parameters": [
-                    {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "token",
+                        "in": "path",
+                        "required": True,
+                        "description": "A token holding NUL matches no device (404).",
+                        "schema": {"type": "string"},
+                    },
                     _ref_param("UserIdQuery"),
                     *APP_KEY_PARAMS,
                 ],
                 "responses": {
                     "204": {"description": "Removed."},
-                    "400": _error("A bad query (the error names the field)."),
+                    "400": _error("A bad query: user_id or app (the error names the field)."),
                     "401": _error("Missing or invalid Stream token."),
                     "403": _error("A user token naming another user."),
                     "404": _error("No such device (or another user's)."),
@@ -347,13 +414,13 @@ OPENAPI: dict[str, Any] = {
                     {
                         "name": "type",
                         "in": "query",
-                        "schema": {"type": "string", "examples": ["call.ring"]},
+                        "schema": {**TEXT, "examples": ["call.ring"]},
                     },
                     {
                         "name": "call",
                         "in": "query",
                         "description": "A call cid.",
-                        "schema": {"type": "string", "examples": ["default:123"]},
+                        "schema": {**TEXT, "examples": ["default:123"]},
                     },
                     {"name": "since", "in": "query", "schema": TIME_QUERY},
                     {"name": "until", "in": "query", "schema": TIME_QUERY},
@@ -379,7 +446,6 @@ OPENAPI: dict[str, Any] = {
                         },
                         "The events.",
                     ),
-                    "400": _error("A bad filter."),
                     **ADMIN_ERRORS,
                 },
             }
@@ -414,7 +480,6 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": _json(_ref("ReplayPlan"), "The dry run."),
                     "202": _json(_ref("ReplayResult"), "Reopened and queued."),
-                    "400": _error("A bad body."),
                     **ADMIN_ERRORS,
                 },
             }
@@ -426,7 +491,7 @@ OPENAPI: dict[str, Any] = {
                 "security": ADMIN,
                 "parameters": [
                     _ref_param("AppFilter"),
-                    {"name": "user_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "user_id", "in": "query", "schema": TEXT},
                     {
                         "name": "limit",
                         "in": "query",
@@ -477,26 +542,61 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/dashboard/": {"get": _dashboard_page("Recent events with filters; pushes last hour")},
+        "/dashboard/": {
+            "get": _dashboard_page(
+                "Recent events with filters; pushes last hour",
+                [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "description": "Any other value: every status.",
+                        "schema": {"type": "string"},
+                    },
+                    {"name": "type", "in": "query", "schema": TEXT},
+                    {"name": "call", "in": "query", "schema": TEXT},
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "As the admin API's (default 24h); an unreadable time "
+                        "is shown on the page.",
+                        "schema": {"type": "string"},
+                    },
+                    {"name": "until", "in": "query", "schema": {"type": "string"}},
+                ],
+            )
+        },
         "/dashboard/login": {
             "get": {
                 "tags": ["dashboard"],
                 "summary": "The login form",
-                "responses": {"200": _html("The form."), "404": _html("No admin token.")},
+                "parameters": [
+                    {
+                        "name": "next",
+                        "in": "query",
+                        "description": "A dashboard path to go to after logging in.",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": _html("The form."), **DASHBOARD_ERRORS},
             },
             "post": _dashboard_form(
-                "Log in with the admin token (sets an HttpOnly, SameSite=Strict cookie)",
+                "Log in with the admin token (sets an HttpOnly, SameSite=Strict cookie, Secure "
+                "over https); failed attempts are throttled per client",
                 {"token": {"type": "string"}, "next": {"type": "string"}},
                 {
-                    "302": {"description": "Logged in."},
+                    "302": {"description": "Logged in: to `next` (a dashboard path) or home."},
                     "401": _html("Not the admin token."),
-                    "404": _html("No admin token."),
+                    "429": {
+                        **_html("Too many failed attempts from this client."),
+                        "headers": RETRY_AFTER,
+                    },
                 },
+                session=False,
             ),
         },
         "/dashboard/logout": {
             "post": _dashboard_form(
-                "Log out",
+                "Log out: the session is revoked server-side",
                 {"csrf": {"type": "string"}},
                 {"302": {"description": "Logged out."}, "403": _html("A stale form.")},
             )
@@ -512,13 +612,17 @@ OPENAPI: dict[str, Any] = {
                 "Replay: the dry-run confirmation page, then (confirm=1) the replay",
                 {
                     "csrf": {"type": "string"},
-                    "event_id": {"type": "array", "items": {"type": "integer"}},
-                    "failed": {"const": "1"},
-                    "since": {"type": "string"},
-                    "until": {"type": "string"},
-                    "type": {"type": "string"},
-                    "force": {"const": "1"},
-                    "confirm": {"const": "1"},
+                    "event_id": {"type": "array", "items": EVENT_ID, "minItems": 1},
+                    "failed": {
+                        "type": "string",
+                        "description": "`1`: every failed event in "
+                        "the since/until window, not event_id.",
+                    },
+                    "since": TIME_VALUE,
+                    "until": TIME_QUERY,
+                    "type": TEXT,
+                    "force": {"type": "string", "description": "`1`: with force."},
+                    "confirm": {"type": "string", "description": "`1`: replay (else a dry run)."},
                 },
                 {
                     "200": _html("The dry run, with a confirm button."),
@@ -526,6 +630,15 @@ OPENAPI: dict[str, Any] = {
                     "400": _html("Nothing chosen, or a bad time."),
                     "403": _html("A stale form (CSRF)."),
                     "404": _html("No such event."),
+                },
+                rules={
+                    "oneOf": [
+                        {"required": ["failed", "since"], "properties": {"failed": {"const": "1"}}},
+                        {
+                            "required": ["event_id"],
+                            "properties": {"failed": {"not": {"const": "1"}}},
+                        },
+                    ]
                 },
             )
         },
@@ -560,7 +673,7 @@ OPENAPI: dict[str, Any] = {
                 "name": "user_id",
                 "in": "query",
                 "description": "Required with a server token; a user token's own id otherwise.",
-                "schema": {"type": "string", "maxLength": 255},
+                "schema": USER_ID,
             },
             "AppFilter": {
                 "name": "app",
@@ -575,13 +688,13 @@ OPENAPI: dict[str, Any] = {
                 "name": "event_id",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer"},
+                "schema": EVENT_ID,
             },
             "CallCid": {
                 "name": "call_cid",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string", "examples": ["default:123"]},
+                "schema": {**TEXT, "examples": ["default:123"]},
             },
         },
         "responses": {
@@ -589,6 +702,11 @@ OPENAPI: dict[str, Any] = {
             "Unauthorized": _json(_ref("Error"), "Missing or invalid admin token."),
             "AdminOff": _json(_ref("Error"), "No admin token is configured: the API is off."),
             "StorageDown": _json(_ref("Error"), "The database is unavailable."),
+            "BadInput": _json(_ref("Error"), "A bad query, path or body value; `field` names it."),
+            "TooManyFailures": {
+                **_json(_ref("Error"), "Too many failed admin tokens from this client."),
+                "headers": RETRY_AFTER,
+            },
         },
         "schemas": {
             "Error": {
@@ -625,23 +743,31 @@ OPENAPI: dict[str, Any] = {
                 "required": ["token", "platform"],
                 "additionalProperties": False,
                 "properties": {
-                    "token": {"type": "string", "maxLength": 512},
+                    "token": {"type": "string", "maxLength": 512, "pattern": PRINTABLE_ASCII},
                     "platform": {"type": "string", "enum": ["apns", "fcm"]},
-                    "voip": {"type": "boolean", "default": False},
+                    "voip": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "A PushKit token: APNs only.",
+                    },
                     "app_id": {
-                        "type": "string",
+                        "type": ["string", "null"],
                         "maxLength": 255,
+                        "pattern": PRINTABLE_ASCII,
                         "description": "APNs: the app's bundle id (without .voip); "
                         "default: its provider's bundle_id.",
                     },
                     "push_provider_name": {
-                        "type": "string",
+                        "type": ["string", "null"],
                         "maxLength": 36,
+                        "pattern": PRINTABLE_ASCII,
                         "description": "One of the app's configured push providers of the "
                         "platform; default: the app's default provider.",
                     },
-                    "user_id": {"type": "string", "maxLength": 255},
+                    "user_id": {**USER_ID, "type": ["string", "null"]},
                 },
+                "if": {"properties": {"voip": {"const": True}}, "required": ["voip"]},
+                "then": {"properties": {"platform": {"const": "apns"}}},
             },
             "Device": {
                 "type": "object",
@@ -667,9 +793,14 @@ OPENAPI: dict[str, Any] = {
                 "additionalProperties": False,
                 "properties": {
                     "call_pushes": {"type": "string", "enum": ["on", "off"]},
-                    "until": {**TIMESTAMP, "description": "Only with `off`; in the future."},
-                    "user_id": {"type": "string", "maxLength": 255},
+                    "until": {
+                        **NULLABLE_TIMESTAMP,
+                        "description": "Only with `off`; in the future.",
+                    },
+                    "user_id": {**USER_ID, "type": ["string", "null"]},
                 },
+                "if": {"properties": {"call_pushes": {"const": "on"}}},
+                "then": {"properties": {"until": {"type": "null"}}},
             },
             "Preference": {
                 "type": "object",
@@ -811,20 +942,47 @@ OPENAPI: dict[str, Any] = {
             },
             "ReplayRequest": {
                 "type": "object",
+                "description": (
+                    'Either `event_ids`, or `"failed": true` with `since` (and optionally '
+                    "`until`, `type`) for every failed event received in that window."
+                ),
                 "additionalProperties": False,
                 "properties": {
-                    "event_ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                    "event_ids": {
+                        "type": "array",
+                        "items": EVENT_ID,
+                        "minItems": 1,
+                        "maxItems": 10_000,
+                    },
                     "failed": {"type": "boolean", "description": "Every failed event in a window."},
-                    "since": TIME_QUERY,
-                    "until": TIME_QUERY,
-                    "type": {"type": "string"},
-                    "app": {"type": "string", "description": "With `failed`: one app's only."},
+                    "since": TIME_VALUE,
+                    "until": {**TIME_QUERY, "type": ["string", "null"]},
+                    "type": {**TEXT, "type": ["string", "null"]},
+                    "app": {
+                        **TEXT,
+                        "type": ["string", "null"],
+                        "description": "With `failed`: one app's only.",
+                    },
                     "dry_run": {"type": "boolean", "default": False},
                     "force": {"type": "boolean", "default": False},
                 },
                 "oneOf": [
-                    {"required": ["event_ids"]},
-                    {"required": ["failed", "since"], "properties": {"failed": {"const": True}}},
+                    {
+                        "required": ["event_ids"],
+                        "properties": {"failed": {"const": False}},
+                        "not": {
+                            "anyOf": [
+                                {"required": ["since"]},
+                                {"required": ["until"]},
+                                {"required": ["type"]},
+                            ]
+                        },
+                    },
+                    {
+                        "required": ["failed", "since"],
+                        "properties": {"failed": {"const": True}},
+                        "not": {"required": ["event_ids"]},
+                    },
                 ],
             },
             "ReplayPlan": {

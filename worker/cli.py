@@ -11,11 +11,13 @@ from worker.commands import devices as device_commands
 from worker.commands import events as event_commands
 from worker.commands import serve, simulate, trace
 from worker.commands import users as user_commands
+from worker.commands.errors import ReportingGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, debug: bool) -> None:
     """callpush: Stream Video webhooks in, VoIP and FCM call pushes out."""
     ctx.ensure_object(dict)
 

@@ -33,6 +33,9 @@ from worker.settings import (
 
 REDACTED = "**********"
 CONNECT_TIMEOUT_SECONDS = 2
+# The admin token guards replays and every device's redacted token: long enough that guessing
+# it is hopeless even at the throttle's rate times every web process (README: security model).
+MIN_ADMIN_TOKEN_LENGTH = 32
 
 # Celery/kombu transports a broker_url may name (https://docs.celeryq.dev, "Brokers").
 BROKER_SCHEMES = frozenset(
@@ -221,6 +224,7 @@ def run_checks(settings: Settings) -> list[Check]:
         ("templates", check_templates),
         ("push settings", check_push_settings),
         ("deprecated settings", check_deprecated),
+        ("admin access", check_admin_access),
     ):
         try:
             checks.extend(check(settings))
@@ -442,6 +446,43 @@ def check_deprecated(settings: Settings) -> list[Check]:
             )
         )
     return checks
+
+
+def admin_token_problem(settings: Settings) -> str | None:
+    """Why the configured admin token must not be used (None when it is unset or long enough);
+    `callpush web` and `callpush run` refuse to start with it."""
+    if settings.admin_token is None:
+        return None
+    token = settings.admin_token.get_secret_value().strip()
+    if not token or len(token) >= MIN_ADMIN_TOKEN_LENGTH:
+        return None
+    return (
+        f"admin_token (CALLPUSH_ADMIN_TOKEN) is {len(token)} characters long: use at least "
+        f"{MIN_ADMIN_TOKEN_LENGTH} random ones, e.g. "
+        'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+    )
+
+
+def check_admin_access(settings: Settings) -> list[Check]:
+    problem = admin_token_problem(settings)
+    if problem is not None:
+        return [_fail("admin access", problem)]
+    proxies = (
+        f"trusted_proxies = {settings.trusted_proxies}"
+        if settings.trusted_proxies
+        else "no trusted proxy (X-Forwarded-* ignored)"
+    )
+    token = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
+    if not token:
+        return [_ok("admin access", f"admin_token unset: /admin and /dashboard are off; {proxies}")]
+    limits = settings.admin_throttle
+    return [
+        _ok(
+            "admin access",
+            f"admin_token set ({len(token)} characters); {limits.max_failures} failed attempts "
+            f"per client per {limits.window_seconds:g} s; {proxies}",
+        )
+    ]
 
 
 def check_templates(settings: Settings) -> list[Check]:

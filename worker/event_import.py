@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -46,6 +47,52 @@ MAX_SAME_CALL = 500
 
 class InvalidLine(ValueError):
     """A line that cannot be imported; the message says why (never quoting the line)."""
+
+
+# Reading the file: in chunks, never more than one line (at most max_line_bytes) in memory.
+READ_CHUNK_BYTES = 64 * 1024
+
+
+def max_line_bytes(max_body_bytes: int) -> int:
+    """The longest line read: an envelope's body is escaped JSON text, up to about four times
+    the body (``\\u00e9`` for ``é``) plus the envelope's own fields."""
+    return 4 * max_body_bytes + 4096
+
+
+def read_lines(stream: BinaryIO, max_bytes: int) -> Iterator[str | InvalidLine]:
+    """The file's lines as text, one item per line (so the numbering stays right): a line that
+    is not UTF-8 or is longer than ``max_bytes`` is an :class:`InvalidLine` (its bytes skipped,
+    not kept).  Works on a binary file, a file without a final newline, and stdin."""
+    pending = bytearray()
+    too_long = False
+    first = True
+    while chunk := stream.read(READ_CHUNK_BYTES):
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            if not too_long:
+                pending += chunk[start:end]
+            yield _line(pending, too_long, max_bytes, first)
+            pending.clear()
+            too_long, first = False, False
+            start = end + 1
+        if not too_long:
+            pending += chunk[start:]
+            if len(pending) > max_bytes:
+                pending.clear()
+                too_long = True
+    if pending or too_long:
+        yield _line(pending, too_long, max_bytes, first)
+
+
+def _line(raw: bytearray, too_long: bool, max_bytes: int, first: bool) -> str | InvalidLine:
+    if too_long or len(raw) > max_bytes:
+        return InvalidLine(f"longer than {max_bytes} bytes")
+    if first and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+        del raw[:3]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return InvalidLine(f"not UTF-8 text (byte {error.start + 1} of the line)")
 
 
 @dataclass
@@ -110,7 +157,7 @@ def webhook_from_line(line: str, api_key: str, max_bytes: int) -> NewWebhook:
 
 def import_lines(
     db: Database,
-    lines: Iterable[str],
+    lines: Iterable[str | InvalidLine],
     api_key: str,
     dispatch: DispatchEvent,
     *,
@@ -124,6 +171,9 @@ def import_lines(
     for number, line in enumerate(lines, start=1):
         if progress is not None:
             progress(1)
+        if isinstance(line, InvalidLine):
+            report.note_invalid(number, str(line))
+            continue
         text = line.strip()
         if not text:
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,9 @@ from worker.storage.models import (
     utcnow,
 )
 from worker.stream_events import RING, InvalidEvent, parse_call_event
+from worker.text_escaping import escape_unsafe_in_json
+
+log = logging.getLogger("callpush.event_log")
 
 EVENT_STATUSES = (
     EventStatus.RECEIVED,
@@ -53,6 +57,13 @@ DELIVERY_STATUSES = (
     DeliveryStatus.SENDING,
 )
 MAX_LIMIT = 1000
+# Ids are 64-bit (BIGINT on PostgreSQL, INTEGER on SQLite); a larger one names no event.
+MAX_ID = 2**63 - 1
+# A stored body is shown as its JSON document only up to this depth and size; deeper or larger
+# ones (never sent by Stream; an import or an older, more permissive version may have stored
+# them) are shown as text, so no view recurses or allocates without bound.
+MAX_BODY_DEPTH = 64
+MAX_BODY_CHARS = 4 * 1024 * 1024
 
 # --- time arguments: --since 1h, --until 2024-05-01T06:00:00Z --------------------------------
 
@@ -73,7 +84,10 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
             f"{text!r} is neither a duration (30m, 1h, 2d) nor an ISO 8601 timestamp "
             "(2024-05-01T06:00:00Z)"
         ) from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"{text!r} is out of the range of UTC times") from None
 
 
 # --- the views --------------------------------------------------------------------------------
@@ -213,16 +227,15 @@ def list_events(
 
 
 def event_detail(session: Session, event_id: int) -> EventDetail | None:
+    if not 1 <= event_id <= MAX_ID:
+        return None
     row = session.get(WebhookEvent, event_id)
     if row is None:
         return None
     deliveries = session.scalars(
         select(Delivery).where(Delivery.event_id == event_id).order_by(Delivery.id)
     )
-    try:
-        body: Any = json.loads(row.body)
-    except ValueError:
-        body = row.body
+    body = load_body(row.body)
     return EventDetail(
         id=row.id,
         webhook_id=row.webhook_id,
@@ -410,6 +423,43 @@ def as_json(value: Any) -> Any:
     return value
 
 
+def load_body(text: str) -> Any:
+    """A stored body as its JSON document, or as text when it is not JSON, is nested deeper
+    than MAX_BODY_DEPTH or is longer than MAX_BODY_CHARS (then cut, saying so)."""
+    if len(text) > MAX_BODY_CHARS:
+        return f"{text[:MAX_BODY_CHARS]}… ({len(text) - MAX_BODY_CHARS} more characters)"
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    return document if _depth_at_most(document, MAX_BODY_DEPTH) else text
+
+
+def _depth_at_most(document: Any, limit: int) -> bool:
+    pending: list[tuple[Any, int]] = [(document, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth >= limit:
+                return False
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return True
+
+
+def body_text(body: Any, max_chars: int) -> str:
+    """The body for a person to read: indented JSON (text as it is), characters that cannot be
+    shown escaped, at most ``max_chars`` (then cut, saying so)."""
+    text = (
+        body
+        if isinstance(body, str)
+        else json.dumps(body, indent=2, ensure_ascii=False, sort_keys=True)
+    )
+    if len(text) > max_chars:
+        text = f"{text[:max_chars]}\n… ({len(text) - max_chars} more characters)"
+    return escape_unsafe_in_json(text)
+
+
 def format_latency(ms: float | None) -> str:
     """``180 ms``, ``12.4 s``, ``20 min``: a replayed push's latency counts from the original
     webhook, so it can be long."""
@@ -483,6 +533,11 @@ def _recipients(session: Session, row: WebhookEvent, body: Any) -> tuple[str, ..
         try:
             return tuple(ring_recipients(parse_call_event(body)))
         except InvalidEvent:
+            return None
+        except Exception:
+            # A view must show an event whatever its stored body holds: a body the parser
+            # chokes on (stored by an older version) shows no recipients rather than an error.
+            log.warning("event %s: recipients not shown: the body cannot be parsed", row.id)
             return None
     return None
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from worker.push.base import redact_token
+from worker.text_escaping import escape_controls, escape_unsafe_in_json
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -188,14 +189,34 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         # default=str: an ``extra`` value that is not JSON (a datetime, an enum) still logs.
-        return _json.dumps(entry, default=str, ensure_ascii=False)
+        # json.dumps escapes newlines and the other C0 controls; the rest that could end or
+        # garble the line (U+2028, C1 controls, a lone surrogate from a webhook) is escaped too.
+        return escape_unsafe_in_json(_json.dumps(entry, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
-    """The readable format of `callpush run`, with the context appended when known."""
+    """The readable format of `callpush run`, with the context appended when known.
+
+    One record is one line starting with its time: control characters in the message and the
+    context (a webhook's call cid or type may hold a newline or a terminal escape) are written
+    as escapes, so no input can forge a line or drive the terminal.  A traceback follows on
+    lines of its own, each indented, so it cannot pass for a record either."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = escape_controls(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        details = [record.exc_text] if record.exc_text else []
+        if record.stack_info:
+            details.append(self.formatStack(record.stack_info))
+        for text in details:
+            line += "".join(f"\n  {escape_controls(part)}" for part in text.split("\n"))
+        return line
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)

@@ -389,6 +389,17 @@ class BrokerSettings(BaseModel):
     breaker_reset_seconds: Annotated[float, Field(gt=0)] = 1.0
 
 
+class AdminThrottleSettings(BaseModel):
+    # Failed attempts at the admin token (dashboard logins, admin API requests) allowed per
+    # client address in any window_seconds; past that the client is answered 429 until its
+    # oldest failure is window_seconds old.  Counted per web process (README: security model).
+    max_failures: Annotated[int, Field(ge=1)] = 10
+    window_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # Client addresses remembered per process; the one that failed longest ago is forgotten
+    # first, so memory stays bounded whatever the number of addresses.
+    max_clients: Annotated[int, Field(ge=1)] = 10_000
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CALLPUSH_", env_nested_delimiter="__", extra="forbid"
@@ -419,6 +430,11 @@ class Settings(BaseSettings):
     # Bearer token of the admin API (/admin/...) and the ops dashboard (/dashboard/); unset =
     # both answer 404.
     admin_token: SecretStr | None = None
+    admin_throttle: AdminThrottleSettings = AdminThrottleSettings()
+    # Reverse proxies (load balancer, TLS terminator) in front of `callpush web`: that many
+    # X-Forwarded-For / X-Forwarded-Proto entries are trusted, so the client address (for
+    # throttling) and https (for the Secure cookie) are the proxy's view.  0: none trusted.
+    trusted_proxies: Annotated[int, Field(ge=0, le=10)] = 0
 
     # Environment shortcuts for the common single-app deployment.
     stream_api_key: str | None = None

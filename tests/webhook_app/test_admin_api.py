@@ -9,7 +9,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, ops_app
+from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, Seeder, ops_app, ring_body
 from tests.worker.commands.test_events_cli import (
     BOB_FCM,
     BOB_VOIP,
@@ -409,3 +409,104 @@ def test_the_dashboard_filters_by_app(two_apps):
     assert f'/dashboard/events/{ids["accepted"]}"' not in trace
     both = client.get("/dashboard/calls/default:c1").get_data(as_text=True)
     assert "Several Stream apps have a call with this id" in both
+
+
+# --- odd input and odd stored bodies: a 4xx naming the field, never a 5xx ---------------------
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(
+    ("path", "status", "field"),
+    [
+        ("/admin/events?type=%00", 400, "type"),
+        ("/admin/events?call=a%00", 400, "call"),
+        ("/admin/events?limit=²", 400, "limit"),
+        ("/admin/events?limit=" + "1" * 5000, 400, "limit"),
+        ("/admin/events?limit=-1", 400, "limit"),
+        ("/admin/events?since=0001-01-01T00:00:00%2B14:00", 400, "since"),
+        ("/admin/events?until=9999-12-31T23:59:59-14:00", 400, "until"),
+        ("/admin/events?since=" + "9" * 5000 + "w", 400, "since"),
+        ("/admin/events?%00=x", 200, None),  # unknown fields are ignored
+        ("/admin/events?limit=", 400, "limit"),
+        ("/admin/events?type=call.ring&type=call.missed", 400, "type"),
+        ("/admin/devices?user_id=%00", 400, "user_id"),
+        ("/admin/devices?limit=١٢", 400, "limit"),  # Arabic-Indic digits: int() takes them
+        ("/admin/calls/a%00b/trace", 400, "call_cid"),
+        ("/admin/events/99999999999999999999999", 404, None),
+        ("/admin/events/9223372036854775808", 404, None),
+    ],
+)
+def test_odd_queries_and_paths(admin, path, status, field):
+    client, _, _, _ = admin
+    response = client.get(path, headers=AUTH)
+    assert response.status_code == status, response.get_json()
+    assert response.get_json().get("field") == field
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"event_ids": [99999999999999999999999]}', "event_ids"),
+        ('{"event_ids": [0]}', "event_ids"),
+        ('{"event_ids": [1.5]}', "event_ids"),
+        ('{"failed": true, "since": "1h", "type": "\\u0000"}', "type"),
+        ('{"failed": true, "since": "1h", "type": "\\ud800"}', "type"),
+        ('{"failed": true, "since": "0001-01-01T00:00:00+14:00"}', "since"),
+        ('{"\\ud800": 1}', "body"),
+        ("[" * 100_000 + "]" * 100_000, "body"),
+        ('{"event_ids": [1], "dry_run": true, "x": ' + "[" * 50 + "]" * 50 + "}", "x"),
+    ],
+)
+def test_odd_replay_bodies_get_a_400_naming_the_field_and_change_nothing(admin, body, field):
+    client, db, ids, broker = admin
+    before = ring_state(db, ids["ring"])
+    response = client.post("/admin/replay", data=body, headers=AUTH)
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["field"] == field
+    assert ring_state(db, ids["ring"]) == before and broker.llen("bulk") == 0
+
+
+@pytest.mark.services
+def test_odd_stored_bodies_are_answered(admin):
+    client, db, _, _ = admin
+    seed = Seeder(db)
+    surrogate = seed.event(ring_body("default:odd", "alice", ["bob"]))
+    deep = seed.event({"type": "call.updated", "call_cid": "default:odd"})
+    with db.transaction() as session:
+        session.get(WebhookEvent, surrogate).body = '{"type": "call.ring", "x": "\\udc80"}'
+        session.get(WebhookEvent, deep).body = "[" * 100_000 + "]" * 100_000
+    odd = client.get(f"/admin/events/{surrogate}", headers=AUTH)
+    assert odd.status_code == 200 and odd.get_json()["body"]["x"] == "\udc80"
+    assert b"\\udc80" in odd.get_data()  # escaped in the JSON text
+    too_deep = client.get(f"/admin/events/{deep}", headers=AUTH)
+    assert too_deep.status_code == 200 and too_deep.get_json()["body"].startswith("[[[")
+    trace = client.get("/admin/calls/default:odd/trace", headers=AUTH)
+    assert trace.status_code == 200 and len(trace.get_json()["entries"]) == 2
+
+
+# --- throttling -------------------------------------------------------------------------------
+
+
+def test_failed_tokens_are_throttled_per_client_with_retry_after(sqlite_url, monkeypatch):
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    settings = load_settings(
+        database_url=sqlite_url, admin_throttle={"max_failures": 5, "window_seconds": 60}
+    )
+    upgrade_to_head(sqlite_url)
+    db = Database(sqlite_url)
+    app = ops_app(settings, db, create_celery(settings))
+    guesser, script = app.test_client(), app.test_client()
+    guesser.environ_base["REMOTE_ADDR"] = "2001:db8:aa:bb::1"
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert [guesser.get("/admin/events", headers=wrong).status_code for _ in range(5)] == [401] * 5
+    refused = guesser.get("/admin/events", headers=AUTH)  # the right token: still refused
+    assert refused.status_code == 429
+    assert refused.get_json() == {"error": "too many failed attempts: retry later"}
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    # Another address of the same /64 is the same client; another network is not.
+    guesser.environ_base["REMOTE_ADDR"] = "2001:db8:aa:bb::99"
+    assert guesser.get("/admin/events", headers=AUTH).status_code == 429
+    script.environ_base["REMOTE_ADDR"] = "2001:db8:aa:cc::1"
+    assert script.get("/admin/events", headers=AUTH).status_code == 200
+    db.dispose()

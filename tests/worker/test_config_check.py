@@ -139,6 +139,7 @@ def test_good_configuration_passes(tmp_path: Path) -> None:
         "templates",
         "push settings",
         "timeouts",
+        "admin access",
     }
     assert str(head_revision()) in by_name(checks, "migrations")[0].detail
 
@@ -708,3 +709,27 @@ def test_the_single_app_shortcut_takes_the_push_settings_source(monkeypatch):
     assert app.push_settings_source == "stream"
     monkeypatch.delenv("CALLPUSH_STREAM_PUSH_SETTINGS_SOURCE")
     assert Settings().apps[0].push_settings_source == "local"
+
+
+# --------------------------------------------------------------------------------------------
+# Operator access
+
+
+def test_a_short_admin_token_fails_naming_the_setting() -> None:
+    short = "x" * (config_check.MIN_ADMIN_TOKEN_LENGTH - 1)
+    checks = config_check.check_admin_access(Settings(admin_token=short))
+    assert_fails_with(checks, "admin access", "admin_token (CALLPUSH_ADMIN_TOKEN)", "31 characters")
+    assert short not in " ".join(check.detail for check in checks)
+    # Whitespace around it does not count.
+    padded = Settings(admin_token=f"  {short}  ")
+    assert_fails_with(config_check.check_admin_access(padded), "admin access", "at least 32")
+
+
+def test_a_long_admin_token_or_none_passes() -> None:
+    token = "x" * config_check.MIN_ADMIN_TOKEN_LENGTH
+    (check,) = config_check.check_admin_access(Settings(admin_token=token, trusted_proxies=1))
+    assert check.ok and "32 characters" in check.detail and "trusted_proxies = 1" in check.detail
+    assert token not in check.detail
+    (off,) = config_check.check_admin_access(Settings())
+    assert off.ok and "/admin and /dashboard are off" in off.detail
+    assert config_check.admin_token_problem(Settings()) is None

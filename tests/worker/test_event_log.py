@@ -4,6 +4,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -262,3 +263,70 @@ def test_parse_time():
     assert event_log.parse_time("2024-05-01") == datetime(2024, 5, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="neither a duration"):
         event_log.parse_time("last tuesday")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC
+        "9999-12-31T23:59:59-14:00",  # after year 9999 in UTC
+        "99999999999w",
+        "1" * 5000 + "s",  # more digits than int() takes
+    ],
+)
+def test_parse_time_out_of_range_is_a_value_error(text):
+    with pytest.raises(ValueError):
+        event_log.parse_time(text)
+
+
+# --- odd stored bodies --------------------------------------------------------------------------
+
+
+def store_raw(db: Database, body: str, **fields) -> int:
+    """An event whose stored body is exactly ``body`` (the receiver never stores most of these;
+    an import or an older version may have)."""
+    from worker.storage.models import WebhookEvent
+
+    event_id = Seeder(db).event({"type": "call.ring", "call_cid": "default:odd", **fields})
+    with db.transaction() as session:
+        session.get(WebhookEvent, event_id).body = body
+    return event_id
+
+
+def test_odd_bodies_are_shown_without_failing(world):
+    db, _ = world
+    surrogate = store_raw(db, json.dumps(ring_body("default:odd", "alice", ["\ud800"])))
+    deep = store_raw(db, "[" * 100_000 + "]" * 100_000)
+    nested = store_raw(db, '{"a": ' * 70 + "1" + "}" * 70)
+    huge = store_raw(db, '{"type": "call.ring", "x": "' + "y" * (5 * 1024 * 1024) + '"}')
+    not_json = store_raw(db, "\x1b[2Jnot json at all")
+    with db.transaction() as session:
+        details = {
+            name: event_log.event_detail(session, event_id)
+            for name, event_id in {
+                "surrogate": surrogate,
+                "deep": deep,
+                "nested": nested,
+                "huge": huge,
+                "not_json": not_json,
+            }.items()
+        }
+    assert details["surrogate"].body["members"][0]["user_id"] == "\ud800"
+    assert len(details["surrogate"].recipients) == 1
+    assert details["deep"].body.startswith("[[[[")  # too deep to parse: the text
+    assert isinstance(details["nested"].body, str)  # parses, but deeper than MAX_BODY_DEPTH
+    assert details["huge"].body.endswith(" more characters)")
+    assert len(details["huge"].body) < event_log.MAX_BODY_CHARS + 100
+    assert details["not_json"].body == "\x1b[2Jnot json at all"
+    for detail in details.values():
+        shown = event_log.body_text(detail.body, 10_000)
+        shown.encode("utf-8")  # a lone surrogate is escaped, never raised
+        assert len(shown) < 10_100
+    assert '"\\ud800"' in event_log.body_text(details["surrogate"].body, 10_000)
+
+
+def test_an_id_out_of_the_columns_range_is_no_event(world):
+    db, _ = world
+    with db.transaction() as session:
+        for event_id in (0, -1, 2**63, 10**30):
+            assert event_log.event_detail(session, event_id) is None

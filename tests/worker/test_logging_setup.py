@@ -192,3 +192,39 @@ def test_celery_tasks_carry_their_event_id(output):
     assert current_log_context() == {}
     task_prerun.send(sender=sweep, task_id="t2", task=sweep, args=(), kwargs={})
     assert current_log_context() == {}
+
+
+FORGED = "call.ring\n2026-01-01 00:00:00,000 INFO callpush.admin: admin replay by root"
+
+
+def test_text_lines_cannot_be_forged_by_event_fields(output):
+    buffer = output(json_lines=False)
+    with log_context(event_id=7, call_cid="default:x\r\n2026-01-01 00:00:00,000 ERROR fake"):
+        log.info("stored %s from %s", FORGED, "\x1b[2J\x1b[31mattacker\u2028next\ud800")
+    (line,) = buffer.getvalue().splitlines()
+    assert "call.ring\\n2026-01-01 00:00:00,000 INFO callpush.admin" in line
+    assert "\\x1b[2J\\x1b[31mattacker\\u2028next\\ud800" in line
+    assert "call_cid=default:x\\r\\n2026-01-01" in line and "\x1b" not in line
+    line.encode("utf-8")
+
+
+def test_a_text_traceback_is_indented_under_its_record(output):
+    buffer = output(json_lines=False)
+    try:
+        raise ValueError(FORGED)
+    except ValueError:
+        log.exception("failed")
+    first, *rest = buffer.getvalue().rstrip("\n").split("\n")
+    assert first.endswith("callpush.test: failed")
+    assert rest and all(part.startswith("  ") for part in rest)
+    assert rest[0] == "  Traceback (most recent call last):"
+    assert any("2026-01-01 00:00:00,000 INFO callpush.admin" in part for part in rest)
+
+
+def test_json_lines_escape_what_would_end_or_break_a_line(output):
+    buffer = output()
+    log.warning("odd: %s", "a\u2028b\u2029c\x85d\x9b[31m\ud800\n")
+    raw = buffer.getvalue()
+    raw.encode("utf-8")  # the lone surrogate did not make the line unwritable
+    (line,) = raw.splitlines()  # str.splitlines also splits at U+2028, U+2029 and NEL
+    assert json.loads(line)["message"] == "odd: a\u2028b\u2029c\x85d\x9b[31m\ud800\n"

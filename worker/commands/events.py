@@ -13,13 +13,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import click
 
 from worker import event_log, retention
 from worker.commands import app_option, check_app, cli_settings, open_database
-from worker.event_import import DispatchEvent, import_lines
+from worker.event_import import DispatchEvent, import_lines, max_line_bytes, read_lines
 from worker.replay_jobs import (
     Dispatch,
     ReplayPlan,
@@ -30,6 +30,7 @@ from worker.replay_jobs import (
 )
 from worker.settings import Settings
 from worker.storage.database import Database
+from worker.text_escaping import escape_controls, escape_unsafe_in_json
 
 # Replays of at least this many events get a progress bar.
 PROGRESS_FROM = 5
@@ -63,6 +64,7 @@ class DurationArgument(click.ParamType):
 
 TIME = TimeArgument()
 DURATION = DurationArgument()
+EVENT_ID = click.IntRange(1, event_log.MAX_ID)
 
 
 APP_FILTER_HELP = "only this Stream app's (its API key)"
@@ -116,7 +118,14 @@ def _time(value: datetime | None) -> str:
 
 
 def echo_json(document: Any) -> None:
-    click.echo(json.dumps(event_log.as_json(document), indent=2, ensure_ascii=False))
+    text = json.dumps(event_log.as_json(document), indent=2, ensure_ascii=False)
+    click.echo(escape_unsafe_in_json(text))
+
+
+def echo_line(text: str) -> None:
+    """One line built from stored data (a webhook's fields): a newline, a terminal escape or a
+    character the terminal cannot encode is written as an escape (worker.text_escaping)."""
+    click.echo(escape_controls(text))
 
 
 @click.group()
@@ -168,7 +177,7 @@ def list_(
     )
     for e in found:
         replayed = f"  (replayed {e.replays}x)" if e.replays else ""
-        click.echo(
+        echo_line(
             f"{e.id:>7}  {_time(e.received_at):<19}  {e.event_type:<22} {e.status:<10} "
             f"{e.call_cid or '-':<32} {event_log.format_pushes(e.pushes)}{replayed}"
         )
@@ -179,7 +188,7 @@ def list_(
 
 
 @events.command("show")
-@click.argument("event_id", type=int)
+@click.argument("event_id", type=EVENT_ID)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
 def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
@@ -192,7 +201,7 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
         echo_json(detail)
         return
     reason = f": {detail.status_reason}" if detail.status_reason else ""
-    click.echo(f"event {detail.id}  {detail.event_type}  {detail.status}{reason}")
+    echo_line(f"event {detail.id}  {detail.event_type}  {detail.status}{reason}")
     rows = [
         ("app", detail.api_key),
         ("call", f"{detail.call_cid or '-'}  (session {detail.session_id or '-'})"),
@@ -204,7 +213,7 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
         ("pushes", event_log.format_pushes(detail.pushes)),
     ]
     for label, value in rows:
-        click.echo(f"  {label:<11} {value}")
+        echo_line(f"  {label:<11} {value}")
     if not detail.deliveries:
         click.echo("\nno pushes recorded for this event")
         return
@@ -216,7 +225,7 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
         device = f"{d.platform} {d.kind} {d.token_hint}"
         latency = event_log.format_latency(d.latency_ms)
         code = f" [{d.status_code}]" if d.status_code else ""
-        click.echo(
+        echo_line(
             f"  {d.user_id:<16} {device:<22} {d.status:<13} {d.attempts:>5} {latency:>9}  "
             f"{_time(d.finished_at):<19}  {d.reason or ''}{code}"
         )
@@ -232,7 +241,7 @@ def _recipients_text(recipients: tuple[str, ...] | None) -> str:
 
 
 @events.command("replay")
-@click.argument("event_ids", nargs=-1, type=int)
+@click.argument("event_ids", nargs=-1, type=EVENT_ID)
 @click.option("--failed", is_flag=True, help="every failed event received in --since/--until")
 @click.option("--since", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")
 @click.option("--until", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")
@@ -324,18 +333,18 @@ def _print_plan(plan: ReplayPlan, dry_run: bool) -> None:
         r = planned.replay
         head = f"event {r.event_id}  {r.event_type}  {r.call_cid or '-'}  ({r.status})"
         if planned.ring_over and r.resend:
-            click.echo(
+            echo_line(
                 f"{head}: the ring is over: {len(r.resend)} push(es) recorded as expired, "
                 "not rung (--force re-rings)"
             )
         elif r.resend:
-            click.echo(f"{head}: {verb} {len(r.resend)} push(es), {r.skipped} left alone")
+            echo_line(f"{head}: {verb} {len(r.resend)} push(es), {r.skipped} left alone")
         elif r.skipped:
-            click.echo(f"{head}: nothing to re-send ({r.skipped} already settled)")
+            echo_line(f"{head}: nothing to re-send ({r.skipped} already settled)")
         else:
-            click.echo(f"{head}: no pushes recorded; recipients are resolved again")
+            echo_line(f"{head}: no pushes recorded; recipients are resolved again")
         for d in r.resend:
-            click.echo(
+            echo_line(
                 f"    {d.user_id:<16} {d.platform:<5} {d.token_hint:<14} was {d.previous_status}"
             )
     if plan.unknown:
@@ -351,18 +360,19 @@ def _ids(ids: Sequence[int]) -> str:
 
 
 @events.command("import")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @click.option(
     "--api-key",
     default=None,
     help="the Stream app the events belong to (default: the only configured app)",
 )
 @click.pass_context
-def import_(ctx: click.Context, file: TextIO, api_key: str | None) -> None:
+def import_(ctx: click.Context, file: BinaryIO, api_key: str | None) -> None:
     """Re-ingest saved webhook bodies: JSON lines, one Stream event per line (or
     {"webhook_id": …, "body": …}; FILE may be - for stdin).  No signature is needed; events
     already in the inbox (same webhook id or same body) are skipped.  New events are queued
-    like webhooks (processed here in the embedded mode)."""
+    like webhooks (processed here in the embedded mode).  Lines that are not UTF-8 JSON, or
+    longer than four times max_body_bytes, are reported by number and skipped."""
     settings = cli_settings(ctx)
     if settings.embedded:
         settings = settings.with_dev_app()  # the key `callpush run` accepts
@@ -375,7 +385,8 @@ def import_(ctx: click.Context, file: TextIO, api_key: str | None) -> None:
             "not the API key of a configured Stream app", param_hint="--api-key"
         )
     with database(ctx) as db, _dispatchers(settings) as dispatch:
-        report = import_lines(db, file, api_key, dispatch.event, max_bytes=settings.max_body_bytes)
+        lines = read_lines(file, max_line_bytes(settings.max_body_bytes))
+        report = import_lines(db, lines, api_key, dispatch.event, max_bytes=settings.max_body_bytes)
     for number, reason in report.problems:
         click.echo(f"line {number}: {reason}", err=True)
     if report.invalid > len(report.problems):

@@ -8,6 +8,7 @@ single- or multi-process mode once, when it is first imported.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import os
 import shutil
 import sys
@@ -20,7 +21,7 @@ import click
 
 from worker.commands import cli_settings
 from worker.logging_setup import LogFormat
-from worker.settings import Settings
+from worker.settings import DEV_API_KEY, DEV_API_SECRET, Settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -106,11 +107,19 @@ def run(ctx: click.Context, host: str, port: int, concurrency: int) -> None:
     from worker.embedded import run_embedded
 
     settings = cli_settings(ctx)
-    _logging(settings, "text")
     if settings.broker_url:
         raise click.ClickException(
             "broker_url is set: run `callpush web` and `callpush worker` for the production mode"
         )
+    _refuse_weak_admin_token(settings)
+    if _uses_dev_key(settings) and not _is_loopback(host):
+        raise click.ClickException(
+            f"--host {host}: `callpush run` accepts webhooks signed with the public "
+            f"development key ({DEV_API_KEY}), which anyone can sign, so it listens on "
+            "127.0.0.1 only.  Configure your Stream app (CALLPUSH_STREAM_API_KEY and "
+            "CALLPUSH_STREAM_API_SECRET, or [[apps]]) to listen on another address."
+        )
+    _logging(settings, "text")
     from worker.storage.migrations import UpgradeRefused
 
     try:
@@ -130,6 +139,7 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
 
     settings = cli_settings(ctx)
     _require_production(settings)
+    _refuse_weak_admin_token(settings)
     _logging(settings, "json")
     _multiprocess_metrics_dir("web")
 
@@ -147,6 +157,12 @@ def web(ctx: click.Context, bind: str, workers: int, threads: int) -> None:
                 "logger_class": _gunicorn_logger_class(),
                 "child_exit": _gunicorn_child_exit,
             }
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn 25.1+ opens a control socket for `gunicornc` (reload, resize, stop)
+                # at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/), so two
+                # `callpush web` instances would share, and take over, each other's.  Nothing
+                # here uses it: supervisors send signals.
+                options["control_socket_disable"] = True
             for key, value in options.items():
                 self.cfg.set(key, value)
 
@@ -317,6 +333,35 @@ def _gunicorn_child_exit(server: Any, worker: Any) -> None:
     from worker.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def _refuse_weak_admin_token(settings: Settings) -> None:
+    from worker.config_check import admin_token_problem
+
+    problem = admin_token_problem(settings)
+    if problem is not None:
+        raise click.ClickException(f"refusing to start: {problem}")
+
+
+def _uses_dev_key(settings: Settings) -> bool:
+    """No Stream app configured (so the embedded dev app is used), or one with the public
+    development secret."""
+    if not settings.apps:
+        return True
+    return any(
+        secret.get_secret_value() == DEV_API_SECRET
+        for app in settings.apps
+        for secret in app.api_secrets
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _require_production(settings: Any) -> None:

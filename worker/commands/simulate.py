@@ -30,8 +30,15 @@ def ring(ctx: click.Context, caller: str, callees: tuple[str, ...], audio: bool,
     body, headers = sample_events.signed_request(
         event, api_key=app.api_key, secret=app.signing_secret
     )
-    response = requests.post(url, data=body, headers=headers, timeout=10)
-    click.echo(f"{response.status_code} {json.dumps(response.json())}")
+    try:
+        response = requests.post(url, data=body, headers=headers, timeout=10)
+    except requests.RequestException as error:
+        raise click.ClickException(f"--url {url}: {error.__class__.__name__}: {error}") from None
+    try:
+        answer = json.dumps(response.json())
+    except ValueError:  # not callpush answering (a proxy's error page, another service)
+        answer = response.text[:200]
+    click.echo(f"{response.status_code} {answer}")
     click.echo(f"call_cid {event['call_cid']}")
     if response.status_code >= 300:
         raise SystemExit(1)

@@ -8,7 +8,8 @@ import click
 
 from worker import event_log
 from worker.commands import app_option, check_app
-from worker.commands.events import APP_FILTER_HELP, database, echo_json
+from worker.commands.events import APP_FILTER_HELP, database, echo_json, echo_line
+from worker.text_escaping import escape_controls
 
 _STYLE = {
     "sent": "green",
@@ -41,7 +42,7 @@ def trace(ctx: click.Context, call_cid: str, app: str | None, as_json: bool) -> 
     start = entries[0].at
     apps = sorted({e.api_key for e in entries if e.api_key})
     shown = f", app {apps[0]}" if len(apps) == 1 else f", apps {', '.join(apps)} (--app: one)"
-    click.echo(f"call {call_cid}, from {start:%Y-%m-%d} {_clock(start)} UTC{shown}")
+    echo_line(f"call {call_cid}, from {start:%Y-%m-%d} {_clock(start)} UTC{shown}")
     several = len(apps) > 1
     for entry in entries:
         offset = (entry.at - start).total_seconds()
@@ -51,7 +52,7 @@ def trace(ctx: click.Context, call_cid: str, app: str | None, as_json: bool) -> 
             f"{_clock(entry.at)}  +{offset:8.3f}s  {marker} #{entry.event_id:<6} "
             f"{app}{entry.summary}"
         )
-        click.echo(click.style(line, fg=_STYLE.get(entry.status or "")))
+        click.echo(click.style(escape_controls(line), fg=_STYLE.get(entry.status or "")))
 
 
 def _clock(moment: datetime) -> str:

@@ -231,3 +231,18 @@ class Delivery(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # From the webhook's arrival to the provider's answer.
     latency_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class DashboardSession(Base):
+    """A browser logged in to the ops dashboard.  The cookie holds a random value and only its
+    SHA-256 is stored, so this table cannot be used to log in.  Logging out sets revoked_at: the
+    cookie is refused from then on, even if it was copied."""
+
+    __tablename__ = "dashboard_sessions"
+
+    cookie_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # An HMAC of the admin token it was issued under: changing the token ends every session.
+    token_fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
