@@ -555,10 +555,7 @@ def _unreached_recipients(
     another user, was disabled by Apple, or he has none)."""
     if event.status not in (EventStatus.PROCESSED, EventStatus.FAILED):
         return []
-    try:
-        body: Any = json.loads(event.body)
-    except ValueError:
-        return []
+    body = load_body(event.body)  # a body no webhook would carry shows no recipients
     recipients = _recipients(session, event, body)
     missing = [user for user in dict.fromkeys(recipients or ()) if user not in reached]
     if not missing:
