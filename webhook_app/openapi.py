@@ -139,7 +139,11 @@ OPENAPI: dict[str, Any] = {
                 "description": (
                     "Verified over the raw (gunzipped) body, stored in the inbox, then queued. "
                     "A 2xx only once the event is committed; Stream retries 408/429/5xx with the "
-                    "same X-Webhook-Id, which are answered 200 `duplicate`."
+                    "same X-Webhook-Id, which are answered 200 `duplicate`, and so is the same "
+                    "body under another X-Webhook-Id within `intake.dedupe_window_seconds` (a "
+                    "replay).  Every JSON object with a `type` is stored: an event the worker "
+                    "cannot act on as `failed`, a push event older than "
+                    "`intake.max_event_age_seconds` as `ignored`, each with its `reason`."
                 ),
                 "security": [{"streamSignature": [], "streamApiKey": []}],
                 "parameters": [
@@ -163,11 +167,11 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": _json(
                         _ref("WebhookAnswer"),
-                        "Stored already (`duplicate`) or "
-                        "stored as `ignored`/`processed` (needs no push).",
+                        "Stored already (`duplicate`) or stored as `ignored`/`processed` "
+                        "(needs no push, or too old to push) or `failed` (cannot be acted on).",
                     ),
                     "202": _json(_ref("WebhookAnswer"), "Stored and queued (`accepted`)."),
-                    "400": _error("Malformed JSON or event, or bad gzip."),
+                    "400": _error("Not UTF-8 JSON, not an object, no usable `type`, or bad gzip."),
                     "401": _error("Missing or unknown X-Api-Key, or a bad X-Signature."),
                     "413": _error("The body is larger than `max_body_bytes`."),
                     "503": _error("The inbox is unavailable: Stream retries."),
@@ -371,7 +375,9 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Replay events through the normal processing path (bulk queue)",
                 "description": (
                     "Devices that already got the push are skipped and rings that are over are "
-                    "not re-rung, unless `force`.  `dry_run` answers what would be re-sent and "
+                    "not re-rung, unless `force`.  An event that arrived older than "
+                    "`intake.max_event_age_seconds` was never pushed and is not pushed now, "
+                    "unless `allow_stale`.  `dry_run` answers what would be re-sent and "
                     "changes nothing."
                 ),
                 "security": ADMIN,
@@ -484,6 +490,7 @@ OPENAPI: dict[str, Any] = {
                     "until": {"type": "string"},
                     "type": {"type": "string"},
                     "force": {"const": "1"},
+                    "allow_stale": {"const": "1"},
                     "confirm": {"const": "1"},
                 },
                 {
@@ -569,9 +576,13 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "status": {
                         "type": "string",
-                        "enum": ["accepted", "duplicate", "ignored", "processed"],
+                        "enum": ["accepted", "duplicate", "ignored", "processed", "failed"],
                     },
                     "event_id": {"type": "integer"},
+                    "reason": {
+                        **_nullable("string"),
+                        "description": "Why it is ignored, processed already or failed.",
+                    },
                 },
             },
             "DeviceRegistration": {
@@ -747,6 +758,11 @@ OPENAPI: dict[str, Any] = {
                     "type": {"type": "string"},
                     "dry_run": {"type": "boolean", "default": False},
                     "force": {"type": "boolean", "default": False},
+                    "allow_stale": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "Push even events that arrived stale (never pushed).",
+                    },
                 },
                 "oneOf": [
                     {"required": ["event_ids"]},
@@ -758,6 +774,7 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "dry_run": {"const": True},
                     "force": {"type": "boolean"},
+                    "allow_stale": {"type": "boolean"},
                     "devices": {"type": "integer", "description": "Pushes to re-send."},
                     "unknown": {"type": "array", "items": {"type": "integer"}},
                     "events": {
@@ -771,6 +788,10 @@ OPENAPI: dict[str, Any] = {
                                 "status": EVENT_STATUS,
                                 "skipped": {"type": "integer"},
                                 "ring_over": {"type": "boolean"},
+                                "stale": {
+                                    **_nullable("string"),
+                                    "description": "Why it is not pushed (it arrived stale).",
+                                },
                                 "resend": {
                                     "type": "array",
                                     "items": {

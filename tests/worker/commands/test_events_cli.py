@@ -349,7 +349,8 @@ def test_import_stores_queues_and_skips_duplicates(production, tmp_path):
         "",
         "{not json",
         "[1, 2]",
-        json.dumps({"type": "call.ring", "members": []}),  # a ring without a call
+        # A ring without a call: stored as failed, as the receiver stores it (nothing to ring).
+        json.dumps({"type": "call.ring", "members": []}),
         json.dumps({"body": updated, "api_key": "another-app"}),
     ]
     path = tmp_path / "events.jsonl"
@@ -357,11 +358,21 @@ def test_import_stores_queues_and_skips_duplicates(production, tmp_path):
 
     result = run("import", str(path))
     assert result.exit_code == 0, result.output
-    assert "imported 3, duplicates 3, invalid 4; 1 queued" in result.output
+    assert "imported 4, duplicates 3, invalid 3; 1 queued" in result.output
     assert "line 8: not JSON" in result.output
     assert "line 9: not a JSON object" in result.output
-    assert "line 10: malformed call.ring event" in result.output
+    assert "1 imported event(s) cannot be acted on: stored as failed" in result.output
     assert "line 11: the envelope's api_key is not the one imported for" in result.output
+    with db.transaction() as session:
+        failed = session.scalars(
+            select(WebhookEvent).where(
+                WebhookEvent.event_type == "call.ring", WebhookEvent.call_cid.is_(None)
+            )
+        ).one()
+    assert failed.status == "failed"
+    assert failed.status_reason == (
+        "cannot act on this call.ring event: the event has no valid 'call_cid'"
+    )
 
     with db.transaction() as session:
         stored = {
@@ -381,7 +392,7 @@ def test_import_stores_queues_and_skips_duplicates(production, tmp_path):
     assert queued_tasks(broker, "ring") == [("callpush.process_ring_event", stored["call.ring"].id)]
 
     again = run("import", str(path))
-    assert "imported 0, duplicates 6, invalid 4; 0 queued" in again.output
+    assert "imported 0, duplicates 7, invalid 3; 0 queued" in again.output
 
 
 @pytest.mark.services
