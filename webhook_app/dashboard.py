@@ -13,7 +13,6 @@ through worker.replay_jobs, like the CLI and the admin API.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -186,7 +185,7 @@ def event(event_id: int) -> ResponseReturnValue:
         detail = event_log.event_detail(session, event_id)
     if detail is None:
         raise PageError(404, f"There is no event {event_id}.")
-    body = json.dumps(detail.body, indent=2, ensure_ascii=False, sort_keys=True)
+    body = event_log.readable_json(detail.body, sort_keys=True)
     return render_template(
         "dashboard/event.html",
         event=detail,

@@ -8,7 +8,6 @@ handles them itself (worker.inline_processing).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,7 +122,7 @@ def _time(value: datetime | None) -> str:
 
 
 def echo_json(document: Any) -> None:
-    click.echo(json.dumps(event_log.as_json(document), indent=2, ensure_ascii=False))
+    click.echo(event_log.readable_json(event_log.as_json(document)))
 
 
 @click.group()
