@@ -183,6 +183,12 @@ def import_lines(
             report.stale += 1
         elif webhook.status == EventStatus.FAILED:
             report.failed += 1
+            log.warning(
+                "imported event %s (%s) failed: %s",
+                stored.event_id,
+                webhook.event_type,
+                webhook.status_reason,
+            )
         if stored.status == EventStatus.RECEIVED:
             to_process.append((stored.event_id, webhook.event_type))
     for event_id, event_type in to_process:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from celery import Celery
 
 from worker.logging_setup import log_context
+from worker.settings import SweeperSettings
 from worker.storage.database import Database
 from worker.storage.inbox import give_up, unfinished_events
 from worker.tasks import enqueue_event, enqueue_replay
@@ -23,7 +24,10 @@ log = logging.getLogger("callpush.sweeper")
 
 
 def requeue_unfinished(
-    db: Database, celery: Celery, older_than: timedelta | None, max_attempts: int
+    db: Database,
+    celery: Celery,
+    older_than: timedelta | None,
+    max_attempts: int = SweeperSettings.model_fields["max_attempts"].default,
 ) -> int:
     """Queue the unfinished events again; returns how many were queued."""
     with db.transaction() as session:
