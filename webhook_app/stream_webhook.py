@@ -19,6 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_app.app import receiver
 from worker import metrics
+from worker.event_age import is_stale_reason
 from worker.logging_setup import bind_log_context, log_context
 from worker.storage.db_errors import is_transient_db_error
 from worker.storage.inbox import store_webhook
@@ -132,6 +133,11 @@ def _receive() -> ResponseReturnValue:
         return jsonify(status="accepted", event_id=stored.event_id), 202
     if stored.status == EventStatus.FAILED:
         log.warning("event %s (%s) failed: %s", stored.event_id, event_type, webhook.status_reason)
+    elif is_stale_reason(webhook.status_reason):
+        # A replayed capture, a webhook held up for minutes, or this host's clock running fast.
+        log.warning(
+            "event %s (%s) not pushed: %s", stored.event_id, event_type, webhook.status_reason
+        )
     # ignored (no push for the type, or stale), processed (a ring stopper), or failed (stored,
     # but nothing to act on): a retry would change nothing, so 200.
     metrics.record_webhook(event_type, stored.status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -301,11 +302,14 @@ def test_a_replayed_body_with_a_new_webhook_id_is_a_duplicate(receiver):
     assert stored_count(db) == 1 and queued(celery, "ring") == 1
 
 
-def test_a_stale_call_missed_is_stored_ignored_and_not_queued(receiver):
+def test_a_stale_call_missed_is_stored_ignored_and_not_queued(receiver, caplog):
     client, db, celery = receiver
     event = sample_events.member_event("call.missed", "alice", ["bob"])
     event["created_at"] = (datetime.now(UTC) - timedelta(days=7)).isoformat()
-    response = post(client, *signed(event))
+    with caplog.at_level(logging.WARNING, logger="callpush"):
+        response = post(client, *signed(event))
+    # An operator sees it: a replayed capture, or this host's clock running fast.
+    assert any("not pushed: stale: created 7d" in r.getMessage() for r in caplog.records)
     assert response.status_code == 200 and response.json["status"] == "ignored"
     assert response.json["reason"].startswith("stale: created 7d before it arrived")
     assert queued(celery, "bulk") == 0
