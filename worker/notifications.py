@@ -83,8 +83,15 @@ def plan_fanout(
         fanout.set_planned(session, stored.event_id, index)
         # A redelivered planning task re-queues the chunks a lost worker left pending.
         queued = sorted(set(queued) | set(fanout.pending_chunks(session, stored.event_id)))
-    for chunk_index in queued:
-        services.enqueue_chunk(stored.event_id, chunk_index)
+    try:
+        for chunk_index in queued:
+            services.enqueue_chunk(stored.event_id, chunk_index)
+    except Exception:
+        # The broker is away: no reason to fail the event.  Its chunks are stored and it stays
+        # processing; the inbox sweeper queues it again, and planning again queues the chunks
+        # still pending.
+        log.exception("event %s: could not queue its chunks; left for the sweeper", stored.event_id)
+        return None
     if index == 0:
         return EventStatus.PROCESSED, "no recipients"
     _finish_if_complete(services, stored.event_id)

@@ -28,6 +28,7 @@ from worker.storage.database import Database
 from worker.storage.inbox import store_webhook
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import WebhookEvent, utcnow
+from worker.tasks import enqueue_chunk
 from worker.templates import TemplateBook
 from worker.webhook_intake import IntakeRules, webhook_for_event
 
@@ -254,3 +255,22 @@ def test_an_unexpected_error_in_a_chunk_fails_the_chunk_and_the_event(world, cap
     assert len(errors) == 1 and errors[0].exc_info is not None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any(f"event {event_id} failed" in r.getMessage() for r in warnings)
+
+
+def test_a_broker_outage_while_queueing_chunks_leaves_the_event_for_the_sweeper(world, caplog):
+    """No reason to fail a fan-out when only the broker is away: its chunks are stored."""
+    services, apns, _fcm = world
+    unreachable = services.settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    down = create_celery(unreachable)
+    event_id = arrive(services, sample_events.member_event("call.missed", "alice", ["bob"]))
+    services.enqueue_chunk = lambda event, index: enqueue_chunk(down, event, index)
+    with caplog.at_level(logging.INFO, logger="callpush"):
+        assert process_event(services, event_id) == "processing"
+    assert status_of(services, event_id)[0] == "processing" and apns.sent == []
+    assert not [r for r in caplog.records if "failed" in r.getMessage()]
+
+    # The broker is back; the sweeper queues the event and planning queues the pending chunk.
+    services.enqueue_chunk = lambda event, index: deliver_chunk(services, event, index, 0)
+    process_event(services, event_id)
+    assert status_of(services, event_id)[0] == "processed"
+    assert apns.tokens() == [BOB_ALERT]
