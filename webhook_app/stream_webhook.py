@@ -91,7 +91,7 @@ def _receive() -> ResponseReturnValue:
             webhook_id=request.headers.get("X-Webhook-Id"),
             attempt=attempt_number(request.headers.get("X-Webhook-Attempt")),
             received_at=utcnow(),
-            rules=IntakeRules(timedelta(seconds=intake.max_event_age_seconds)),
+            rules=IntakeRules.from_settings(intake),
         )
     except InvalidEvent as error:
         return _error(400, str(error))

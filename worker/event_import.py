@@ -32,11 +32,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.event_age import is_stale_reason
+from worker.settings import IntakeSettings
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.models import EventStatus, WebhookEvent, utcnow
 from worker.stream_events import InvalidEvent
-from worker.webhook_intake import IntakeRules, load_event_json, webhook_for_event
+from worker.webhook_intake import DEFAULT_RULES, IntakeRules, load_event_json, webhook_for_event
 
 log = logging.getLogger("callpush.import")
 
@@ -48,6 +49,7 @@ MAX_WEBHOOK_ID = 128  # the column's size
 MAX_PROBLEMS = 50  # invalid lines reported individually; the rest are only counted
 # Events of one type and call compared with an imported one (a call has a handful).
 MAX_SAME_CALL = 500
+DEFAULT_DEDUPE_WINDOW = timedelta(seconds=IntakeSettings().dedupe_window_seconds)
 
 
 class InvalidLine(ValueError):
@@ -77,7 +79,7 @@ def webhook_from_line(
     line: str,
     api_key: str,
     max_bytes: int,
-    rules: IntakeRules,
+    rules: IntakeRules = DEFAULT_RULES,
     received_at: datetime | None = None,
 ) -> NewWebhook:
     """The inbox row for one line, as the receiver would store it (received now)."""
@@ -150,8 +152,8 @@ def import_lines(
     dispatch: DispatchEvent,
     *,
     max_bytes: int,
-    rules: IntakeRules,
-    dedupe_window: timedelta,
+    rules: IntakeRules = DEFAULT_RULES,
+    dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Store every valid line (one transaction each), then dispatch the new events that need

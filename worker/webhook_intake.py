@@ -18,8 +18,9 @@ from typing import Any, NoReturn
 
 from worker.event_age import stale_reason
 from worker.event_processing import stored_status
+from worker.settings import IntakeSettings
 from worker.storage.inbox import NewWebhook
-from worker.storage.models import EventStatus
+from worker.storage.models import EventStatus, utcnow
 from worker.stream_events import (
     InvalidEvent,
     parse_call_event,
@@ -46,6 +47,14 @@ class IntakeRules:
     # An operator's import: push even an event older than max_event_age.
     allow_stale: bool = False
 
+    @classmethod
+    def from_settings(cls, intake: IntakeSettings, allow_stale: bool = False) -> IntakeRules:
+        return cls(timedelta(seconds=intake.max_event_age_seconds), allow_stale)
+
+
+# The rules with the settings' defaults, for callers that do not pass their own.
+DEFAULT_RULES = IntakeRules.from_settings(IntakeSettings())
+
 
 def webhook_for_event(
     document: Any,
@@ -53,13 +62,14 @@ def webhook_for_event(
     *,
     api_key: str,
     webhook_id: str | None,
-    received_at: datetime,
-    rules: IntakeRules,
+    received_at: datetime | None = None,
+    rules: IntakeRules = DEFAULT_RULES,
     attempt: int = 1,
 ) -> NewWebhook:
     """The row to store for the parsed ``document`` whose JSON text is ``body`` (UTF-8).  Raises
     InvalidEvent (a 400 at the receiver) only for a document that is not an event at all: not
-    an object, or no usable ``type``."""
+    an object, or no usable ``type``.  ``received_at`` defaults to now."""
+    received_at = received_at or utcnow()
     try:
         event_type = parse_event_type(document)
     except InvalidEvent as error:

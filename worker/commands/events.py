@@ -402,7 +402,7 @@ def import_(ctx: click.Context, file: TextIO, api_key: str | None, allow_stale: 
             api_key,
             dispatch.event,
             max_bytes=settings.max_body_bytes,
-            rules=IntakeRules(timedelta(seconds=intake.max_event_age_seconds), allow_stale),
+            rules=IntakeRules.from_settings(intake, allow_stale),
             dedupe_window=timedelta(seconds=intake.dedupe_window_seconds),
         )
     for number, reason in report.problems:
