@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -52,7 +52,7 @@ log = logging.getLogger("callpush.admin")
 blueprint = Blueprint("admin_api", __name__, url_prefix="/admin")
 
 REPLAY_FIELDS = frozenset(
-    {"event_ids", "failed", "since", "until", "type", "app", "dry_run", "force"}
+    {"event_ids", "failed", "since", "until", "type", "app", "dry_run", "force", "allow_stale"}
 )
 
 
@@ -159,10 +159,18 @@ def replay() -> ResponseReturnValue:
     if unknown:
         raise AdminError(400, f"unknown field {unknown[0]!r}", field=unknown[0])
     dry_run, force = _flag(body, "dry_run"), _flag(body, "force")
+    allow_stale = _flag(body, "allow_stale")
     ctx = receiver()
     with ctx.db.transaction() as session:
         ids = _selected_ids(session, body)
-        plan = describe_replay(session, ids, force, ctx.settings.ring.default_timeout_ms)
+        plan = describe_replay(
+            session,
+            ids,
+            force,
+            ctx.settings.ring.default_timeout_ms,
+            max_event_age=timedelta(seconds=ctx.settings.intake.max_event_age_seconds),
+            allow_stale=allow_stale,
+        )
     if dry_run:
         return jsonify(dry_run=True, **plan_json(plan))
     outcome = replay_events(
@@ -170,6 +178,7 @@ def replay() -> ResponseReturnValue:
         [p.replay.event_id for p in plan.events],
         force,
         lambda event_id: enqueue_replay(ctx.celery, event_id),
+        allow_stale=allow_stale,
     )
     log.info("admin replay: %d events reopened (force=%s)", len(outcome.reopened), force)
     return jsonify(
@@ -205,6 +214,7 @@ def trace(call_cid: str) -> ResponseReturnValue:
 def plan_json(plan: ReplayPlan) -> dict[str, Any]:
     return {
         "force": plan.force,
+        "allow_stale": plan.allow_stale,
         "events": [
             {
                 "event_id": p.replay.event_id,
@@ -214,6 +224,7 @@ def plan_json(plan: ReplayPlan) -> dict[str, Any]:
                 "resend": event_log.as_json(p.replay.resend),
                 "skipped": p.replay.skipped,
                 "ring_over": p.ring_over,
+                "stale": p.stale,
             }
             for p in plan.events
         ],

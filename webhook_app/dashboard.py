@@ -277,10 +277,18 @@ def replay() -> ResponseReturnValue:
     _check_csrf()
     form = request.form
     force = form.get("force") == "1"
+    allow_stale = form.get("allow_stale") == "1"
     ctx = receiver()
     with ctx.db.transaction() as session:
         ids = _replay_selection(session)
-        plan = describe_replay(session, ids, force, ctx.settings.ring.default_timeout_ms)
+        plan = describe_replay(
+            session,
+            ids,
+            force,
+            ctx.settings.ring.default_timeout_ms,
+            max_event_age=timedelta(seconds=ctx.settings.intake.max_event_age_seconds),
+            allow_stale=allow_stale,
+        )
     if not plan.events:
         raise PageError(404, "Nothing to replay: no such event.")
     if form.get("confirm") != "1":
@@ -290,6 +298,7 @@ def replay() -> ResponseReturnValue:
         [p.replay.event_id for p in plan.events],
         force,
         lambda event_id: enqueue_replay(ctx.celery, event_id),
+        allow_stale=allow_stale,
     )
     log.info("dashboard replay: %d events reopened (force=%s)", len(outcome.reopened), force)
     notice = {"replayed": str(len(outcome.reopened)), "devices": str(plan.devices)}

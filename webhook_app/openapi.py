@@ -211,7 +211,11 @@ OPENAPI: dict[str, Any] = {
                 "description": (
                     "Verified over the raw (gunzipped) body, stored in the inbox, then queued. "
                     "A 2xx only once the event is committed; Stream retries 408/429/5xx with the "
-                    "same X-Webhook-Id, which are answered 200 `duplicate`."
+                    "same X-Webhook-Id, which are answered 200 `duplicate`, and so is the same "
+                    "body under another X-Webhook-Id within `intake.dedupe_window_seconds` (a "
+                    "replay).  Every JSON object with a `type` is stored: an event the worker "
+                    "cannot act on as `failed`, a push event older than "
+                    "`intake.max_event_age_seconds` as `ignored`, each with its `reason`."
                 ),
                 "security": [{"streamSignature": [], "streamApiKey": []}],
                 "parameters": [
@@ -240,11 +244,11 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": _json(
                         _ref("WebhookAnswer"),
-                        "Stored already (`duplicate`) or "
-                        "stored as `ignored`/`processed` (needs no push).",
+                        "Stored already (`duplicate`) or stored as `ignored`/`processed` "
+                        "(needs no push, or too old to push) or `failed` (cannot be acted on).",
                     ),
                     "202": _json(_ref("WebhookAnswer"), "Stored and queued (`accepted`)."),
-                    "400": _error("Malformed JSON or event, or bad gzip."),
+                    "400": _error("Not UTF-8 JSON, not an object, no usable `type`, or bad gzip."),
                     "401": _error("Missing or unknown X-Api-Key, or a bad X-Signature."),
                     "413": _error("The body is larger than `max_body_bytes`."),
                     "503": _error("The inbox is unavailable: Stream retries."),
@@ -469,7 +473,9 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Replay events through the normal processing path (bulk queue)",
                 "description": (
                     "Devices that already got the push are skipped and rings that are over are "
-                    "not re-rung, unless `force`.  `dry_run` answers what would be re-sent and "
+                    "not re-rung, unless `force`.  An event that arrived older than "
+                    "`intake.max_event_age_seconds` was never pushed and is not pushed now, "
+                    "unless `allow_stale`.  `dry_run` answers what would be re-sent and "
                     "changes nothing."
                 ),
                 "security": ADMIN,
@@ -622,6 +628,10 @@ OPENAPI: dict[str, Any] = {
                     "until": TIME_QUERY,
                     "type": TEXT,
                     "force": {"type": "string", "description": "`1`: with force."},
+                    "allow_stale": {
+                        "type": "string",
+                        "description": "`1`: push even events that were too old when they arrived.",
+                    },
                     "confirm": {"type": "string", "description": "`1`: replay (else a dry run)."},
                 },
                 {
@@ -733,9 +743,13 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "status": {
                         "type": "string",
-                        "enum": ["accepted", "duplicate", "ignored", "processed"],
+                        "enum": ["accepted", "duplicate", "ignored", "processed", "failed"],
                     },
                     "event_id": {"type": "integer"},
+                    "reason": {
+                        **_nullable("string"),
+                        "description": "Why it is ignored, processed already or failed.",
+                    },
                 },
             },
             "DeviceRegistration": {
@@ -965,6 +979,11 @@ OPENAPI: dict[str, Any] = {
                     },
                     "dry_run": {"type": "boolean", "default": False},
                     "force": {"type": "boolean", "default": False},
+                    "allow_stale": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "Push even events that arrived stale (never pushed).",
+                    },
                 },
                 "oneOf": [
                     {
@@ -990,6 +1009,7 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "dry_run": {"const": True},
                     "force": {"type": "boolean"},
+                    "allow_stale": {"type": "boolean"},
                     "devices": {"type": "integer", "description": "Pushes to re-send."},
                     "unknown": {"type": "array", "items": {"type": "integer"}},
                     "events": {
@@ -1003,6 +1023,10 @@ OPENAPI: dict[str, Any] = {
                                 "status": EVENT_STATUS,
                                 "skipped": {"type": "integer"},
                                 "ring_over": {"type": "boolean"},
+                                "stale": {
+                                    **_nullable("string"),
+                                    "description": "Why it is not pushed (it arrived stale).",
+                                },
                                 "resend": {
                                     "type": "array",
                                     "items": {

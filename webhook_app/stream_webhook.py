@@ -1,14 +1,16 @@
 """POST /webhooks/stream: verify over the raw bytes → parse → store → enqueue → answer.
 
 Stream retries on 408/429/5xx and network errors with the same X-Webhook-Id, for up to ~15 s
-(stream-protocol.md §1.4), so: 2xx only once the event is committed to the inbox; 503 when the
-database is down (Stream retries); 4xx for requests no retry can fix.
+(https://getstream.io/video/docs/api/webhooks/overview/), so: 2xx only once the event is
+committed to the inbox; 503 when the database is away (Stream retries); 4xx for requests no
+retry can fix.  Every signed JSON object with a ``type`` is stored (an event the worker cannot
+act on as failed, with the reason); only a body that is not such an object is refused (400).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from datetime import timedelta
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -17,12 +19,20 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_app.app import receiver
 from worker import metrics
+from worker.event_age import is_stale_reason
 from worker.logging_setup import bind_log_context, log_context
+from worker.storage.database import DatabaseUnavailable
+from worker.storage.db_errors import is_transient_db_error
 from worker.storage.inbox import store_webhook
-from worker.storage.models import EventStatus
+from worker.storage.models import EventStatus, utcnow
 from worker.stream_events import InvalidEvent
 from worker.tasks import enqueue_event_guarded
-from worker.webhook_intake import webhook_for_event
+from worker.webhook_intake import (
+    IntakeRules,
+    attempt_number,
+    load_event_json,
+    webhook_for_event,
+)
 from worker.webhook_signature import WebhookRejected, verify_webhook
 
 log = logging.getLogger("callpush.webhook")
@@ -64,35 +74,57 @@ def _receive() -> ResponseReturnValue:
         return _error(rejected.status, rejected.message)
 
     try:
-        document = json.loads(body)
+        # Strictly UTF-8 (json.loads would also take UTF-16/32, whose NUL bytes no text column
+        # stores), and strictly JSON: no NaN or Infinity.
+        document = load_event_json(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return _error(400, "malformed event: the body is not UTF-8")
     except (ValueError, RecursionError) as error:
         # RecursionError: JSON nested deeper than the parser's limit (~1000 levels).
         message = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         return _error(400, f"malformed event: {message}")
+    intake = ctx.settings.intake
     try:
         webhook = webhook_for_event(
             document,
             body,
             api_key=api_key,
             webhook_id=request.headers.get("X-Webhook-Id"),
-            attempt=_attempt(),
+            attempt=attempt_number(request.headers.get("X-Webhook-Attempt")),
+            received_at=utcnow(),
+            rules=IntakeRules.from_settings(intake),
         )
     except InvalidEvent as error:
-        # The type is a metrics label only once it was read ("malformed <type> event").
-        known = not str(error).startswith("malformed event")
-        return _error(400, str(error), document.get("type") if known else None)
+        return _error(400, str(error))
     event_type = webhook.event_type
     bind_log_context(call_cid=webhook.call_cid)
 
     try:
         with ctx.db.transaction() as session:
-            stored = store_webhook(session, webhook)
-    except SQLAlchemyError:
-        log.exception("could not store webhook %s", webhook.webhook_id)
-        return _error(503, "storage unavailable, retry later", event_type)
+            stored = store_webhook(
+                session, webhook, timedelta(seconds=intake.dedupe_window_seconds)
+            )
+    except SQLAlchemyError as error:
+        if isinstance(error, DatabaseUnavailable):  # failing fast: one line, no traceback
+            log.warning("could not store webhook %s: %s", webhook.webhook_id, error)
+            return _error(503, "storage unavailable, retry later", event_type)
+        if is_transient_db_error(error):
+            log.exception("could not store webhook %s", webhook.webhook_id)
+            return _error(503, "storage unavailable, retry later", event_type)
+        # The same statement would fail on every retry: not an outage, and not Stream's to
+        # retry.  Nothing the receiver reads should get here (it is sanitised first).
+        log.exception("webhook %s refused by the database", webhook.webhook_id)
+        return _error(400, f"the event cannot be stored: {type(error).__name__}", event_type)
 
     bind_log_context(event_id=stored.event_id)
     if stored.duplicate:
+        if stored.replayed_body:
+            log.warning(
+                "webhook %s repeats the body of event %s under another X-Webhook-Id: "
+                "not processed again",
+                webhook.webhook_id,
+                stored.event_id,
+            )
         metrics.record_webhook(event_type, "duplicate")
         return jsonify(status="duplicate", event_id=stored.event_id), 200
     if stored.status == EventStatus.RECEIVED:
@@ -101,12 +133,16 @@ def _receive() -> ResponseReturnValue:
         enqueue_event_guarded(ctx.celery, ctx.publisher, stored.event_id, event_type)
         metrics.record_webhook(event_type, "accepted")
         return jsonify(status="accepted", event_id=stored.event_id), 202
-    metrics.record_webhook(event_type, stored.status)  # ignored, or processed (a ring stopper)
-    return jsonify(status=stored.status, event_id=stored.event_id), 200
-
-
-def _attempt() -> int:
-    try:
-        return max(1, int(request.headers.get("X-Webhook-Attempt", "1")))
-    except ValueError:
-        return 1
+    if stored.status == EventStatus.FAILED:
+        log.warning("event %s (%s) failed: %s", stored.event_id, event_type, webhook.status_reason)
+    elif is_stale_reason(webhook.status_reason):
+        # A replayed capture, a webhook held up for minutes, or this host's clock running fast.
+        log.warning(
+            "event %s (%s) not pushed: %s", stored.event_id, event_type, webhook.status_reason
+        )
+    # ignored (no push for the type, or stale), processed (a ring stopper), or failed (stored,
+    # but nothing to act on): a retry would change nothing, so 200.
+    metrics.record_webhook(event_type, stored.status)
+    return jsonify(
+        status=stored.status, event_id=stored.event_id, reason=webhook.status_reason
+    ), 200

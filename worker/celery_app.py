@@ -100,6 +100,12 @@ def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
     global _services
     _services = services
     tasks.register(app)
+    # A threads-pool worker (the ring worker, `callpush run`, the in-process worker) runs each
+    # task as found in the *default* app's registry (celery.app.trace.trace_task_ret), so a
+    # task's self.app was Celery's unconfigured default app: Task.retry() published the retry
+    # to amqp://localhost, and a retry that cannot be published is rejected and lost.  One
+    # callpush app per process (the last one built, in tests), so it is the default app.
+    app.set_default()
 
     def _init(**_: Any) -> None:
         services.get()

@@ -14,6 +14,10 @@ configured app's API key.  A line is stored exactly as the receiver stores a web
 rules, same dedupe: the webhook id, else ``sha256:<body digest>``), and a body the inbox already
 holds under another id is a duplicate too.  Every line is stored before any is queued, so a
 ``call.accepted`` later in the file already stops the ring it follows when that ring is processed.
+
+Saved webhooks are usually old: a push event Stream created longer than
+``intake.max_event_age_seconds`` ago is stored as ignored (a days-old `call.missed` must not
+reach a phone by accident) unless the operator imports with ``--allow-stale``.
 """
 
 from __future__ import annotations
@@ -22,16 +26,19 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.event_age import is_stale_reason
+from worker.settings import IntakeSettings
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
-from worker.storage.models import EventStatus, WebhookEvent
+from worker.storage.models import EventStatus, WebhookEvent, utcnow
 from worker.stream_events import InvalidEvent
-from worker.webhook_intake import webhook_for_event
+from worker.webhook_intake import DEFAULT_RULES, IntakeRules, load_event_json, webhook_for_event
 
 log = logging.getLogger("callpush.import")
 
@@ -43,6 +50,7 @@ MAX_WEBHOOK_ID = 128  # the column's size
 MAX_PROBLEMS = 50  # invalid lines reported individually; the rest are only counted
 # Events of one type and call compared with an imported one (a call has a handful).
 MAX_SAME_CALL = 500
+DEFAULT_DEDUPE_WINDOW = timedelta(seconds=IntakeSettings().dedupe_window_seconds)
 
 
 class InvalidLine(ValueError):
@@ -103,6 +111,10 @@ class ImportReport:
     problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
     queued: int = 0
     not_queued: list[int] = field(default_factory=list)  # left for the inbox sweeper
+    # Imported, but stored as ignored: too old to push without --allow-stale.
+    stale: int = 0
+    # Imported, but stored as failed: an event nothing can be done with (reason in the log).
+    failed: int = 0
 
     def note_invalid(self, line_number: int, reason: str) -> None:
         self.invalid += 1
@@ -110,11 +122,17 @@ class ImportReport:
             self.problems.append((line_number, reason))
 
 
-def webhook_from_line(line: str, api_key: str, max_bytes: int) -> NewWebhook:
-    """The inbox row for one line, as the receiver would store it."""
+def webhook_from_line(
+    line: str,
+    api_key: str,
+    max_bytes: int,
+    rules: IntakeRules = DEFAULT_RULES,
+    received_at: datetime | None = None,
+) -> NewWebhook:
+    """The inbox row for one line, as the receiver would store it (received now)."""
     try:
-        document = json.loads(line)
-    except ValueError as error:
+        document = load_event_json(line)
+    except (ValueError, RecursionError) as error:
         raise InvalidLine(f"not JSON ({error.__class__.__name__})") from None
     if not isinstance(document, dict):
         raise InvalidLine("not a JSON object")
@@ -135,24 +153,43 @@ def webhook_from_line(line: str, api_key: str, max_bytes: int) -> NewWebhook:
         body = document["body"]
         if isinstance(body, dict):
             text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+            if not _encodable(text):  # lone surrogates: keep them as JSON escapes
+                text = json.dumps(body, separators=(",", ":"))
         elif isinstance(body, str):
             text = body
             try:
-                body = json.loads(text)
-            except ValueError:
+                body = load_event_json(text)
+            except (ValueError, RecursionError):
                 raise InvalidLine("the envelope's body is not JSON") from None
         else:
             raise InvalidLine("the envelope's body must be a JSON object or its text")
         document = body
     else:
         text = line
+    if not _encodable(text):
+        raise InvalidLine("the body is not valid Unicode (a lone surrogate)")
     raw = text.encode("utf-8")
     if len(raw) > max_bytes:
         raise InvalidLine(f"body larger than {max_bytes} bytes")
     try:
-        return webhook_for_event(document, raw, api_key=api_key, webhook_id=webhook_id)
+        return webhook_for_event(
+            document,
+            raw,
+            api_key=api_key,
+            webhook_id=webhook_id,
+            received_at=received_at or utcnow(),
+            rules=rules,
+        )
     except InvalidEvent as error:
         raise InvalidLine(str(error)) from None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def import_lines(
@@ -162,10 +199,13 @@ def import_lines(
     dispatch: DispatchEvent,
     *,
     max_bytes: int,
+    rules: IntakeRules = DEFAULT_RULES,
+    dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Store every valid line (one transaction each), then dispatch the new events that need
-    processing.  ``progress(n)`` is called per line read."""
+    processing.  ``progress(n)`` is called per line read.  A push event Stream created longer
+    than ``rules.max_event_age`` ago is stored as ignored unless ``rules.allow_stale``."""
     report = ImportReport()
     to_process: list[tuple[int, str]] = []
     for number, line in enumerate(lines, start=1):
@@ -178,7 +218,7 @@ def import_lines(
         if not text:
             continue
         try:
-            webhook = webhook_from_line(text, api_key, max_bytes)
+            webhook = webhook_from_line(text, api_key, max_bytes, rules)
         except InvalidLine as error:
             report.note_invalid(number, str(error))
             continue
@@ -186,11 +226,21 @@ def import_lines(
             if _same_body_stored(session, webhook):
                 report.duplicates += 1
                 continue
-            stored = store_webhook(session, webhook)
+            stored = store_webhook(session, webhook, dedupe_window)
         if stored.duplicate:
             report.duplicates += 1
             continue
         report.imported += 1
+        if is_stale_reason(webhook.status_reason):
+            report.stale += 1
+        elif webhook.status == EventStatus.FAILED:
+            report.failed += 1
+            log.warning(
+                "imported event %s (%s) failed: %s",
+                stored.event_id,
+                webhook.event_type,
+                webhook.status_reason,
+            )
         if stored.status == EventStatus.RECEIVED:
             to_process.append((stored.event_id, webhook.event_type))
     for event_id, event_type in to_process:

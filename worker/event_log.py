@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -458,6 +459,17 @@ def body_text(body: Any, max_chars: int) -> str:
     if len(text) > max_chars:
         text = f"{text[:max_chars]}\n… ({len(text) - max_chars} more characters)"
     return escape_unsafe_in_json(text)
+
+
+# Lone UTF-16 surrogates: JSON may carry "\\ud800", which no terminal or web page can encode.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable_json(document: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """JSON text for people: non-ASCII characters as themselves, except lone surrogates (a
+    stored body may hold them), which stay escaped so the text can be printed."""
+    text = json.dumps(document, indent=indent, ensure_ascii=False, sort_keys=sort_keys)
+    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def format_latency(ms: float | None) -> str:

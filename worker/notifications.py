@@ -24,11 +24,13 @@ from worker.ringing import StoredEvent
 from worker.services import Services
 from worker.settings import DEFAULT_FCM_HIGH_PRIORITY
 from worker.storage import deliveries, fanout, inbox, preferences
+from worker.storage.db_errors import is_transient_db_error
 from worker.storage.deliveries import Claim
 from worker.storage.devices import DeviceTarget
 from worker.storage.models import ChunkStatus, DeliveryStatus, EventStatus
 from worker.stream_api import StreamApiError
 from worker.stream_events import CallEvent, parse_stored_body
+from worker.unexpected_errors import is_unexpected_reason, unexpected_reason
 
 log = logging.getLogger("callpush.notifications")
 
@@ -82,8 +84,15 @@ def plan_fanout(
         fanout.set_planned(session, stored.event_id, index)
         # A redelivered planning task re-queues the chunks a lost worker left pending.
         queued = sorted(set(queued) | set(fanout.pending_chunks(session, stored.event_id)))
-    for chunk_index in queued:
-        services.enqueue_chunk(stored.event_id, chunk_index)
+    try:
+        for chunk_index in queued:
+            services.enqueue_chunk(stored.event_id, chunk_index)
+    except Exception:
+        # The broker is away: no reason to fail the event.  Its chunks are stored and it stays
+        # processing; the inbox sweeper queues it again, and planning again queues the chunks
+        # still pending.
+        log.exception("event %s: could not queue its chunks; left for the sweeper", stored.event_id)
+        return None
     if index == 0:
         return EventStatus.PROCESSED, "no recipients"
     _finish_if_complete(services, stored.event_id)
@@ -101,7 +110,20 @@ def deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: 
     """Send one chunk's pushes.  ``attempt`` counts from 0; the caller re-runs the chunk after
     ``retry_in`` seconds while transient failures remain."""
     with log_context(event_id=event_id):
-        return _deliver_chunk(services, event_id, chunk_index, attempt)
+        try:
+            return _deliver_chunk(services, event_id, chunk_index, attempt)
+        except Exception as error:
+            if is_transient_db_error(error):
+                raise  # the task fails; the sweeper re-queues the event's pending chunks
+            # Running it again would fail again (and the sweeper would re-queue it forever):
+            # the chunk ends failed, and with it the event once every chunk is finished.
+            log.exception("chunk %s of event %s failed: unexpected error", chunk_index, event_id)
+            with services.db.transaction() as session:
+                fanout.finish_chunk(
+                    session, event_id, chunk_index, ChunkStatus.FAILED, unexpected_reason(error)
+                )
+            _finish_if_complete(services, event_id)
+            return ChunkRun(None)
 
 
 def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: int) -> ChunkRun:
@@ -222,7 +244,14 @@ def backoff_with_jitter(services: Services, attempt: int) -> float:
 def _finish_if_complete(services: Services, event_id: int) -> None:
     with services.db.transaction() as session:
         complete, failed_chunks = fanout.completion(session, event_id)
-        if complete:
-            summary = fanout.delivery_summary(session, event_id)
-            status = EventStatus.FAILED if failed_chunks else EventStatus.PROCESSED
-            inbox.finish_event(session, event_id, status, summary)
+        if not complete:
+            return
+        summary = fanout.delivery_summary(session, event_id)
+        if failed_chunks:
+            why = fanout.failed_chunk_reason(session, event_id)
+            if is_unexpected_reason(why):  # otherwise the summary says it all ("2 failed")
+                summary += f"; a chunk failed: {why}"
+        status = EventStatus.FAILED if failed_chunks else EventStatus.PROCESSED
+        inbox.finish_event(session, event_id, status, summary)
+    if failed_chunks:
+        log.warning("event %s failed: %s", event_id, summary)

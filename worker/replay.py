@@ -3,7 +3,8 @@ processing path on the bulk queue, so a replay never delays live rings.
 
 Without ``force``, devices that already got the push are skipped and an expired ring is not
 re-rung (it is past its deadline, so processing records it as expired again).  With ``force``,
-everything but a disabled token is sent again and a ring gets a fresh deadline.
+everything but a disabled token is sent again and a ring gets a fresh deadline.  An event that
+arrived stale (never pushed) stays unpushed unless replayed with ``allow_stale``.
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ def plan_replay(session: Session, event_ids: Sequence[int], force: bool) -> list
     return plans
 
 
-def reopen_for_replay(session: Session, event_id: int, force: bool) -> bool:
-    """Make the event and its unsent pushes processable again.  False for an unknown event."""
+def reopen_for_replay(
+    session: Session, event_id: int, force: bool, allow_stale: bool = False
+) -> bool:
+    """Make the event and its unsent pushes processable again.  False for an unknown event.
+    ``allow_stale``: push it even if it arrived too old to push (once allowed, it stays so)."""
     event = session.get(WebhookEvent, event_id, with_for_update=True)
     if event is None:
         return False
@@ -98,7 +102,10 @@ def reopen_for_replay(session: Session, event_id: int, force: bool) -> bool:
     event.status = EventStatus.RECEIVED
     event.status_reason = "replay requested" + (" (force)" if force else "")
     event.replay_force = force
+    event.allow_stale = event.allow_stale or allow_stale
     event.replays += 1
+    # The attempts of this run: the sweeper's cap and the fan-out's retries count afresh.
+    event.processing_attempts = 0
     event.fanout_chunks = None
     event.processed_at = None
     return True

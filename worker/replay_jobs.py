@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.event_age import stale_reason
+from worker.event_processing import needs_processing
 from worker.replay import EventReplay, plan_replay, reopen_for_replay
 from worker.ringing import StoredEvent, ring_deadline
 from worker.storage.database import Database
@@ -37,6 +39,13 @@ class PlannedEvent:
     # A ring whose deadline has passed: without --force its pushes are recorded as expired
     # again, not sent (a stale ring must not make a phone ring).
     ring_over: bool
+    # Why the event is not pushed, however often it is replayed, unless replayed with
+    # allow_stale: it arrived longer after Stream created it than intake.max_event_age_seconds.
+    stale: str | None = None
+
+    @property
+    def pushes_nothing(self) -> bool:
+        return self.ring_over or self.stale is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +53,13 @@ class ReplayPlan:
     events: list[PlannedEvent]
     unknown: list[int] = field(default_factory=list)
     force: bool = False
+    allow_stale: bool = False
 
     @property
     def devices(self) -> int:
-        """Pushes the replay would send (an expired ring's are recorded as expired instead)."""
-        return sum(len(p.replay.resend) for p in self.events if not p.ring_over)
+        """Pushes the replay would send (an expired ring's are recorded as expired instead, a
+        stale event's not at all)."""
+        return sum(len(p.replay.resend) for p in self.events if not p.pushes_nothing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +97,28 @@ def describe_replay(
     force: bool,
     default_ring_timeout_ms: int,
     now: datetime | None = None,
+    *,
+    max_event_age: timedelta | None = None,
+    allow_stale: bool = False,
 ) -> ReplayPlan:
-    """What a replay would do (a dry run): changes nothing."""
+    """What a replay would do (a dry run): changes nothing.  ``max_event_age`` (the setting
+    intake.max_event_age_seconds) marks the events that arrived too old to push."""
     moment = now or utcnow()
     plans = plan_replay(session, event_ids, force)
     found = {p.event_id for p in plans}
     events = []
     for plan in plans:
+        row = session.get(WebhookEvent, plan.event_id)
+        assert row is not None  # plan_replay just read it
         over = False
         if plan.event_type == RING and not force:
-            over = _ring_is_over(session, plan.event_id, default_ring_timeout_ms, moment)
-        events.append(PlannedEvent(plan, over))
+            over = _ring_is_over(row, default_ring_timeout_ms, moment)
+        stale = None
+        if max_event_age is not None and not (allow_stale or row.allow_stale):
+            stale = _arrived_stale(row, max_event_age)
+        events.append(PlannedEvent(plan, over, stale))
     unknown = [i for i in dict.fromkeys(event_ids) if i not in found]
-    return ReplayPlan(events, unknown, force)
+    return ReplayPlan(events, unknown, force, allow_stale)
 
 
 def replay_events(
@@ -107,15 +127,18 @@ def replay_events(
     force: bool,
     dispatch: Dispatch,
     progress: Callable[[int], None] | None = None,
+    *,
+    allow_stale: bool = False,
 ) -> ReplayOutcome:
     """Reopen each event (its own transaction, committed before dispatch so a worker sees it)
-    and dispatch it.  ``progress(event_id)`` is called after each one."""
+    and dispatch it.  ``progress(event_id)`` is called after each one.  Without
+    ``allow_stale`` an event that arrived stale is processed again and ignored again."""
     reopened: list[int] = []
     unknown: list[int] = []
     not_queued: list[int] = []
     for event_id in dict.fromkeys(event_ids):
         with db.transaction() as session:
-            found = reopen_for_replay(session, event_id, force)
+            found = reopen_for_replay(session, event_id, force, allow_stale)
         if not found:
             unknown.append(event_id)
         else:
@@ -129,8 +152,9 @@ def replay_events(
         if progress is not None:
             progress(event_id)
     log.info(
-        "replay%s: %d reopened, %d unknown, %d not queued",
+        "replay%s%s: %d reopened, %d unknown, %d not queued",
         " (force)" if force else "",
+        " (allow stale)" if allow_stale else "",
         len(reopened),
         len(unknown),
         len(not_queued),
@@ -149,13 +173,20 @@ def final_statuses(session: Session, event_ids: Sequence[int]) -> dict[str, int]
     return counts
 
 
-def _ring_is_over(session: Session, event_id: int, default_timeout_ms: int, now: datetime) -> bool:
-    row = session.get(WebhookEvent, event_id)
-    if row is None:
-        return False
+def _ring_is_over(row: WebhookEvent, default_timeout_ms: int, now: datetime) -> bool:
     try:
         event = parse_stored_body(row.body)
+        stored = StoredEvent(row.id, row.received_at, row.api_key)
+        return ring_deadline(event, stored, default_timeout_ms) <= now
     except InvalidEvent:
+        return False  # processing records it as failed again, with the reason
+    except Exception:
+        # One event nobody can read must not break the replay of all the others.
+        log.exception("replay: could not tell whether ring %s is over", row.id)
         return False
-    stored = StoredEvent(row.id, row.received_at, row.api_key)
-    return ring_deadline(event, stored, default_timeout_ms) <= now
+
+
+def _arrived_stale(row: WebhookEvent, max_age: timedelta) -> str | None:
+    if not needs_processing(row.event_type):
+        return None
+    return stale_reason(row.event_created_at, row.received_at, max_age)

@@ -343,6 +343,34 @@ class SweeperSettings(BaseModel):
     # outage, a lost worker).  min_age must exceed a normal processing time.
     interval_seconds: float = 30.0
     min_age_seconds: float = 60.0
+    # An event whose processing has started this many times without finishing (a worker killed
+    # by it every time, say) is not queued again but marked failed.  Above fanout.max_retries + 1,
+    # so a fan-out retrying Stream's API is never cut short.
+    max_attempts: Annotated[int, Field(ge=1)] = 8
+
+
+class IntakeSettings(BaseModel):
+    """What the receiver (and `callpush events import`) refuses to process again or late."""
+
+    # Stream's signature covers no timestamp, so a captured webhook re-sent with a new
+    # X-Webhook-Id verifies.  A body the inbox already holds for the same app, received less
+    # than this long ago, is answered "duplicate" and not processed again.
+    dedupe_window_seconds: Annotated[float, Field(gt=0)] = 86_400.0
+    # A push event (call.ring, call.notification, call.missed, call.session_started,
+    # call.live_started) whose created_at is older than this when it arrives is stored as
+    # ignored and never pushed.  Stream's own retries end within about 15 s; five minutes leaves
+    # room for a slow delivery and clock skew, and no ring lasts longer (at most 180 s).
+    max_event_age_seconds: Annotated[float, Field(gt=0)] = 300.0
+
+    @model_validator(mode="after")
+    def _window_covers_the_age(self) -> IntakeSettings:
+        # Every replay is then refused by one rule or the other: within the window as a
+        # duplicate, after it as too old.
+        if self.dedupe_window_seconds < self.max_event_age_seconds:
+            raise ValueError(
+                "intake.dedupe_window_seconds must be at least intake.max_event_age_seconds"
+            )
+        return self
 
 
 class RetentionSettings(BaseModel):
@@ -415,6 +443,7 @@ class Settings(BaseSettings):
     fcm: FcmSettings = FcmSettings()
     ring: RingSettings = RingSettings()
     sweeper: SweeperSettings = SweeperSettings()
+    intake: IntakeSettings = IntakeSettings()
     retention: RetentionSettings = RetentionSettings()
     fanout: FanoutSettings = FanoutSettings()
     devices: DeviceSettings = DeviceSettings()

@@ -7,9 +7,11 @@ rejects RFC 3339 timestamps (§2.1) and production payloads may use either form.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 RING = "call.ring"
@@ -30,57 +32,93 @@ class InvalidEvent(ValueError):
     """The JSON is not a Stream event we can act on."""
 
 
+# The inbox's column sizes (worker/storage/models.py): a call id that does not fit cannot be
+# Stream's (its ids are at most 64 characters), a session id is a UUID, a user id at most 255.
+MAX_CALL_CID = 255
+MAX_SESSION_ID = 128
+MAX_USER_ID = 255
+# Stream's ring timeouts are int32 milliseconds (RingSettingsRequest in
+# https://github.com/GetStream/protocol/blob/main/openapi/v2/video-serverside-api.yaml): a
+# larger value cannot be Stream's, and 10^20 overflowed every deadline computed from it.
+MAX_RING_TIMEOUT_MS = 2**31 - 1
+
+
+# Integers in ASCII digits only: str.isdigit() and int() also accept other scripts' digits
+# ("²", "١٢"), which no timestamp uses.
+_UNIX_DIGITS = re.compile(r"-?[0-9]{1,30}")
+# RFC 3339 (https://www.rfc-editor.org/rfc/rfc3339#section-5.6) with any number of fractional
+# digits: Stream sends nanoseconds ("2024-10-16T04:15:01.911604755Z"), Python takes at most 6.
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]+))?(?P<zone>[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# NUL and lone surrogates (json.loads decodes a valid pair into one character).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def parse_timestamp(value: Any) -> datetime | None:
-    """Unix-nanosecond integers (SDK fixtures) and RFC 3339 strings (API JSON) both occur."""
+    """Unix-nanosecond integers (SDK fixtures) and RFC 3339 strings (API JSON) both occur.
+    Anything else, or a time no datetime can hold, raises InvalidEvent."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise InvalidEvent(f"timestamp is a boolean: {value!r}")
-    if isinstance(value, int | float):
-        return _from_unix(float(value))
+    if isinstance(value, int):
+        return _from_unix(value)
+    if isinstance(value, float):
+        if not math.isfinite(value) or abs(value) >= 1e30:
+            raise InvalidEvent("timestamp out of range")
+        return _from_unix(int(value))
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
-            return _from_unix(float(text))
+        if _UNIX_DIGITS.fullmatch(text):
+            return _from_unix(int(text))
         return _from_rfc3339(text)
     raise InvalidEvent(f"timestamp of type {type(value).__name__}")
 
 
-def _from_unix(number: float) -> datetime:
+def _from_unix(number: int) -> datetime:
     # Stream sends nanoseconds; accept µs, ms and s too, told apart by magnitude (a date after
-    # 1973 in seconds is below 1e11, and in ns above 1e17).
-    if abs(number) >= 1e17:
-        seconds = number / 1e9
-    elif abs(number) >= 1e14:
-        seconds = number / 1e6
-    elif abs(number) >= 1e11:
-        seconds = number / 1e3
+    # 1973 in seconds is below 1e11, and in ns above 1e17).  Integer arithmetic throughout: a
+    # float cannot even hold an integer above ~1.8e308.
+    magnitude = abs(number)
+    if magnitude >= 10**30:
+        raise InvalidEvent("timestamp out of range")
+    if magnitude >= 10**17:
+        micros = number // 1000
+    elif magnitude >= 10**14:
+        micros = number
+    elif magnitude >= 10**11:
+        micros = number * 1000
     else:
-        seconds = number
+        micros = number * 1_000_000
     try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError) as error:
-        raise InvalidEvent(f"timestamp out of range: {number!r}") from error
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise InvalidEvent("timestamp out of range") from None
 
 
 def _from_rfc3339(text: str) -> datetime:
-    # Python before 3.11 could not take 'Z'; none takes more than 6 fractional digits, and Stream
-    # sends 9 (e.g. "2024-10-16T04:15:01.911604755Z").
-    normalised = text.replace("z", "Z")
-    if normalised.endswith("Z"):
-        normalised = normalised[:-1] + "+00:00"
-    date_part, sep, rest = normalised.partition(".")
-    if sep:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits) :]
-        normalised = f"{date_part}.{digits[:6]}{zone}"
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise InvalidEvent(f"not an RFC 3339 timestamp: {_quoted(text)}")
+    fraction = match["fraction"]
+    zone = match["zone"] or "+00:00"  # no offset: UTC
+    normalised = (
+        f"{match['date']}T{match['time']}"
+        + (f".{fraction[:6].ljust(6, '0')}" if fraction else "")
+        + ("+00:00" if zone in ("Z", "z") else zone)
+    )
     try:
-        parsed = datetime.fromisoformat(normalised)
-    except ValueError as error:
-        raise InvalidEvent(f"not an RFC 3339 timestamp: {text[:40]!r}") from error
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        # Year 1 at +01:00, or 9999-12-31T23:59 at -01:00, is a valid string but no UTC datetime.
+        return datetime.fromisoformat(normalised).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidEvent(f"not a valid time: {_quoted(text)}") from None
+
+
+def _quoted(text: str) -> str:
+    return repr(_text(text)[:40])
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -89,12 +127,13 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _text(value: Any) -> str:
     """A string field, or "".  JSON may carry lone UTF-16 surrogates ("\\ud800"), which no
-    database or push provider can encode: they become U+FFFD."""
+    database or push provider can encode, and NUL ("\\u0000"), which PostgreSQL's text
+    refuses: each becomes U+FFFD."""
     if not isinstance(value, str):
         return ""
-    if value.isascii():
+    if value.isascii() and "\x00" not in value:
         return value
-    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return _UNSTORABLE.sub("\ufffd", value)
 
 
 def user_display_name(user: Mapping[str, Any]) -> str:
@@ -159,17 +198,14 @@ def parse_event_type(body: Any) -> str:
 def parse_call_event(body: Mapping[str, Any]) -> CallEvent:
     event_type = parse_event_type(body)
     call = _mapping(body.get("call"))
-    call_cid = _text(body.get("call_cid")) or _text(call.get("cid"))
-    if ":" not in call_cid or "\ufffd" in call_cid:
-        raise InvalidEvent("the event has no valid 'call_cid'")
     user = _mapping(body.get("user"))
     created_by = _mapping(call.get("created_by"))
     session = _mapping(call.get("session"))
     members = tuple(_members(body.get("members")))
     return CallEvent(
         type=event_type,
-        call_cid=call_cid,
-        session_id=_text(body.get("session_id")) or _text(session.get("id")) or None,
+        call_cid=_call_cid(body, call),
+        session_id=_session_id(body, session),
         created_at=parse_timestamp(body.get("created_at")),
         actor_id=_text(user.get("id")) or None,
         actor_name=user_display_name(user),
@@ -187,6 +223,47 @@ def parse_call_event(body: Mapping[str, Any]) -> CallEvent:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CallFields:
+    """The identifiers the inbox stores for an event, each read on its own: what can be read of
+    an event that cannot be acted on still lets an operator find it (`callpush trace`)."""
+
+    call_cid: str | None
+    session_id: str | None
+    created_at: datetime | None
+
+
+def read_call_fields(body: Mapping[str, Any]) -> CallFields:
+    """Never raises: a field that is missing or unreadable is None."""
+    call = _mapping(body.get("call"))
+    call_cid: str | None
+    created_at: datetime | None
+    try:
+        call_cid = _call_cid(body, call)
+    except InvalidEvent:
+        call_cid = None
+    try:
+        created_at = parse_timestamp(body.get("created_at"))
+    except InvalidEvent:
+        created_at = None
+    return CallFields(call_cid, _session_id(body, _mapping(call.get("session"))), created_at)
+
+
+def _call_cid(body: Mapping[str, Any], call: Mapping[str, Any]) -> str:
+    call_cid = _text(body.get("call_cid")) or _text(call.get("cid"))
+    if ":" not in call_cid or "\ufffd" in call_cid:
+        raise InvalidEvent("the event has no valid 'call_cid'")
+    if len(call_cid) > MAX_CALL_CID:
+        raise InvalidEvent(f"'call_cid' is longer than {MAX_CALL_CID} characters")
+    return call_cid
+
+
+def _session_id(body: Mapping[str, Any], session: Mapping[str, Any]) -> str | None:
+    # Cut to the column's size, so the stored id and the parsed one still compare equal.
+    found = _text(body.get("session_id")) or _text(session.get("id"))
+    return found[:MAX_SESSION_ID] or None
+
+
 def _members(value: Any) -> list[Member]:
     if not isinstance(value, list):
         return []
@@ -196,7 +273,8 @@ def _members(value: Any) -> list[Member]:
         entry = _mapping(item)
         user = _mapping(entry.get("user"))
         user_id = _text(entry.get("user_id")) or _text(user.get("id"))
-        if user_id and user_id not in seen:
+        # An id longer than any stored one has no device: nobody to push to.
+        if user_id and len(user_id) <= MAX_USER_ID and user_id not in seen:
             seen.add(user_id)
             members.append(Member(user_id, user_display_name(user) or user_id))
     return members
@@ -226,13 +304,14 @@ def _video_flag(body: Mapping[str, Any], call: Mapping[str, Any]) -> bool:
 
 def _ring_timeout_ms(call: Mapping[str, Any]) -> int | None:
     """How long a callee's phone rings: the shorter of the callee's own timeout and the caller's
-    auto-cancel (stream-protocol.md §5; both enforced by the SDKs, 0 = none)."""
+    auto-cancel (both enforced by the SDKs, 0 = none); a value outside Stream's range is
+    clamped to it."""
     ring = _mapping(_mapping(call.get("settings")).get("ring"))
     values = []
     for key in ("incoming_call_timeout_ms", "auto_cancel_timeout_ms"):
         value = ring.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            values.append(value)
+            values.append(min(value, MAX_RING_TIMEOUT_MS))
     return min(values) if values else None
 
 

@@ -36,8 +36,12 @@ def process_bulk_event(self: Task, event_id: int) -> str:
 
     try:
         return process_event(services_of(self.app), event_id)
-    except RetryLater as later:  # the domain bounds the attempts and picks the delay
-        raise self.retry(countdown=later.delay, max_retries=None) from later
+    except RetryLater as later:
+        # The domain bounds the attempts (fanout.max_retries) and picks the delay; the task is
+        # registered with max_retries=None so Celery adds no bound of its own.  (Passing
+        # max_retries=None to retry() does not do that: Celery reads it as "the task's
+        # default", 3, and then fails the task with the event left "processing".)
+        raise self.retry(countdown=later.delay) from later
 
 
 def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
@@ -53,8 +57,13 @@ def sweep_inbox(self: Task) -> int:
     from worker.inbox_sweeper import requeue_unfinished
 
     services = services_of(self.app)
-    min_age = timedelta(seconds=services.settings.sweeper.min_age_seconds)
-    return requeue_unfinished(services.db, self.app, older_than=min_age)
+    sweeper = services.settings.sweeper
+    return requeue_unfinished(
+        services.db,
+        self.app,
+        older_than=timedelta(seconds=sweeper.min_age_seconds),
+        max_attempts=sweeper.max_attempts,
+    )
 
 
 def purge_old_events(self: Task) -> dict[str, int]:
@@ -81,7 +90,7 @@ def register(app: Celery) -> None:
     }
     task = app.task
     task(name=PROCESS_RING, acks_late=True, bind=True)(process_ring_event)
-    task(name=PROCESS_EVENT, acks_late=True, bind=True)(process_bulk_event)
+    task(name=PROCESS_EVENT, acks_late=True, bind=True, max_retries=None)(process_bulk_event)
     task(name=DELIVER_CHUNK, acks_late=True, bind=True, max_retries=None)(deliver_fanout_chunk)
     task(name=SWEEP_INBOX, bind=True)(sweep_inbox)
     task(name=PURGE_OLD_EVENTS, bind=True)(purge_old_events)

@@ -153,7 +153,13 @@ def test_a_broker_that_hangs_costs_webhooks_nothing_and_rings_go_out_when_it_is_
         session.execute(
             insert(Device),
             [
-                {"user_id": u, "platform": "fcm", "token": f"fcm-{u}", "source": "local"}
+                {
+                    "api_key": API_KEY,
+                    "user_id": u,
+                    "platform": "fcm",
+                    "token": f"fcm-{u}",
+                    "source": "local",
+                }
                 for u in callees
             ],
         )

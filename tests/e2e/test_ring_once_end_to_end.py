@@ -89,7 +89,9 @@ def add_phones(db: Database, voip: str | None, android: str | None, user: str = 
     if android:
         rows.append({"user_id": user, "platform": "fcm", "token": android, "voip": False})
     with db.transaction() as session:
-        session.execute(insert(Device), [{"source": "local"} | row for row in rows])
+        session.execute(
+            insert(Device), [{"api_key": API_KEY, "source": "local"} | row for row in rows]
+        )
 
 
 def ring(port: int, ring_timeout_ms: int = 30_000) -> tuple[int, dict]:
@@ -375,7 +377,13 @@ def test_rings_being_retried_do_not_hold_back_a_healthy_ring(
         session.execute(
             insert(Device),
             [
-                {"user_id": user, "platform": "apns", "token": token, "voip": True}
+                {
+                    "api_key": API_KEY,
+                    "user_id": user,
+                    "platform": "apns",
+                    "token": token,
+                    "voip": True,
+                }
                 for user, token in phones
             ],
         )

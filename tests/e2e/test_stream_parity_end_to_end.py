@@ -123,9 +123,12 @@ def _no_config_file(monkeypatch):
     monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
 
 
-def add_devices(db: Database, rows: list[dict]) -> None:
-    with db.transaction() as session:
-        session.execute(insert(Device), [{"source": "local", "voip": False} | r for r in rows])
+def add_devices(stack: Stack, rows: list[dict]) -> None:
+    with stack.db.transaction() as session:
+        session.execute(
+            insert(Device),
+            [{"api_key": stack.api_key, "source": "local", "voip": False} | r for r in rows],
+        )
 
 
 def apns_token(name: str) -> str:
@@ -147,7 +150,7 @@ def test_fcm_priority_follows_what_the_sdk_shows_and_iphones_without_voip_ring_b
         fcm=fcm_settings.model_dump(),
     ) as stack:
         add_devices(
-            stack.db,
+            stack,
             [
                 {"user_id": "bob", "platform": "fcm", "token": "bob-android"},
                 {"user_id": "dan", "platform": "apns", "token": dan_plain},

@@ -136,7 +136,9 @@ def stack(
     upgrade_to_head(postgres_url)
     db = Database(postgres_url)
     with db.transaction() as session:
-        session.execute(insert(Device), phones(("bob", "carol")))
+        session.execute(
+            insert(Device), [{"api_key": app.api_key} | row for row in phones(("bob", "carol"))]
+        )
     celery = create_celery(settings)
     port = free_port()
     server = create_server(create_app(settings, db=db, celery=celery), host="127.0.0.1", port=port)

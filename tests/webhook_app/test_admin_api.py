@@ -4,12 +4,21 @@ event log, replay with dry run, device lookup and call traces, against PostgreSQ
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 import redis
 from sqlalchemy import select
 
-from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, Seeder, ops_app, ring_body
+from tests.ops_data import (
+    ADMIN_TOKEN,
+    API_KEY,
+    SECRET,
+    Seeder,
+    notification_body,
+    ops_app,
+    ring_body,
+)
 from tests.worker.commands.test_events_cli import (
     BOB_FCM,
     BOB_VOIP,
@@ -262,6 +271,43 @@ def test_replay_reopens_and_queues_on_the_bulk_queue(admin):
     assert ring_state(db, ids["ring"]) == ("received", 1, ["retry", "sent", "sent"])
     assert queued_tasks(broker, "bulk") == [("callpush.process_event", ids["ring"])]
     assert broker.llen("ring") == 0
+
+
+@pytest.mark.services
+def test_replay_lists_a_poison_ring_and_says_why_a_stale_event_is_not_pushed(admin):
+    client, db, _ids, broker = admin
+    seed = Seeder(db)
+    poison = seed.event(
+        ring_body("default:poison", "alice", ["bob"], timeout_ms=10**20), status="failed"
+    )
+    stale = seed.event(notification_body("default:st", "alice", ["bob"]), status="ignored")
+    with db.transaction() as session:
+        row = session.get(WebhookEvent, stale)
+        row.event_created_at = row.received_at - timedelta(days=7)
+
+    dry = client.post(
+        "/admin/replay", json={"event_ids": [poison, stale], "dry_run": True}, headers=AUTH
+    )
+    assert dry.status_code == 200, dry.get_json()  # the poison ring was a 500
+    plan = {e["event_id"]: e for e in dry.get_json()["events"]}
+    assert plan[poison]["ring_over"] is False and plan[poison]["stale"] is None
+    assert plan[stale]["stale"].startswith("stale: created 7d before it arrived")
+
+    allowed = client.post(
+        "/admin/replay",
+        json={"event_ids": [stale], "dry_run": True, "allow_stale": True},
+        headers=AUTH,
+    ).get_json()
+    assert allowed["allow_stale"] is True and allowed["events"][0]["stale"] is None
+    replayed = client.post(
+        "/admin/replay", json={"event_ids": [stale], "allow_stale": True}, headers=AUTH
+    )
+    assert replayed.status_code == 202 and replayed.get_json()["reopened"] == [stale]
+    with db.transaction() as session:
+        assert session.get(WebhookEvent, stale).allow_stale is True
+    assert queued_tasks(broker, "bulk") == [("callpush.process_event", stale)]
+    bad = client.post("/admin/replay", json={"event_ids": [stale], "allow_stale": 1}, headers=AUTH)
+    assert bad.status_code == 400 and "allow_stale must be true or false" in bad.get_json()["error"]
 
 
 @pytest.mark.services

@@ -31,6 +31,7 @@ from worker.replay_jobs import (
 from worker.settings import Settings
 from worker.storage.database import Database
 from worker.text_escaping import escape_controls, escape_unsafe_in_json
+from worker.webhook_intake import IntakeRules
 
 # Replays of at least this many events get a progress bar.
 PROGRESS_FROM = 5
@@ -253,6 +254,11 @@ def _recipients_text(recipients: tuple[str, ...] | None) -> str:
     is_flag=True,
     help="re-send even pushes that were sent, and re-ring rings that are over",
 )
+@click.option(
+    "--allow-stale",
+    is_flag=True,
+    help="push even events that arrived older than intake.max_event_age_seconds",
+)
 @click.pass_context
 def replay(
     ctx: click.Context,
@@ -264,13 +270,16 @@ def replay(
     app: str | None,
     dry_run: bool,
     force: bool,
+    allow_stale: bool,
 ) -> None:
     """Put events through the normal processing path again.
 
     Devices that already got the push are skipped and rings that are over are not re-rung,
-    unless --force.  With a broker the events go to the bulk queue (a replay never delays a
-    live ring); in the embedded mode (no broker_url) there is no separate worker, so this
-    command processes them itself and returns when they are done.
+    unless --force.  An event that arrived stale (Stream created it longer than
+    intake.max_event_age_seconds before it arrived) was never pushed and is not pushed now,
+    unless --allow-stale.  With a broker the events go to the bulk queue (a replay never
+    delays a live ring); in the embedded mode (no broker_url) there is no separate worker, so
+    this command processes them itself and returns when they are done.
 
     \b
       callpush events replay 812 813 --dry-run
@@ -293,7 +302,14 @@ def replay(
                 click.echo("no failed events in that window")
                 return
         with db.transaction() as session:
-            plan = describe_replay(session, event_ids, force, settings.ring.default_timeout_ms)
+            plan = describe_replay(
+                session,
+                event_ids,
+                force,
+                settings.ring.default_timeout_ms,
+                max_event_age=timedelta(seconds=settings.intake.max_event_age_seconds),
+                allow_stale=allow_stale,
+            )
         _print_plan(plan, dry_run)
         if dry_run or not plan.events:
             if plan.unknown:
@@ -305,10 +321,15 @@ def replay(
             if len(ids) >= PROGRESS_FROM:
                 with click.progressbar(length=len(ids), label=f"replaying ({where})") as bar:
                     outcome = replay_events(
-                        db, ids, force, dispatch.replay, progress=lambda _id: bar.update(1)
+                        db,
+                        ids,
+                        force,
+                        dispatch.replay,
+                        progress=lambda _id: bar.update(1),
+                        allow_stale=allow_stale,
                     )
             else:
-                outcome = replay_events(db, ids, force, dispatch.replay)
+                outcome = replay_events(db, ids, force, dispatch.replay, allow_stale=allow_stale)
         summary = f"replayed {len(outcome.reopened)} event(s), {plan.devices} device(s) to re-send"
         if dispatch.inline:
             with db.transaction() as session:
@@ -332,6 +353,9 @@ def _print_plan(plan: ReplayPlan, dry_run: bool) -> None:
     for planned in plan.events:
         r = planned.replay
         head = f"event {r.event_id}  {r.event_type}  {r.call_cid or '-'}  ({r.status})"
+        if planned.stale is not None:
+            click.echo(f"{head}: not pushed: {planned.stale}")
+            continue
         if planned.ring_over and r.resend:
             echo_line(
                 f"{head}: the ring is over: {len(r.resend)} push(es) recorded as expired, "
@@ -366,13 +390,20 @@ def _ids(ids: Sequence[int]) -> str:
     default=None,
     help="the Stream app the events belong to (default: the only configured app)",
 )
+@click.option(
+    "--allow-stale",
+    is_flag=True,
+    help="push even events Stream created longer than intake.max_event_age_seconds ago",
+)
 @click.pass_context
-def import_(ctx: click.Context, file: BinaryIO, api_key: str | None) -> None:
+def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale: bool) -> None:
     """Re-ingest saved webhook bodies: JSON lines, one Stream event per line (or
     {"webhook_id": …, "body": …}; FILE may be - for stdin).  No signature is needed; events
     already in the inbox (same webhook id or same body) are skipped.  New events are queued
-    like webhooks (processed here in the embedded mode).  Lines that are not UTF-8 JSON, or
-    longer than four times max_body_bytes, are reported by number and skipped."""
+    like webhooks (processed here in the embedded mode).  Push events Stream created longer
+    than intake.max_event_age_seconds ago are stored as ignored, not pushed, unless
+    --allow-stale.  Lines that are not UTF-8 JSON, or longer than four times max_body_bytes,
+    are reported by number and skipped."""
     settings = cli_settings(ctx)
     if settings.embedded:
         settings = settings.with_dev_app()  # the key `callpush run` accepts
@@ -386,7 +417,16 @@ def import_(ctx: click.Context, file: BinaryIO, api_key: str | None) -> None:
         )
     with database(ctx) as db, _dispatchers(settings) as dispatch:
         lines = read_lines(file, max_line_bytes(settings.max_body_bytes))
-        report = import_lines(db, lines, api_key, dispatch.event, max_bytes=settings.max_body_bytes)
+        intake = settings.intake
+        report = import_lines(
+            db,
+            lines,
+            api_key,
+            dispatch.event,
+            max_bytes=settings.max_body_bytes,
+            rules=IntakeRules.from_settings(intake, allow_stale),
+            dedupe_window=timedelta(seconds=intake.dedupe_window_seconds),
+        )
     for number, reason in report.problems:
         click.echo(f"line {number}: {reason}", err=True)
     if report.invalid > len(report.problems):
@@ -396,6 +436,19 @@ def import_(ctx: click.Context, file: BinaryIO, api_key: str | None) -> None:
         f"imported {report.imported}, duplicates {report.duplicates}, invalid {report.invalid}; "
         f"{report.queued} {where}"
     )
+    if report.stale:
+        click.echo(
+            f"{report.stale} imported event(s) are stale (created more than "
+            f"{settings.intake.max_event_age_seconds:g} s ago): stored as ignored, not pushed; "
+            "import with --allow-stale to push them",
+            err=True,
+        )
+    if report.failed:
+        click.echo(
+            f"{report.failed} imported event(s) cannot be acted on: stored as failed "
+            "(`callpush events list --status failed` says why)",
+            err=True,
+        )
     if report.not_queued:
         click.echo(
             f"{len(report.not_queued)} event(s) stored but not queued: {_ids(report.not_queued)}; "

@@ -90,3 +90,13 @@ def delivery_summary(session: Session, event_id: int) -> str:
         .order_by(Delivery.status)
     ).all()
     return ", ".join(f"{n} {status}" for status, n in rows) or "no devices"
+
+
+def failed_chunk_reason(session: Session, event_id: int) -> str | None:
+    """Why the first failed chunk of the event failed."""
+    return session.scalar(
+        select(FanoutChunk.reason)
+        .where(FanoutChunk.event_id == event_id, FanoutChunk.status == ChunkStatus.FAILED)
+        .order_by(FanoutChunk.chunk_index)
+        .limit(1)
+    )

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -70,9 +71,13 @@ class EventStatus:
 
 
 class WebhookEvent(Base):
-    """The durable inbox: one row per webhook Stream delivered (retries collapse on webhook_id)."""
+    """The durable inbox: one row per webhook Stream delivered (retries collapse on webhook_id,
+    replays of the same body under other ids on (api_key, body_digest))."""
 
     __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("api_key", "body_digest", name="uq_webhook_events_api_key_body_digest"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     # X-Webhook-Id, or "sha256:<body digest>" when Stream sent none.
@@ -85,12 +90,18 @@ class WebhookEvent(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     body: Mapped[str] = mapped_column(Text)  # the verified, uncompressed JSON as received
+    # sha256 (hex) of that body; None for rows stored before it existed, and for a row whose
+    # body arrived again after the dedupe window (the newer row holds the digest then).
+    body_digest: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=EventStatus.RECEIVED, index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     processing_attempts: Mapped[int] = mapped_column(Integer, default=0)
     # An operator's `events replay --force`: re-send even what was sent, re-ring expired rings.
     replay_force: Mapped[bool] = mapped_column(Boolean, default=False)
     replays: Mapped[int] = mapped_column(Integer, default=0)
+    # An operator's import or replay with --allow-stale: push it even though Stream created it
+    # longer than intake.max_event_age_seconds before it arrived.
+    allow_stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Set once a fan-out has planned all its chunks: the event is done when they all are.
     fanout_chunks: Mapped[int | None] = mapped_column(Integer)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -350,7 +350,8 @@ def test_import_stores_queues_and_skips_duplicates(production, tmp_path):
         "",
         "{not json",
         "[1, 2]",
-        json.dumps({"type": "call.ring", "members": []}),  # a ring without a call
+        # A ring without a call: stored as failed, as the receiver stores it (nothing to ring).
+        json.dumps({"type": "call.ring", "members": []}),
         json.dumps({"body": updated, "api_key": "another-app"}),
     ]
     path = tmp_path / "events.jsonl"
@@ -358,11 +359,21 @@ def test_import_stores_queues_and_skips_duplicates(production, tmp_path):
 
     result = run("import", str(path))
     assert result.exit_code == 0, result.output
-    assert "imported 3, duplicates 3, invalid 4; 1 queued" in result.output
+    assert "imported 4, duplicates 3, invalid 3; 1 queued" in result.output
     assert "line 8: not JSON" in result.output
     assert "line 9: not a JSON object" in result.output
-    assert "line 10: malformed call.ring event" in result.output
+    assert "1 imported event(s) cannot be acted on: stored as failed" in result.output
     assert "line 11: the envelope's api_key is not the one imported for" in result.output
+    with db.transaction() as session:
+        failed = session.scalars(
+            select(WebhookEvent).where(
+                WebhookEvent.event_type == "call.ring", WebhookEvent.call_cid.is_(None)
+            )
+        ).one()
+    assert failed.status == "failed"
+    assert failed.status_reason == (
+        "cannot act on this call.ring event: the event has no valid 'call_cid'"
+    )
 
     with db.transaction() as session:
         stored = {
@@ -382,7 +393,7 @@ def test_import_stores_queues_and_skips_duplicates(production, tmp_path):
     assert queued_tasks(broker, "ring") == [("callpush.process_ring_event", stored["call.ring"].id)]
 
     again = run("import", str(path))
-    assert "imported 0, duplicates 6, invalid 4; 0 queued" in again.output
+    assert "imported 0, duplicates 7, invalid 3; 0 queued" in again.output
 
 
 @pytest.mark.services
@@ -495,3 +506,100 @@ def test_embedded_import_is_processed_inline(embedded, tmp_path):
         row = session.scalar(select(WebhookEvent).where(WebhookEvent.call_cid == "default:dl"))
         assert row.status == "processed"
         assert [d.status for d in session.scalars(select(Delivery))] == ["sent"]
+
+
+# --- stale events and poison events (issue 11) ------------------------------------------------
+
+
+def _arrived_stale(db: Database, event_id: int, created: timedelta) -> None:
+    """As the receiver stores a push event Stream created long before it arrived."""
+    with db.transaction() as session:
+        row = session.get(WebhookEvent, event_id)
+        row.event_created_at = row.received_at - created
+        body = json.loads(row.body)
+        body["created_at"] = int(row.event_created_at.timestamp() * 1e9)
+        row.body = json.dumps(body)
+        row.status_reason = "stale: created 7d before it arrived (...); not pushed"
+
+
+def test_embedded_replay_of_a_stale_event_says_why_it_is_not_pushed(embedded):
+    run, db = embedded
+    seed = Seeder(db)
+    seed.device("bob", "fcm", BOB_FCM)
+    event_id = seed.event(notification_body("default:st", "alice", ["bob"]), status="ignored")
+    _arrived_stale(db, event_id, timedelta(days=7))
+
+    dry = run("replay", str(event_id), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"event {event_id}  call.notification  default:st  (ignored): not pushed: stale: " in (
+        dry.output
+    )
+    assert "created 7d before it arrived" in dry.output and "--allow-stale" in dry.output
+    result = run("replay", str(event_id))
+    assert result.exit_code == 0, result.output
+    assert "processed here: 1 ignored" in result.output
+    assert delivery_statuses(db, event_id) == {}  # still never pushed
+
+    allowed = run("replay", str(event_id), "--allow-stale", "--dry-run")
+    assert "not pushed" not in allowed.output
+    pushed = run("replay", str(event_id), "--allow-stale")
+    assert pushed.exit_code == 0, pushed.output
+    assert "processed here: 1 processed" in pushed.output
+    assert list(delivery_statuses(db, event_id).values()) == ["sent"]
+    assert event_row(db, event_id).allow_stale is True
+
+
+def test_embedded_import_of_old_events_needs_allow_stale(embedded, tmp_path):
+    run, db = embedded
+    Seeder(db).device("bob", "fcm", BOB_FCM)
+    old = notification_body("default:old-dl", "alice", ["bob"])
+    old["created_at"] = time_ns_ago(timedelta(hours=3))
+    path = tmp_path / "dead-letters.jsonl"
+    path.write_text(json.dumps(old) + "\n")
+
+    result = run("import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "imported 1, duplicates 0, invalid 0; 0 processed here" in result.output
+    assert "1 imported event(s) are stale" in result.output
+    assert "import with --allow-stale to push them" in result.output
+    with db.transaction() as session:
+        row = session.scalar(select(WebhookEvent).where(WebhookEvent.call_cid == "default:old-dl"))
+        assert row.status == "ignored" and row.status_reason.startswith("stale: created 3h ")
+        stale_id = row.id
+
+    # The same line again with the flag is a duplicate (stored already): replay it instead.
+    again = run("import", str(path), "--allow-stale")
+    assert "imported 0, duplicates 1" in again.output
+    replayed = run("replay", str(stale_id), "--allow-stale")
+    assert "processed here: 1 processed" in replayed.output
+
+    other = notification_body("default:old-dl-2", "alice", ["bob"])
+    other["created_at"] = time_ns_ago(timedelta(hours=3))
+    path.write_text(json.dumps(other) + "\n")
+    allowed = run("import", str(path), "--allow-stale")
+    assert "imported 1, duplicates 0, invalid 0; 1 processed here" in allowed.output
+    assert "stale" not in allowed.output
+
+
+def test_embedded_replay_lists_a_ring_with_an_absurd_timeout(embedded):
+    """A ring whose timeout overflowed every deadline broke every replay that included it (a
+    traceback here, a 500 in the admin API and the dashboard)."""
+    run, db = embedded
+    seed = Seeder(db)
+    seed.device("bob", "apns", BOB_VOIP, voip=True)
+    poison = ring_body("default:poison", "alice", ["bob"], timeout_ms=10**20)
+    poison_id = seed.event(poison, status="failed", reason="unexpected error: OverflowError: …")
+    other = seed.event(notification_body("default:np", "alice", ["bob"]), status="failed")
+
+    dry = run("replay", "--failed", "--since", "1h", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"event {poison_id}  call.ring  default:poison" in dry.output
+    assert f"event {other}  call.notification" in dry.output
+    result = run("replay", str(poison_id))
+    assert result.exit_code == 0, result.output
+    assert "processed here: 1 processed" in result.output
+    assert delivery_statuses(db, poison_id) == {"b0b0b0…b0b0": "sent"}
+
+
+def time_ns_ago(age: timedelta) -> int:
+    return int((now() - age).timestamp() * 1e9)
