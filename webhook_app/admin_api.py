@@ -287,11 +287,17 @@ def _time(value: Any, name: str) -> datetime | None:
 
 
 def _app(value: Any) -> str | None:
-    """The ``app`` filter: unset, or the API key of a configured Stream app."""
+    """The ``app`` filter: unset, or the API key of a configured Stream app.
+
+    Any string is a well-formed app filter, so an API key that no configured app has is a 404
+    (the app named does not exist here), not a 400: the request was valid, its target is not.
+    """
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or receiver().settings.app_for_key(value) is None:
-        raise AdminError(400, "app must be the API key of a configured Stream app", field="app")
+    if not isinstance(value, str):
+        raise AdminError(400, "app must be a string", field="app")
+    if receiver().settings.app_for_key(value) is None:
+        raise AdminError(404, "no configured Stream app has this API key", field="app")
     return value
 
 

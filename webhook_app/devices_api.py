@@ -227,7 +227,9 @@ def _named_app() -> str | None:
         if value is not None
     }
     if len(named) > 1:
-        raise ApiError(400, "the api_key query parameter and X-Api-Key header differ", "api_key")
+        # The named app decides which secrets may verify the token, so two different apps
+        # are credentials that cannot both hold: a 401, as for an unknown app.
+        raise ApiError(401, "the api_key query parameter and X-Api-Key header name different apps")
     api_key = named.pop() if named else None
     if api_key is not None and (not api_key or len(api_key) > MAX_API_KEY):
         raise ApiError(400, f"api_key must be 1 to {MAX_API_KEY} characters", "api_key")

@@ -1,16 +1,24 @@
 """``GET /openapi.json``: the OpenAPI 3.1 description of callpush's HTTP endpoints.
 
-A static, hand-written document (not generated from the code): it is the contract.  The tests
-validate it with openapi-spec-validator and check that every Flask route is described, so a new
-route without a description fails CI.
+A hand-written document (not generated from the code): it is the contract.  The tests validate
+it with openapi-spec-validator and check that every Flask route is described, so a new route
+without a description fails CI.  ``OPENAPI`` is the same for every deployment; what is served is
+``document_for(settings)``: it adds the one thing only the deployment knows, the push provider
+names a device may be registered with, so that every request the document calls valid is one
+this deployment accepts.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
+
+from webhook_app.app import receiver
+from worker import push_tokens
+from worker.settings import Settings
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -62,6 +70,12 @@ TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}
 USER_ID = {**TEXT, "minLength": 1, "maxLength": 255}
 # Push tokens and bundle ids: printable ASCII without spaces.
 PRINTABLE_ASCII = "^[!-~]+$"
+APNS_TOKEN_PATTERN = (
+    f"^(?:[0-9A-Fa-f]{{2}}){{{push_tokens.APNS_MIN_BYTES},{push_tokens.APNS_MAX_BYTES}}}$"
+)
+FCM_TOKEN_PATTERN = f"^[A-Za-z0-9_:-]{{{push_tokens.FCM_MIN_LENGTH},{push_tokens.FCM_MAX_LENGTH}}}$"
+# Two or more components of letters, digits and hyphens, not ending in ".voip" (any case).
+BUNDLE_ID_PATTERN = r"^(?![\s\S]*\.[vV][oO][iI][pP]$)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$"
 # Event ids are 64-bit (worker.event_log.MAX_ID).
 EVENT_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 EVENT_STATUS = {
@@ -95,13 +109,15 @@ APP_KEY_PARAMS: list[dict[str, Any]] = [
         "name": "api_key",
         "in": "query",
         "description": "The Stream app: only its secrets verify the token.",
-        "schema": {"type": "string", "maxLength": 64},
+        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
     },
     {
         "name": "X-Api-Key",
         "in": "header",
-        "description": "The Stream app, as the `api_key` query parameter.",
-        "schema": {"type": "string", "maxLength": 64},
+        "description": (
+            "The Stream app, as the `api_key` query parameter (both given and different: 401)."
+        ),
+        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
     },
 ]
 STREAM_TOKEN: list[dict[str, list[str]]] = [{"streamToken": []}]
@@ -520,7 +536,7 @@ OPENAPI: dict[str, Any] = {
                         },
                         "The devices.",
                     ),
-                    "400": _error("A bad limit or app."),
+                    "400": _error("A bad limit."),
                     **ADMIN_ERRORS,
                 },
             }
@@ -689,8 +705,8 @@ OPENAPI: dict[str, Any] = {
                 "name": "app",
                 "in": "query",
                 "description": (
-                    "Only this Stream app's (a configured API key): call and user ids are "
-                    "only unique within an app."
+                    "Only this Stream app's (a configured API key; 404 when none has it): "
+                    "call and user ids are only unique within an app."
                 ),
                 "schema": {"type": "string", "maxLength": 64},
             },
@@ -710,7 +726,11 @@ OPENAPI: dict[str, Any] = {
         "responses": {
             "Error": _json(_ref("Error"), "An error."),
             "Unauthorized": _json(_ref("Error"), "Missing or invalid admin token."),
-            "AdminOff": _json(_ref("Error"), "No admin token is configured: the API is off."),
+            "AdminOff": _json(
+                _ref("Error"),
+                "No admin token is configured (the API is off), or what the request names "
+                "does not exist (an event, or an `app` that is no configured API key).",
+            ),
             "StorageDown": _json(_ref("Error"), "The database is unavailable."),
             "BadInput": _json(_ref("Error"), "A bad query, path or body value; `field` names it."),
             "TooManyFailures": {
@@ -780,8 +800,26 @@ OPENAPI: dict[str, Any] = {
                     },
                     "user_id": {**USER_ID, "type": ["string", "null"]},
                 },
-                "if": {"properties": {"voip": {"const": True}}, "required": ["voip"]},
-                "then": {"properties": {"platform": {"const": "apns"}}},
+                "allOf": [
+                    {
+                        "if": {"properties": {"voip": {"const": True}}, "required": ["voip"]},
+                        "then": {"properties": {"platform": {"const": "apns"}}},
+                    },
+                    # What worker/push_tokens.py checks, per platform.
+                    {
+                        "if": {"properties": {"platform": {"const": "apns"}}},
+                        "then": {"properties": {"token": {"pattern": APNS_TOKEN_PATTERN}}},
+                    },
+                    {
+                        "if": {"properties": {"platform": {"const": "fcm"}}},
+                        "then": {"properties": {"token": {"pattern": FCM_TOKEN_PATTERN}}},
+                    },
+                    # And the bundle id rules of worker/apns_topics.py (an FCM app_id is free).
+                    {
+                        "if": {"properties": {"platform": {"const": "apns"}}},
+                        "then": {"properties": {"app_id": {"pattern": BUNDLE_ID_PATTERN}}},
+                    },
+                ],
             },
             "Device": {
                 "type": "object",
@@ -994,6 +1032,7 @@ OPENAPI: dict[str, Any] = {
                                 {"required": ["since"]},
                                 {"required": ["until"]},
                                 {"required": ["type"]},
+                                {"required": ["app"]},
                             ]
                         },
                     },
@@ -1064,6 +1103,28 @@ OPENAPI: dict[str, Any] = {
 }
 
 
+def document_for(settings: Settings) -> dict[str, Any]:
+    """``OPENAPI`` with ``push_provider_name`` limited, per platform, to the names this
+    deployment's apps configure (none configured: it can only be null)."""
+    document = copy.deepcopy(OPENAPI)
+    registration = document["components"]["schemas"]["DeviceRegistration"]
+    for platform in ("apns", "fcm"):
+        names = sorted(
+            {
+                name
+                for app in settings.apps
+                for name in (app.apns_providers if platform == "apns" else app.fcm_providers)
+            }
+        )
+        registration["allOf"].append(
+            {
+                "if": {"properties": {"platform": {"const": platform}}, "required": ["platform"]},
+                "then": {"properties": {"push_provider_name": {"enum": [*names, None]}}},
+            }
+        )
+    return document
+
+
 @blueprint.get("/openapi.json")
 def openapi_json() -> ResponseReturnValue:
-    return jsonify(OPENAPI)
+    return jsonify(document_for(receiver().settings))

@@ -37,7 +37,7 @@ from werkzeug.serving import make_server
 from tests.fuzz._counts import count
 from tests.ops_data import ADMIN_TOKEN, Seeder, notification_body, ring_body
 from webhook_app import admin_auth
-from webhook_app.openapi import OPENAPI
+from webhook_app.openapi import OPENAPI, document_for
 from worker.settings import load_settings
 from worker.storage import dashboard_sessions
 from worker.storage.database import Database
@@ -54,6 +54,7 @@ from worker.storage.models import (
 API_KEY = "schema-key"
 SECRET = "schema-secret-0123456789abcdef0123456789abcdef"
 USER = "alice"
+APPS = [{"api_key": API_KEY, "api_secrets": [SECRET]}]
 TABLES = (WebhookEvent, Device, UserPreference, Delivery, FanoutChunk, DashboardSession)
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(600)]
@@ -97,7 +98,7 @@ def world(postgres_admin_url: str, redis_server_url: str) -> Iterator[World]:
         app_settings = load_settings(
             database_url=url,
             broker_url=redis_server_url,
-            apps=[{"api_key": API_KEY, "api_secrets": [SECRET]}],
+            apps=APPS,
             admin_token=ADMIN_TOKEN,
             # Every request carries valid credentials; the throttle has its own tests.
             admin_throttle={"max_failures": 1_000_000},
@@ -131,7 +132,7 @@ def world(postgres_admin_url: str, redis_server_url: str) -> Iterator[World]:
 def _schema() -> Any:
     """The document the app serves (test_the_served_document_is_the_one_tested checks that
     /openapi.json answers exactly this), loaded at collection so each operation is a test."""
-    loaded = schemathesis.openapi.from_dict(OPENAPI)
+    loaded = schemathesis.openapi.from_dict(document_for(load_settings(apps=APPS)))
     loaded.config.generation.update(
         modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
         max_examples=int(os.environ.get("FUZZ_EXAMPLES", "30")),

@@ -427,8 +427,11 @@ def test_the_admin_api_filters_by_app(two_apps):
         "/admin/calls/x:y/trace?app=n",
     ):
         response = client.get(path, headers=AUTH)
-        assert response.status_code == 400, path
-        assert "app must be the API key of a configured Stream app" in response.get_json()["error"]
+        assert response.status_code == 404, path
+        assert response.get_json() == {
+            "error": "no configured Stream app has this API key",
+            "field": "app",
+        }
     bad_replay = client.post("/admin/replay", json={"event_ids": [1], "app": DEV_APP}, headers=AUTH)
     assert bad_replay.status_code == 400
 

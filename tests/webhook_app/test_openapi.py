@@ -9,7 +9,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from tests.ops_data import API_KEY, SECRET, ops_app
-from webhook_app.openapi import OPENAPI
+from webhook_app.openapi import OPENAPI, document_for
 from worker.celery_app import create_celery
 from worker.settings import load_settings
 from worker.storage.database import Database
@@ -40,7 +40,42 @@ def test_the_document_is_valid_openapi_3_1():
 
 def test_it_is_served(app):
     response = app.test_client().get("/openapi.json")
-    assert response.status_code == 200 and response.get_json() == OPENAPI
+    assert response.status_code == 200
+    assert response.get_json() == document_for(app.extensions["callpush"].settings)
+
+
+def test_the_served_document_names_the_configured_push_providers_per_platform():
+    settings = load_settings(
+        apps=[
+            {
+                "api_key": "prod",
+                "api_secrets": [SECRET],
+                "apns_providers": {"ios-debug": {"bundle_id": "com.example.app.debug"}},
+                "fcm_providers": {"second-firebase": {}},
+            },
+            {"api_key": "dev", "api_secrets": [SECRET]},
+        ]
+    )
+    document = document_for(settings)
+    validate(document)
+    assert provider_names(document) == {
+        "apns": ["ios-debug", None],
+        "fcm": ["second-firebase", None],
+    }
+    # Without providers a registration can only leave the name out (or null).
+    bare = document_for(load_settings(apps=[{"api_key": "k", "api_secrets": [SECRET]}]))
+    assert provider_names(bare) == {"apns": [None], "fcm": [None]}
+
+
+def provider_names(document: dict) -> dict[str, list[str | None]]:
+    """The push_provider_name values the document allows, per platform."""
+    return {
+        rule["if"]["properties"]["platform"]["const"]: rule["then"]["properties"][
+            "push_provider_name"
+        ]["enum"]
+        for rule in document["components"]["schemas"]["DeviceRegistration"]["allOf"]
+        if "push_provider_name" in rule.get("then", {}).get("properties", {})
+    }
 
 
 def test_every_route_is_described(app):
