@@ -185,7 +185,7 @@ def test_rolling_restart_delivers_every_accepted_ring(
     fake_apns = fake_apns_factory(slow_delay=SLOW)
     fake_fcm = fake_fcm_factory(slow_delay=SLOW)
     # A provider timeout well above the held push's few seconds.
-    apns = apns_settings_for(fake_apns, push_credentials, timeout_seconds=15.0)
+    apns = apns_settings_for(fake_apns, push_credentials, timeout_seconds=45.0)
     fcm = fcm_settings_for(fake_fcm, push_credentials, tmp_path)
     env = provider_env(apns, fcm) | {
         "CALLPUSH_APNS__TIMEOUT_SECONDS": str(apns.timeout_seconds),  # not in provider_env

@@ -261,7 +261,6 @@ class _Proto(asyncio.Protocol):
         except ValueError:
             payload = None
         server = self.server
-        server.count += 1
         status, reason, delay = server.decide(token, headers, bytes(body))
         if server.record:
             server.received.append(
@@ -274,6 +273,9 @@ class _Proto(asyncio.Protocol):
                     "jwt": server.check_auth(headers.get("authorization", ""))[2],
                 }
             )
+        # Counted after it is recorded: a test thread that waits for the count then reads
+        # ``received`` must find the request there.
+        server.count += 1
         apns_id = headers.get("apns-id") or str(uuid.uuid4())
         if status == 0:
             self._no_answer(stream_id, reason)
