@@ -65,9 +65,10 @@ def _read_text(setting: str, path: Path) -> str:
         raise ValueError(f"{where}: not readable by this user (permission denied)") from None
     except OSError as error:
         raise ValueError(f"{where}: cannot be opened ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{where}: not a regular file")
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            raise ValueError(f"{where}: not a regular file")
         try:
             data = file.read(MAX_SECRET_FILE_BYTES + 1)
         except OSError as error:

@@ -241,7 +241,8 @@ class StreamAppSettings(BaseModel):
             one_source(self.api_secret, path, "api_secret", "api_secret_file")
             self.api_secret = read_secret_file("api_secret_file", path)
         path = self.previous_api_secrets_file
-        if path is not None and not all(_read_from(s, path) for s in self.previous_api_secrets):
+        previous = self.previous_api_secrets
+        if path is not None and not (previous and all(_read_from(s, path) for s in previous)):
             one_source(
                 self.previous_api_secrets or None,
                 path,
