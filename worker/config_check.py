@@ -596,8 +596,9 @@ def check_apps(settings: Settings) -> list[Check]:
         checks.append(
             _fail(
                 "stream apps",
-                f"{given} is set but {missing} is not (CALLPUSH_{missing.upper()}): "
-                "the single-app shortcut needs both",
+                f"{given} is set but {missing} is not (CALLPUSH_{missing.upper()}"
+                f"{' or CALLPUSH_STREAM_API_SECRET_FILE' if missing == 'stream_api_secret' else ''}"
+                "): the single-app shortcut needs both",
             )
         )
     if not settings.apps:

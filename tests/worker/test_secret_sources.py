@@ -123,10 +123,14 @@ def test_the_log_redactor_and_config_check_mask_the_same_secrets(
         log.warning(message)
         scrubbed = config_check.scrub(message, settings)
         assert secret not in scrubbed and config_check.REDACTED in scrubbed
+    # The URLs as they are, the inserted password percent-encoded (and its space left as is,
+    # which the URL pattern alone would stop at).
+    log.warning("connecting to %s and %s", settings.database_url, settings.broker_url)
     logged = log_output.getvalue()
-    assert len(logged.splitlines()) == len(EVERY_SECRET)
-    for secret in EVERY_SECRET:
+    assert len(logged.splitlines()) == len(EVERY_SECRET) + 1
+    for secret in (*EVERY_SECRET, "db-password%2Ffrom file", "from file@db"):
         assert secret not in logged, secret
+    assert "@db:5432/callpush and redis://:" in logged
 
 
 def test_config_show_says_which_file_each_secret_came_from(
