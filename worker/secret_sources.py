@@ -103,11 +103,21 @@ def read_secret_lines(setting: str, path: Path) -> list[FileSecret]:
 
 
 def one_source(value: object, file: Path | None, value_name: str, file_name: str) -> None:
-    """Refuse a secret given both as a value and as a file: which one was meant is unknowable."""
-    if value is not None and file is not None:
+    """Refuse a secret given both as a value and as a file: which one was meant is unknowable.
+    An empty value counts as not given, as it does everywhere in the settings (compose files
+    pass ``CALLPUSH_ADMIN_TOKEN: ${ADMIN_TOKEN:-}``, an empty string, when it is unset)."""
+    if _given(value) and file is not None:
         raise ValueError(
             f"{value_name} and {file_name} are both set: give the secret one way, not both"
         )
+
+
+def _given(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value().strip())
+    if isinstance(value, list | tuple):
+        return any(_given(item) for item in value)
+    return value is not None
 
 
 def database_url_with_password(url: str, password: str, url_name: str, file_name: str) -> str:
@@ -119,7 +129,7 @@ def database_url_with_password(url: str, password: str, url_name: str, file_name
         parsed = make_url(url)
     except ArgumentError:
         raise ValueError(f"{url_name} is not a database URL, so {file_name} cannot apply") from None
-    if parsed.password is not None:
+    if parsed.password:  # an empty one ("user:@host") is none
         raise ValueError(
             f"{url_name} has a password and {file_name} is set: give the password one way, not both"
         )
@@ -142,7 +152,7 @@ def broker_url_with_password(url: str, password: str, url_name: str, file_name: 
 def _one_broker_url(url: str, password: str, url_name: str, file_name: str) -> str:
     try:
         parts = urlsplit(url.strip())
-        has_password = parts.password is not None
+        has_password = bool(parts.password)
     except ValueError:
         raise ValueError(f"{url_name} is not a valid URL, so {file_name} cannot apply") from None
     if has_password:

@@ -93,6 +93,24 @@ def test_admin_token_as_value_and_file_is_an_error_naming_both(
     assert ADMIN_TOKEN not in message and "another-admin-token" not in message
 
 
+def test_an_empty_value_beside_a_file_counts_as_unset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # What compose passes for a variable that is not set: `CALLPUSH_ADMIN_TOKEN: ${X:-}`.
+    path = secret_file(tmp_path, "admin_token", ADMIN_TOKEN)
+    monkeypatch.setenv("CALLPUSH_ADMIN_TOKEN_FILE", str(path))
+    monkeypatch.setenv("CALLPUSH_ADMIN_TOKEN", "")
+    monkeypatch.setenv("CALLPUSH_STREAM_API_KEY", "single")
+    monkeypatch.setenv("CALLPUSH_STREAM_API_SECRET", "")
+    monkeypatch.setenv(
+        "CALLPUSH_STREAM_API_SECRET_FILE", str(secret_file(tmp_path, "stream", CURRENT))
+    )
+    settings = load_settings()
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == ADMIN_TOKEN
+    assert settings.apps[0].signing_secret == CURRENT
+
+
 # --------------------------------------------------------------------------------------------
 # Stream apps: [[apps]] in TOML, CALLPUSH_APPS, the single-app shortcut
 
