@@ -487,10 +487,15 @@ def check_admin_access(settings: Settings) -> list[Check]:
     if not token:
         return [_ok("admin access", f"admin_token unset: /admin and /dashboard are off; {proxies}")]
     limits = settings.admin_throttle
+    source = (
+        f"admin_token read from {settings.admin_token.path}"
+        if isinstance(settings.admin_token, FileSecret)
+        else "admin_token set"
+    )
     return [
         _ok(
             "admin access",
-            f"admin_token set ({len(token)} characters); {limits.max_failures} failed attempts "
+            f"{source} ({len(token)} characters); {limits.max_failures} failed attempts "
             f"per client per {limits.window_seconds:g} s; {proxies}",
         )
     ]

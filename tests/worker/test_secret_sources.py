@@ -158,6 +158,14 @@ def test_config_show_says_which_file_each_secret_came_from(
     assert data["broker_url"] == "redis://:***@redis:6379/0"
 
 
+def test_config_check_says_where_the_admin_token_was_read_from(
+    settings: Settings, files: dict[str, Path]
+) -> None:
+    (check,) = config_check.check_admin_access(settings)
+    assert check.ok
+    assert check.detail.startswith(f"admin_token read from {files['admin_token']} (40 characters)")
+
+
 def test_an_admin_token_file_too_short_is_named_by_its_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
