@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from worker.publish_breaker import PublishBreaker
 from worker.settings import Settings
 from worker.storage.database import Database
+from worker.version import callpush_version
 
 
 @dataclass
@@ -61,6 +62,8 @@ def create_app(
     from worker.celery_app import create_celery
 
     app = Flask("callpush")
+    # Read once: /healthz and /openapi.json answer it on every request.
+    app.config["CALLPUSH_VERSION"] = callpush_version()
     # Werkzeug answers 413 itself when the body is larger, before we read it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     db = db or Database(

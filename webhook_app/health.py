@@ -141,7 +141,8 @@ def health_of(app: Flask) -> Health:
 
 @blueprint.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    return jsonify(status="ok")
+    # The version tells which processes of a rolling deploy run the new one.
+    return jsonify(status="ok", version=current_app.config["CALLPUSH_VERSION"])
 
 
 @blueprint.get("/readyz")

@@ -13,12 +13,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from webhook_app.app import receiver
 from worker import push_tokens
 from worker.settings import Settings
+from worker.version import UNKNOWN
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -202,7 +203,8 @@ OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "callpush",
-        "version": "0.1.0",
+        # The running version, set by document_for.
+        "version": UNKNOWN,
         "summary": "Stream Video webhooks in; VoIP, FCM and alert call pushes out.",
         "description": (
             "The public endpoints (Stream's webhook, the device and preference API, health and "
@@ -382,10 +384,24 @@ OPENAPI: dict[str, Any] = {
         "/healthz": {
             "get": {
                 "tags": ["operations"],
-                "summary": "The process is up (liveness)",
+                "summary": "The process is up (liveness), and its version",
                 "responses": {
                     "200": _json(
-                        {"type": "object", "properties": {"status": {"const": "ok"}}}, "Up."
+                        {
+                            "type": "object",
+                            "required": ["status", "version"],
+                            "properties": {
+                                "status": {"const": "ok"},
+                                "version": {
+                                    "type": "string",
+                                    "description": (
+                                        "callpush's version (the package's; \"unknown\" "
+                                        "when run from a source tree never installed)."
+                                    ),
+                                },
+                            },
+                        },
+                        "Up.",
                     )
                 },
             }
@@ -406,7 +422,8 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Prometheus metrics",
                 "description": (
                     "Webhooks by type and outcome, pushes by provider and result, the "
-                    "webhook-to-provider latency histogram, queue depth, tokens disabled."
+                    "webhook-to-provider latency histogram, queue depth, tokens disabled, "
+                    "the version (callpush_build_info)."
                 ),
                 "responses": {
                     "200": {
@@ -1103,10 +1120,12 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-def document_for(settings: Settings) -> dict[str, Any]:
+def document_for(settings: Settings, version: str = UNKNOWN) -> dict[str, Any]:
     """``OPENAPI`` with ``push_provider_name`` limited, per platform, to the names this
-    deployment's apps configure (none configured: it can only be null)."""
+    deployment's apps configure (none configured: it can only be null), and the running
+    ``version`` as the document's."""
     document = copy.deepcopy(OPENAPI)
+    document["info"]["version"] = version
     registration = document["components"]["schemas"]["DeviceRegistration"]
     for platform in ("apns", "fcm"):
         names = sorted(
@@ -1127,4 +1146,4 @@ def document_for(settings: Settings) -> dict[str, Any]:
 
 @blueprint.get("/openapi.json")
 def openapi_json() -> ResponseReturnValue:
-    return jsonify(document_for(receiver().settings))
+    return jsonify(document_for(receiver().settings, current_app.config["CALLPUSH_VERSION"]))

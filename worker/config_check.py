@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
+from pydantic_core import to_jsonable_python
 
 from worker.apns_topics import bundle_id_problem
+from worker.secret_sources import FileSecret, from_file, secret_values
 from worker.settings import (
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
@@ -107,8 +109,9 @@ def _config_source() -> str:
     return f"CALLPUSH_* environment variables; no config file ({CONFIG_ENV} unset)"
 
 
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host/...``: the password of a database or broker URL masked."""
+def redact_url(url: str, shown: str = "***") -> str:
+    """``scheme://user:***@host/...``: the password of a database or broker URL masked (or
+    replaced by ``shown``)."""
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -118,42 +121,45 @@ def redact_url(url: str) -> str:
         return url
     userinfo, _, hostinfo = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return parts._replace(netloc=f"{user}:***@{hostinfo}").geturl()
+    return parts._replace(netloc=f"{user}:{shown}@{hostinfo}").geturl()
+
+
+def _redacted_failover_url(url: str, password_file: Path | None) -> str:
+    # A password read from a file is shown as where it came from; one written in the URL masked.
+    shown = from_file(password_file) if password_file is not None else "***"
+    return ";".join(redact_url(part, shown) for part in url.split(";"))
 
 
 def redacted_settings(settings: Settings) -> dict[str, Any]:
-    """The effective settings as plain data, secrets masked.  File paths stay (they are not
-    secret); what the files hold is never read here."""
-    # mode="json" turns every SecretStr into "**********".
-    data: dict[str, Any] = settings.model_dump(mode="json")
-    data["database_url"] = redact_url(settings.database_url)
+    """The effective settings as plain data, secrets masked: ``**********`` for a secret given
+    as a value, ``<from file PATH>`` for one read from a file.  File paths stay (they are not
+    secret); what the files hold is never shown."""
+    # Each secret as its own str(): "**********", or "<from file …>" for a FileSecret (pydantic's
+    # mode="json" would print every secret as "**********", hiding where it came from).
+    data: dict[str, Any] = to_jsonable_python(_secrets_shown(settings.model_dump()))
+    data["database_url"] = _redacted_failover_url(
+        settings.database_url, settings.database_password_file
+    )
     if settings.broker_url:
-        data["broker_url"] = redact_url(settings.broker_url)
+        data["broker_url"] = _redacted_failover_url(
+            settings.broker_url, settings.broker_password_file
+        )
     return data
 
 
-def secret_values(settings: Settings) -> list[str]:
-    """Every secret the settings hold, for :func:`scrub` to remove from any text."""
-    found: list[str] = []
-    for app in settings.apps:
-        found.extend(secret.get_secret_value() for secret in app.api_secrets)
-    for shortcut in (settings.stream_api_secret, settings.stream_previous_api_secrets):
-        if shortcut is not None:
-            found.extend(shortcut.get_secret_value().split(","))
-            found.append(shortcut.get_secret_value())
-    for url in (settings.database_url, settings.broker_url):
-        try:
-            password = urlsplit(url).password if url else None
-        except ValueError:
-            password = None
-        if password:
-            found.append(password)
-    # Very short "secrets" would mangle ordinary words; they protect nothing anyway.
-    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+def _secrets_shown(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _secrets_shown(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_secrets_shown(item) for item in value]
+    return value
 
 
 def scrub(text: str, settings: Settings | None) -> str:
-    """A last safety net: mask any secret value that an error message may have echoed."""
+    """A last safety net: mask any secret value that an error message may have echoed (the
+    same list the log redactor masks: :func:`worker.secret_sources.secret_values`)."""
     if settings is None:
         return text
     for secret in secret_values(settings):
@@ -456,8 +462,13 @@ def admin_token_problem(settings: Settings) -> str | None:
     token = settings.admin_token.get_secret_value().strip()
     if not token or len(token) >= MIN_ADMIN_TOKEN_LENGTH:
         return None
+    source = (
+        f"admin_token_file (CALLPUSH_ADMIN_TOKEN_FILE) {settings.admin_token.path} holds a token"
+        if isinstance(settings.admin_token, FileSecret)
+        else "admin_token (CALLPUSH_ADMIN_TOKEN) is"
+    )
     return (
-        f"admin_token (CALLPUSH_ADMIN_TOKEN) is {len(token)} characters long: use at least "
+        f"{source} {len(token)} characters long: use at least "
         f"{MIN_ADMIN_TOKEN_LENGTH} random ones, e.g. "
         'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
     )
@@ -476,10 +487,15 @@ def check_admin_access(settings: Settings) -> list[Check]:
     if not token:
         return [_ok("admin access", f"admin_token unset: /admin and /dashboard are off; {proxies}")]
     limits = settings.admin_throttle
+    source = (
+        f"admin_token read from {settings.admin_token.path}"
+        if isinstance(settings.admin_token, FileSecret)
+        else "admin_token set"
+    )
     return [
         _ok(
             "admin access",
-            f"admin_token set ({len(token)} characters); {limits.max_failures} failed attempts "
+            f"{source} ({len(token)} characters); {limits.max_failures} failed attempts "
             f"per client per {limits.window_seconds:g} s; {proxies}",
         )
     ]
@@ -585,8 +601,9 @@ def check_apps(settings: Settings) -> list[Check]:
         checks.append(
             _fail(
                 "stream apps",
-                f"{given} is set but {missing} is not (CALLPUSH_{missing.upper()}): "
-                "the single-app shortcut needs both",
+                f"{given} is set but {missing} is not (CALLPUSH_{missing.upper()}"
+                f"{' or CALLPUSH_STREAM_API_SECRET_FILE' if missing == 'stream_api_secret' else ''}"
+                "): the single-app shortcut needs both",
             )
         )
     if not settings.apps:

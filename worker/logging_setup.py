@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from worker.push.base import redact_token
+from worker.secret_sources import MIN_MASKED_SECRET_LENGTH
 from worker.text_escaping import escape_controls, escape_unsafe_in_json
 
 if TYPE_CHECKING:
@@ -94,15 +95,17 @@ _BEARER = re.compile(r"(?i)\b(bearer\s+)\S+")
 # The password of a database or broker URL (scheme://user:password@host).
 _URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@")
 REDACTED = "[redacted]"
-# Shorter "secrets" would redact ordinary words; no real secret is this short.
-_MIN_SECRET_LENGTH = 8
 
 
 class Redactor:
     """Rewrites text so no whole device token, credential or known secret remains."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        known = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+        # The secrets come from worker.secret_sources.secret_values(settings), the list `callpush
+        # config check` masks too; the length rule is repeated for any other caller.
+        known = sorted(
+            {s for s in secrets if len(s) >= MIN_MASKED_SECRET_LENGTH}, key=len, reverse=True
+        )
         self._secrets = re.compile("|".join(re.escape(s) for s in known)) if known else None
 
     def __call__(self, text: str) -> str:
@@ -265,14 +268,3 @@ def resolve_log_format(settings: Settings, default: LogFormat) -> LogFormat:
     if value not in ("text", "json"):
         raise ValueError(f'{LOG_FORMAT_ENV} must be "text" or "json", not {configured!r}')
     return "json" if value == "json" else "text"
-
-
-def known_secrets(settings: Settings) -> list[str]:
-    """The configured secrets the redaction filter must never let through whole."""
-    secrets = [secret.get_secret_value() for app in settings.apps for secret in app.api_secrets]
-    if settings.stream_api_secret is not None:
-        secrets += settings.stream_api_secret.get_secret_value().split(",")
-    admin_token = getattr(settings, "admin_token", None)  # the admin API's bearer token
-    if admin_token is not None:
-        secrets.append(admin_token.get_secret_value())
-    return [secret.strip() for secret in secrets if secret.strip()]

@@ -27,6 +27,7 @@ import redis
 
 from worker.push.base import PushOutcome
 from worker.storage.models import utcnow
+from worker.version import callpush_version, python_version
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -227,6 +228,31 @@ class QueueDepthCollector:
         return [gauge]
 
 
+class BuildInfoCollector:
+    """``callpush_build_info{version, python} 1``: which callpush (and Python) the scraped
+    process runs, the usual Prometheus "info" gauge, so a rolling deploy shows its progress
+    (``count by (version) (callpush_build_info)``).  A collector of the scrape's registry, not
+    a multiprocess gauge: one sample per scrape, however many processes write the files."""
+
+    def __init__(self) -> None:
+        # Read once: the running code's version cannot change under it.
+        self._labels = [callpush_version(), python_version()]
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        gauge = GaugeMetricFamily(
+            "callpush_build_info",
+            "The callpush version and Python version this process runs (always 1).",
+            labels=["version", "python"],
+        )
+        gauge.add_metric(self._labels, 1.0)
+        return [gauge]
+
+
 def redis_client(broker_url: str, timeout: float = 1.0) -> redis.Redis | None:
     """A Redis client for a ``redis://`` / ``rediss://`` broker URL, with short timeouts (for
     probes and scrapes, never for the broker itself); None for any other broker."""
@@ -240,7 +266,7 @@ def build_registry(
 ) -> CollectorRegistry:
     """What a scrape exposes: in multiprocess mode the merged files of every process (``path``,
     default ``PROMETHEUS_MULTIPROC_DIR``), else this process's own registry; plus the queue
-    depths read from the broker."""
+    depths read from the broker and the build info."""
     from prometheus_client import REGISTRY, CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -254,4 +280,5 @@ def build_registry(
         # registered without its names being collected).
         registry.register(REGISTRY)
     registry.register(QueueDepthCollector(broker_url, queues))
+    registry.register(BuildInfoCollector())
     return registry

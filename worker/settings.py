@@ -28,6 +28,14 @@ from pydantic_settings import (
 )
 
 from worker.apns_topics import bundle_id_problem
+from worker.secret_sources import (
+    FileSecret,
+    broker_url_with_password,
+    database_url_with_password,
+    one_source,
+    read_secret_file,
+    read_secret_lines,
+)
 
 CONFIG_ENV = "CALLPUSH_CONFIG"
 DEFAULT_CONFIG_FILE = "callpush.toml"
@@ -165,11 +173,17 @@ class StreamAppSettings(BaseModel):
     ``api_secrets`` is the older spelling, kept working: a list (or a comma-separated string)
     whose first entry is the current secret unless ``api_secret`` is set, the rest previous
     ones.  After validation it lists every secret, the current one first.
+
+    ``api_secret_file`` and ``previous_api_secrets_file`` (one secret per line) give the same
+    secrets as files (Docker/Kubernetes secrets), read once here, at validation; a secret given
+    both ways is an error (worker/secret_sources.py).
     """
 
     api_key: str
     api_secret: SecretStr | None = None
+    api_secret_file: Path | None = None
     previous_api_secrets: list[SecretStr] = []
+    previous_api_secrets_file: Path | None = None
     api_secrets: list[SecretStr] = []
     base_url: str = "https://video.stream-io-api.com"
     # Non-ring event types whose FCM data message goes out at android.priority "high"; the
@@ -200,6 +214,7 @@ class StreamAppSettings(BaseModel):
 
     @model_validator(mode="after")
     def _current_first(self) -> StreamAppSettings:
+        self._read_secret_files()
         listed = [s for s in self.api_secrets if s.get_secret_value()]
         current = self.api_secret if self.api_secret is not None else None
         if current is None or not current.get_secret_value():
@@ -217,6 +232,24 @@ class StreamAppSettings(BaseModel):
         self.previous_api_secrets = previous
         self.api_secrets = [current, *previous]
         return self
+
+    def _read_secret_files(self) -> None:
+        # An already validated app's own values (its secret read from this very file) pass
+        # again unchanged, so validating a dump of a loaded app neither fails nor re-reads.
+        path = self.api_secret_file
+        if path is not None and not _read_from(self.api_secret, path):
+            one_source(self.api_secret, path, "api_secret", "api_secret_file")
+            self.api_secret = read_secret_file("api_secret_file", path)
+        path = self.previous_api_secrets_file
+        previous = self.previous_api_secrets
+        if path is not None and not (previous and all(_read_from(s, path) for s in previous)):
+            one_source(
+                self.previous_api_secrets or None,
+                path,
+                "previous_api_secrets",
+                "previous_api_secrets_file",
+            )
+            self.previous_api_secrets = list(read_secret_lines("previous_api_secrets_file", path))
 
     @field_validator("fcm_high_priority")
     @classmethod
@@ -256,6 +289,10 @@ class StreamAppSettings(BaseModel):
         if event_type == "call.ring" or event_type in self.fcm_high_priority:
             return "high"
         return "normal"
+
+
+def _read_from(secret: SecretStr | None, path: Path) -> bool:
+    return isinstance(secret, FileSecret) and secret.path == path
 
 
 def provider_name_problem(name: str) -> str | None:
@@ -459,6 +496,12 @@ class Settings(BaseSettings):
     # Bearer token of the admin API (/admin/...) and the ops dashboard (/dashboard/); unset =
     # both answer 404.
     admin_token: SecretStr | None = None
+    # Secrets as files (Docker/Kubernetes secrets), read once at load; each *_file is an
+    # alternative to its value, never an addition (worker/secret_sources.py).
+    admin_token_file: Path | None = None
+    # The password of database_url / broker_url, inserted into a URL that has none.
+    database_password_file: Path | None = None
+    broker_password_file: Path | None = None
     admin_throttle: AdminThrottleSettings = AdminThrottleSettings()
     # Reverse proxies (load balancer, TLS terminator) in front of `callpush web`: that many
     # X-Forwarded-For / X-Forwarded-Proto entries are trusted, so the client address (for
@@ -471,6 +514,8 @@ class Settings(BaseSettings):
     # current one, the rest previous ones.
     stream_api_secret: SecretStr | None = None
     stream_previous_api_secrets: SecretStr | None = None  # comma-separated
+    stream_api_secret_file: Path | None = None  # one secret
+    stream_previous_api_secrets_file: Path | None = None  # one secret per line
     stream_base_url: str | None = None
     stream_push_settings_source: Literal["local", "stream"] | None = None
 
@@ -490,18 +535,82 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @model_validator(mode="after")
-    def _fold_single_app_shortcut(self) -> Settings:
-        if self.stream_api_key and self.stream_api_secret:
-            previous = self.stream_previous_api_secrets
-            app = StreamAppSettings(
-                api_key=self.stream_api_key,
-                api_secrets=self.stream_api_secret,  # type: ignore[arg-type]  # split by validator
-                previous_api_secrets=previous or [],  # type: ignore[arg-type]  # split too
-                base_url=self.stream_base_url or StreamAppSettings.model_fields["base_url"].default,
-                push_settings_source=self.stream_push_settings_source or "local",
-            )
-            self.apps = [app, *[a for a in self.apps if a.api_key != app.api_key]]
+    def _resolve_secrets(self) -> Settings:
+        # In this order: the single-app shortcut may take its secrets from files.
+        self._read_secret_files()
+        self._fold_single_app_shortcut()
         return self
+
+    def _read_secret_files(self) -> None:
+        """Each ``*_file`` setting's secret, read now, into the setting it stands for."""
+        for name, env in (
+            ("admin_token", "CALLPUSH_ADMIN_TOKEN"),
+            ("stream_api_secret", "CALLPUSH_STREAM_API_SECRET"),
+        ):
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is not None:
+                value_name, file_name = f"{name} ({env})", f"{name}_file ({env}_FILE)"
+                one_source(getattr(self, name), path, value_name, file_name)
+                setattr(self, name, read_secret_file(f"{name}_file", path))
+        path = self.stream_previous_api_secrets_file
+        if path is not None:
+            one_source(
+                self.stream_previous_api_secrets,
+                path,
+                "stream_previous_api_secrets (CALLPUSH_STREAM_PREVIOUS_API_SECRETS)",
+                "stream_previous_api_secrets_file (CALLPUSH_STREAM_PREVIOUS_API_SECRETS_FILE)",
+            )
+            lines = read_secret_lines("stream_previous_api_secrets_file", path)
+            # Kept in the shortcut's comma-separated form; split again, per line, when folded.
+            self.stream_previous_api_secrets = FileSecret(
+                ",".join(line.get_secret_value() for line in lines), path
+            )
+        if self.database_password_file is not None:
+            password = read_secret_file("database_password_file", self.database_password_file)
+            self.database_url = database_url_with_password(
+                self.database_url,
+                password.get_secret_value(),
+                "database_url (CALLPUSH_DATABASE_URL)",
+                "database_password_file (CALLPUSH_DATABASE_PASSWORD_FILE)",
+            )
+        if self.broker_password_file is not None:
+            if not self.broker_url:
+                raise ValueError(
+                    "broker_password_file (CALLPUSH_BROKER_PASSWORD_FILE) is set but broker_url "
+                    "(CALLPUSH_BROKER_URL) is not: there is no broker to log in to"
+                )
+            password = read_secret_file("broker_password_file", self.broker_password_file)
+            self.broker_url = broker_url_with_password(
+                self.broker_url,
+                password.get_secret_value(),
+                "broker_url (CALLPUSH_BROKER_URL)",
+                "broker_password_file (CALLPUSH_BROKER_PASSWORD_FILE)",
+            )
+
+    def _fold_single_app_shortcut(self) -> None:
+        current = self.stream_api_secret
+        if not (self.stream_api_key and current):
+            return
+        previous = self.stream_previous_api_secrets
+        secrets: dict[str, Any] = (
+            # A file holds one secret (no comma form), and keeps its path for `config check`.
+            {"api_secret": current}
+            if isinstance(current, FileSecret)
+            else {"api_secrets": current}  # the comma form, split by the app's validator
+        )
+        if isinstance(previous, FileSecret):
+            secrets["previous_api_secrets"] = [
+                FileSecret(value, previous.path) for value in previous.get_secret_value().split(",")
+            ]
+        else:
+            secrets["previous_api_secrets"] = previous or []
+        app = StreamAppSettings(
+            api_key=self.stream_api_key,
+            base_url=self.stream_base_url or StreamAppSettings.model_fields["base_url"].default,
+            push_settings_source=self.stream_push_settings_source or "local",
+            **secrets,
+        )
+        self.apps = [app, *[a for a in self.apps if a.api_key != app.api_key]]
 
     @model_validator(mode="after")
     def _complete_push_providers(self) -> Settings:

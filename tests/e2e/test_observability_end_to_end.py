@@ -1,6 +1,7 @@
 """Metrics, readiness and logs of the real production processes: `callpush web` (gunicorn, two
 worker processes) and `callpush worker --metrics-port` (Celery prefork, two pool processes) on
-real Redis and PostgreSQL, ringing the fake APNs and FCM."""
+real Redis and PostgreSQL, ringing the fake APNs and FCM, with the Stream secret and the database
+password given as files, as Docker and Kubernetes secrets are."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import make_url
 
 from tests.e2e.processes import free_port, provider_env, run_cli, running, wait_until
 from tests.e2e.test_ring_end_to_end import (
@@ -20,10 +22,12 @@ from tests.e2e.test_ring_end_to_end import (
     post_ring,
     register_devices,
 )
+from tests.project_version import pyproject_version
 from worker import sample_events
 
 pytestmark = pytest.mark.timeout(180)
 RINGS = 6
+DATABASE_PASSWORD = "database-pa55word/from a file"
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
@@ -37,6 +41,15 @@ def scrape(url: str) -> dict[tuple[str, frozenset], float]:
 
 def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def build_info(samples: dict) -> list[str]:
+    """The versions callpush_build_info names (its value is always 1)."""
+    return [
+        dict(labels)["version"]
+        for (name, labels), sample in samples.items()
+        if name == "callpush_build_info" and sample == 1
+    ]
 
 
 # Celery's signal handler prints this itself (celery.apps.worker), bypassing logging.
@@ -64,12 +77,20 @@ def test_metrics_health_and_json_logs_of_the_production_processes(
     web_metrics_dir = tmp_path / "web-metrics"
     web_metrics_dir.mkdir()
     (web_metrics_dir / "counter_999999.db").write_bytes(b"left by an earlier run")
+    secrets = tmp_path / "run-secrets"
+    secrets.mkdir()
+    (secrets / "stream_api_secret").write_text(SECRET + "\n")
     env = provider_env(apns_settings, fcm_settings) | {
         "CALLPUSH_DATABASE_URL": postgres_url,
         "CALLPUSH_BROKER_URL": redis_url,
         "CALLPUSH_STREAM_API_KEY": API_KEY,
-        "CALLPUSH_STREAM_API_SECRET": SECRET,
+        "CALLPUSH_STREAM_API_SECRET_FILE": str(secrets / "stream_api_secret"),
     }
+    if make_url(postgres_url).password is None:
+        # The test server trusts local connections and ignores it; every process still has to
+        # read the file and put the password into the URL it connects with.
+        (secrets / "database_password").write_text(DATABASE_PASSWORD + "\n")
+        env["CALLPUSH_DATABASE_PASSWORD_FILE"] = str(secrets / "database_password")
     run_cli(["db", "upgrade"], env, tmp_path)
     register_devices(env, tmp_path)
     web = ["web", "--bind", f"127.0.0.1:{web_port}", "--workers", "2"]
@@ -80,7 +101,10 @@ def test_metrics_health_and_json_logs_of_the_production_processes(
         running(worker, env, tmp_path, "worker", wait_port=metrics_port),
     ):
         base = f"http://127.0.0.1:{web_port}"
-        assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+        assert requests.get(f"{base}/healthz", timeout=5).json() == {
+            "status": "ok",
+            "version": pyproject_version(),
+        }
         ready = requests.get(f"{base}/readyz", timeout=5)
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
@@ -105,6 +129,7 @@ def test_metrics_health_and_json_logs_of_the_production_processes(
         )
         assert value(web_samples, "callpush_webhooks_total", type="unknown", outcome="401") == 1
         assert value(web_samples, "callpush_queue_depth", queue="ring") == 0
+        assert build_info(web_samples) == [pyproject_version()]
 
         # The worker's metrics port sums its pool processes' answers.
         def pushes_recorded() -> bool:
@@ -127,6 +152,8 @@ def test_metrics_health_and_json_logs_of_the_production_processes(
         assert value(samples, "callpush_push_latency_seconds_count") == 2 * RINGS
         assert value(samples, "callpush_push_latency_seconds_bucket", le="30.0") == 2 * RINGS
         assert ("callpush_queue_depth", frozenset({("queue", "bulk")})) in samples
+        # One sample per scrape, however many pool processes wrote metric files.
+        assert build_info(samples) == [pyproject_version()]
 
     web_log, worker_log = json_lines(tmp_path / "web.log"), json_lines(tmp_path / "worker.log")
     assert any(entry["logger"].startswith("gunicorn") for entry in web_log)
@@ -135,4 +162,4 @@ def test_metrics_health_and_json_logs_of_the_production_processes(
     assert all(isinstance(entry["event_id"], int) for entry in event_lines)
     everything = (tmp_path / "web.log").read_text() + (tmp_path / "worker.log").read_text()
     assert VOIP_TOKEN not in everything and ANDROID_TOKEN not in everything
-    assert SECRET not in everything
+    assert SECRET not in everything and DATABASE_PASSWORD not in everything

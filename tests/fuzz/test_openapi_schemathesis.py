@@ -50,6 +50,7 @@ from worker.storage.models import (
     UserPreference,
     WebhookEvent,
 )
+from worker.version import callpush_version
 
 API_KEY = "schema-key"
 SECRET = "schema-secret-0123456789abcdef0123456789abcdef"
@@ -132,7 +133,8 @@ def world(postgres_admin_url: str, redis_server_url: str) -> Iterator[World]:
 def _schema() -> Any:
     """The document the app serves (test_the_served_document_is_the_one_tested checks that
     /openapi.json answers exactly this), loaded at collection so each operation is a test."""
-    loaded = schemathesis.openapi.from_dict(document_for(load_settings(apps=APPS)))
+    served = document_for(load_settings(apps=APPS), callpush_version())
+    loaded = schemathesis.openapi.from_dict(served)
     loaded.config.generation.update(
         modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
         max_examples=int(os.environ.get("FUZZ_EXAMPLES", "30")),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.project_version import pyproject_version
 from webhook_app import create_app
 from webhook_app.health import DATABASE_TIMEOUT
 from worker.celery_app import create_celery
@@ -55,7 +56,9 @@ def clients(monkeypatch) -> Iterator:
 def test_healthz_says_the_process_is_up_even_when_nothing_else_is(clients):
     client = clients(UNREACHABLE_DATABASE, DEAD_BROKER)
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.json == {"status": "ok"}
+    assert response.status_code == 200
+    # With the version, so a rolling deploy shows which processes run the new one.
+    assert response.json == {"status": "ok", "version": pyproject_version()}
 
 
 @pytest.mark.services
@@ -140,6 +143,8 @@ def test_metrics_text_names_every_callpush_metric(clients, sqlite_url):
     text, families = scrape(clients(sqlite_url, None))
     for name in METRIC_NAMES:
         assert f"# TYPE {name} " in text, name
+    (info,) = families["callpush_build_info"]
+    assert info.labels["version"] == pyproject_version() and info.value == 1
     # The embedded mode has no broker to read queue depths from.
     assert "callpush_queue_depth" not in families
 

@@ -9,6 +9,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from tests.ops_data import API_KEY, SECRET, ops_app
+from tests.project_version import pyproject_version
 from webhook_app.openapi import OPENAPI, document_for
 from worker.celery_app import create_celery
 from worker.settings import load_settings
@@ -38,10 +39,12 @@ def test_the_document_is_valid_openapi_3_1():
     validate(OPENAPI)  # raises on any error
 
 
-def test_it_is_served(app):
+def test_it_is_served_with_the_running_version(app):
     response = app.test_client().get("/openapi.json")
     assert response.status_code == 200
-    assert response.get_json() == document_for(app.extensions["callpush"].settings)
+    served = response.get_json()
+    assert served["info"]["version"] == pyproject_version()
+    assert served == document_for(app.extensions["callpush"].settings, pyproject_version())
 
 
 def test_the_served_document_names_the_configured_push_providers_per_platform():

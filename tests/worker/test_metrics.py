@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.project_version import pyproject_version
 from webhook_app import create_app
 from worker import metrics, sample_events
 from worker.celery_app import create_celery
@@ -303,6 +304,20 @@ def test_several_processes_add_up_in_multiprocess_mode(tmp_path):
     assert values[("callpush_push_latency_seconds_count", ())] == 5
     assert values[("callpush_push_latency_seconds_bucket", (("le", "0.025"),))] == 0
     assert values[("callpush_push_latency_seconds_bucket", (("le", "0.05"),))] == 5
+
+
+def test_build_info_names_the_version_once_per_scrape_however_many_processes(tmp_path):
+    run_child(tmp_path, 1)
+    run_child(tmp_path, 1)
+    text = generate_latest(metrics.build_registry(None, (), path=str(tmp_path))).decode()
+    info = [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "callpush_build_info"
+    ]
+    python = ".".join(str(part) for part in sys.version_info[:3])
+    assert info == [({"version": pyproject_version(), "python": python}, 1.0)]
 
 
 def test_the_cli_does_not_import_prometheus_client_before_the_commands_set_it_up():

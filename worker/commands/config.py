@@ -17,8 +17,7 @@ def config() -> None:
     """The configuration: TOML file (CALLPUSH_CONFIG or ./callpush.toml) and CALLPUSH_* env."""
 
 
-@config.command()
-@click.option(
+_format_option = click.option(
     "--format",
     "output_format",
     type=click.Choice(["toml", "json"]),
@@ -26,6 +25,23 @@ def config() -> None:
     show_default=True,
     help="how to print the effective configuration",
 )
+
+
+@config.command()
+@_format_option
+@click.pass_context
+def show(ctx: click.Context, output_format: str) -> None:
+    """Print the effective configuration, secrets redacted (those read from files shown as
+    <from file PATH>), and check nothing."""
+    settings = _settings(ctx)
+    if settings is None:
+        ctx.exit(1)
+    assert settings is not None
+    _echo_settings(settings, output_format)
+
+
+@config.command()
+@_format_option
 @click.pass_context
 def check(ctx: click.Context, output_format: str) -> None:
     """Print the effective configuration (secrets redacted), then check the database, broker,
@@ -34,13 +50,7 @@ def check(ctx: click.Context, output_format: str) -> None:
     if settings is None:
         ctx.exit(1)
     assert settings is not None
-
-    data = config_check.redacted_settings(settings)
-    if output_format == "json":
-        shown = json.dumps(data, indent=2) + "\n"
-    else:
-        shown = "# effective configuration, secrets redacted\n" + config_check.render_toml(data)
-    click.echo(config_check.scrub(shown, settings))
+    _echo_settings(settings, output_format)
 
     checks = config_check.run_checks(settings)
     width = max(len(check.name) for check in checks)
@@ -53,6 +63,15 @@ def check(ctx: click.Context, output_format: str) -> None:
         click.echo(f"\n{len(failures)} of {len(checks)} checks failed", err=True)
         ctx.exit(1)
     click.echo(f"\nall {len(checks)} checks passed")
+
+
+def _echo_settings(settings: Settings, output_format: str) -> None:
+    data = config_check.redacted_settings(settings)
+    if output_format == "json":
+        shown = json.dumps(data, indent=2) + "\n"
+    else:
+        shown = "# effective configuration, secrets redacted\n" + config_check.render_toml(data)
+    click.echo(config_check.scrub(shown, settings))
 
 
 def _settings(ctx: click.Context) -> Settings | None:

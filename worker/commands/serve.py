@@ -33,13 +33,14 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def _logging(settings: Settings, default_format: LogFormat) -> tuple[Callable[[], None], bool]:
     """Configure the root logger.  Returns the same configuration as a function (for Celery's
     ``setup_logging`` signal) and whether the lines are JSON."""
-    from worker.logging_setup import configure_logging, known_secrets, resolve_log_format
+    from worker.logging_setup import configure_logging, resolve_log_format
+    from worker.secret_sources import secret_values
 
     try:
         log_format = resolve_log_format(settings, default_format)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
-    secrets = known_secrets(settings)
+    secrets = secret_values(settings)
 
     def apply() -> None:
         configure_logging(settings.log_level, json=log_format == "json", secrets=secrets)

@@ -191,3 +191,34 @@ def test_db_upgrade_hides_the_password() -> None:
     assert result.exit_code == 1
     assert "database_url postgresql+psycopg://callpush:***@127.0.0.1:1/callpush" in result.output
     assert "hunter2-secret" not in result.output
+
+
+def test_config_show_prints_the_configuration_with_secret_files_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _good_config(tmp_path, monkeypatch)
+    token_file = tmp_path / "admin_token"
+    token_file.write_text(f"{STREAM_SECRET}-admin-token-0123456789\n")
+    monkeypatch.setenv("CALLPUSH_ADMIN_TOKEN_FILE", str(token_file))
+    result = _invoke("config", "show")
+    assert result.exit_code == 0, result.output
+    assert f'admin_token = "<from file {token_file}>"' in result.output
+    assert 'api_key = "prod-key"' in result.output
+    # Only the configuration: no checks run.
+    assert "checks passed" not in result.output and "OK  " not in result.output
+    _assert_no_secret(result.output)
+
+
+def test_config_show_refuses_a_secret_given_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _good_config(tmp_path, monkeypatch)
+    token_file = tmp_path / "admin_token"
+    token_file.write_text(f"{STREAM_SECRET}-admin-token-0123456789\n")
+    monkeypatch.setenv("CALLPUSH_ADMIN_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("CALLPUSH_ADMIN_TOKEN", f"{OLD_STREAM_SECRET}-admin-token-0123456789")
+    result = _invoke("config", "show")
+    assert result.exit_code == 1
+    assert "FAIL  configuration" in result.output
+    assert "admin_token (CALLPUSH_ADMIN_TOKEN) and admin_token_file" in result.output
+    _assert_no_secret(result.output)
