@@ -47,7 +47,7 @@ def _render(directory: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-@pytest.fixture(scope="module", params=["base", "overlays/example"])
+@pytest.fixture(scope="module", params=["base", "overlays/example", "overlays/example-keda"])
 def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     return _render(request.param)
 
@@ -89,6 +89,10 @@ def test_every_object_is_valid(rendered: list[dict[str, Any]]) -> None:
     version = latest_version()
     kinds = set()
     for obj in rendered:
+        if obj["apiVersion"].startswith("keda.sh/"):
+            # A CRD: kubernetes-validate has only the built-in kinds' schemas, so KEDA's
+            # objects are checked by test_keda_scales_the_bulk_workers alone.
+            continue
         # strict: a misspelt or misplaced field is an error, not silently dropped by the server.
         try:
             validate(obj, version, strict=True)
@@ -276,3 +280,25 @@ def test_overlay_sets_image_and_namespace() -> None:
     data = _config(objects)["data"]
     assert data["CALLPUSH_APNS__KEY_ID"] == "ABC123DEFG"
     assert data["CALLPUSH_CONFIG"] == f"{SECRETS_DIR}/stream_apps.toml"
+
+
+def test_keda_scales_the_bulk_workers() -> None:
+    objects = _render("overlays/example-keda")
+    scaled = _one(objects, "ScaledObject", "worker-bulk")
+    bulk = _one(objects, "Deployment", "worker-bulk")
+    assert scaled["metadata"]["namespace"] == bulk["metadata"]["namespace"] == "callpush"
+    assert scaled["spec"]["scaleTargetRef"] == {"name": bulk["metadata"]["name"]}
+    [trigger] = scaled["spec"]["triggers"]
+    # Celery on Redis: the queue is the Redis list named after it.
+    args = _container(bulk)["args"]
+    assert trigger["type"] == "redis"
+    assert trigger["metadata"]["listName"] == args[args.index("--queues") + 1]
+    assert "password" not in trigger["metadata"]
+    [auth] = [o for o in objects if o["kind"] == "TriggerAuthentication"]
+    assert auth["metadata"]["name"] == trigger["authenticationRef"]["name"]
+    assert auth["metadata"]["namespace"] == "callpush"
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": SECRET_NAME, "key": "broker_password"}
+    ]
+    # Ring workers are not scaled on queue depth: a ring cannot wait for a pod to start.
+    assert not [o for o in objects if o["kind"] == "ScaledObject" and o is not scaled]
