@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes_validate import ValidationError, latest_version, validate
+from kubernetes_validate.utils import all_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "docker" / "kubernetes"
@@ -85,8 +86,12 @@ def _config(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return maps[0]
 
 
-def test_every_object_is_valid(rendered: list[dict[str, Any]]) -> None:
-    version = latest_version()
+# The oldest Kubernetes kubernetes-validate has schemas for, and the newest.
+OLDEST = min(all_versions(), key=lambda version: tuple(int(n) for n in version.split(".")))
+
+
+@pytest.mark.parametrize("version", sorted({OLDEST, latest_version()}))
+def test_every_object_is_valid(rendered: list[dict[str, Any]], version: str) -> None:
     kinds = set()
     for obj in rendered:
         if obj["apiVersion"].startswith("keda.sh/"):
