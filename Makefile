@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MESSAGE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint typecheck test run migration bench
+.PHONY: help install lint typecheck test run migration bench lock
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,3 +36,12 @@ migration: ## autogenerate a migration from the models: make migration MESSAGE="
 
 bench: ## the benchmarks
 	$(BIN)/python -m bench all
+
+# Resolved for Python 3.11 on every platform (--universal: the image is built for amd64 and
+# arm64), with the hash of every wheel and sdist so `pip install --require-hashes` accepts any.
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --quiet
+lock: ## refresh requirements/runtime.txt and requirements/test.txt from pyproject.toml (uv)
+	test -x $(BIN)/uv || $(BIN)/pip install -e '.[lock]'
+	$(UV_COMPILE) --upgrade -o requirements/runtime.txt
+	$(UV_COMPILE) --upgrade --extra test -o requirements/test.txt

@@ -1,7 +1,8 @@
 """docker/compose.yaml and docker/Dockerfile: the structure a deployment relies on.
 
-No Docker engine is needed: the files are parsed.  `docker compose config` runs only where the
-compose plugin is installed.
+No Docker engine is needed: the files are parsed, and validated by Compose v1 (`docker-compose
+config`, Debian's 1.29: required, `.ci/run` installs it) and by Compose v2 (`docker compose
+config`) where that plugin is installed.
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ def test_secrets_are_files_not_inline(compose: dict[str, Any], services: dict[st
         assert "stream_apps.toml" in service["secrets"]
         for key, value in env.items():
             assert "SECRET" not in key, f"{name}: {key} passes a secret inline"
-            # A password may only come from docker/.env interpolation, never literally.
-            if "://" in str(value) and "@" in str(value):
-                assert re.search(r":\$\{[A-Z_]+:\?[^}]*\}@", value), f"{name}: {key}"
+            assert "PASSWORD" not in key or key.endswith("_FILE"), f"{name}: {key} is inline"
+            # No URL carries a password: it comes from a secret file (*_PASSWORD_FILE).
+            assert not re.search(r"://[^/@]*:[^/@]*@", str(value)), f"{name}: {key}"
+        assert env["CALLPUSH_DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password"
         for path_value in (v for k, v in env.items() if k.endswith("_FILE")):
             assert path_value.startswith("/run/secrets/")
             assert Path(path_value).name in service["secrets"]
@@ -112,6 +114,26 @@ def test_secrets_are_files_not_inline(compose: dict[str, Any], services: dict[st
     postgres = services["postgres"]
     assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
     assert "POSTGRES_PASSWORD" not in postgres["environment"]
+
+
+def test_no_top_level_name(compose: dict[str, Any]) -> None:
+    # Compose v1 (Debian's docker-compose 1.29) refuses a top-level `name:`; the project name
+    # comes from COMPOSE_PROJECT_NAME in docker/.env instead.
+    assert "name" not in compose
+    assert _env_example()["COMPOSE_PROJECT_NAME"] == "callpush"
+
+
+def test_env_example_sets_every_required_variable() -> None:
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", COMPOSE.read_text()))
+    assert required, "compose.yaml requires its ids from docker/.env"
+    assert required <= set(_env_example())
+    assert not any("PASSWORD" in name or "SECRET" in name for name in _env_example())
+
+
+def _env_example() -> dict[str, str]:
+    lines = (DOCKER / "env.example").read_text().splitlines()
+    pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return {name.strip(): value.strip() for name, value in pairs}
 
 
 def test_urls_come_from_the_environment(services: dict[str, Any]) -> None:
@@ -144,7 +166,7 @@ def test_healthcheck_script_is_valid_python() -> None:
     compile(source, "healthcheck.py", "exec")
 
 
-def _compose_plugin() -> str | None:
+def _compose_v2() -> list[str] | None:
     docker = shutil.which("docker")
     if docker is None:
         return None
@@ -154,28 +176,53 @@ def _compose_plugin() -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return docker if probe.returncode == 0 else None
+    return [docker, "compose"] if probe.returncode == 0 else None
 
 
-def test_docker_compose_config_accepts_it(tmp_path: Path) -> None:
-    docker = _compose_plugin()
-    if docker is None:
-        pytest.skip("the docker compose plugin is not installed: `docker compose config` not run")
-    # Required variables get dummy values; the secret files must exist for compose to accept
-    # the file, so a copy of docker/ with empty ones is checked.
+def _compose_config(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``config`` on a copy of docker/ set up as the README says: docker/.env copied from
+    env.example, and every secret file present (compose refuses the file otherwise; empty
+    ones here)."""
     copy = tmp_path / "docker"
     shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns(".env"))
+    shutil.copy(copy / "env.example", copy / ".env")
     for secret in yaml.safe_load(COMPOSE.read_text())["secrets"].values():
         target = copy / secret["file"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch()
-    required = set(re.findall(r"\$\{([A-Z_]+):\?", COMPOSE.read_text()))
-    env = {**os.environ, **dict.fromkeys(required, "dummy")}
-    result = subprocess.run(
-        [docker, "compose", "-f", str(copy / "compose.yaml"), "config", "-q"],
+    # Only docker/.env may supply the variables: none leak in from the caller's environment.
+    env = {name: value for name, value in os.environ.items() if name in ("PATH", "HOME", "LANG")}
+    return subprocess.run(
+        [*command, "-f", str(copy / "compose.yaml"), "config"],
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        cwd=tmp_path,
+        timeout=120,
     )
+
+
+def test_compose_v1_accepts_it(tmp_path: Path) -> None:
+    docker_compose = shutil.which("docker-compose")
+    if docker_compose is None:
+        message = "docker-compose (Compose v1, Debian package docker-compose) is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; .ci/run installs it")
+        pytest.skip(message)
+    result = _compose_config([docker_compose], tmp_path)
     assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(result.stdout)
+    web = rendered["services"]["web"]["environment"]
+    assert web["CALLPUSH_DATABASE_URL"] == "postgresql+psycopg://callpush@postgres:5432/callpush"
+    assert web["CALLPUSH_APNS__KEY_ID"] == _env_example()["APNS_KEY_ID"]
+
+
+def test_compose_v2_accepts_it(tmp_path: Path) -> None:
+    command = _compose_v2()
+    if command is None:
+        pytest.skip(
+            "the docker compose plugin (v2) is not installed: `docker compose config` not run"
+        )
+    result = _compose_config(command, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["name"] == "callpush"
