@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task
 
 from worker.event_processing import process_event
+from worker.metrics import enqueue_headers
 from worker.notifications import RetryLater, deliver_chunk
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ def register(app: Celery) -> None:
 def enqueue_event(app: Celery, event_id: int, event_type: str) -> None:
     """Queue an inbox event for processing: rings on the ring queue, the rest on bulk."""
     name, queue = _route(event_type)
-    options: dict[str, Any] = {"queue": queue}
+    # The stamp is what the queue's age is read from (worker/metrics.py).
+    options: dict[str, Any] = {"queue": queue, "headers": enqueue_headers()}
     app.send_task(name, args=[event_id], **options)
 
 
@@ -125,7 +127,9 @@ def _route(event_type: str) -> tuple[str, str]:
 def enqueue_chunk(app: Celery, event_id: int, chunk_index: int) -> None:
     from worker.celery_app import BULK_QUEUE
 
-    app.send_task(DELIVER_CHUNK, args=[event_id, chunk_index], queue=BULK_QUEUE)
+    app.send_task(
+        DELIVER_CHUNK, args=[event_id, chunk_index], queue=BULK_QUEUE, headers=enqueue_headers()
+    )
 
 
 def enqueue_replay(app: Celery, event_id: int) -> None:
@@ -133,4 +137,4 @@ def enqueue_replay(app: Celery, event_id: int) -> None:
     ring, so replaying last night's failures never delays a live ring."""
     from worker.celery_app import BULK_QUEUE
 
-    app.send_task(PROCESS_EVENT, args=[event_id], queue=BULK_QUEUE)
+    app.send_task(PROCESS_EVENT, args=[event_id], queue=BULK_QUEUE, headers=enqueue_headers())

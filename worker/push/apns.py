@@ -72,6 +72,7 @@ from h2.events import (
 from h2.exceptions import FlowControlError, H2Error, NoAvailableStreamIDError, ProtocolError
 
 from worker.push.base import (
+    APNS_CREDENTIAL_REASONS,
     AnswerCallback,
     Platform,
     PushKind,
@@ -99,9 +100,7 @@ _TOKEN_RE = re.compile(r"[0-9A-Za-z_-]+")
 
 _TOKEN_INVALID_REASONS = frozenset({"Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic"})
 # Our credentials are wrong: nothing the message or the device can fix.
-_CREDENTIAL_REASONS = frozenset(
-    {"InvalidProviderToken", "ExpiredProviderToken", "MissingProviderToken"}
-)
+_CREDENTIAL_REASONS = APNS_CREDENTIAL_REASONS
 _PUSH_TYPES = {PushKind.VOIP: PushType.VOIP, PushKind.ALERT: PushType.ALERT}
 
 
