@@ -115,3 +115,16 @@ def test_the_entry_modules_read_the_settings_only_when_the_app_is_asked_for(tmp_
     assert "missing.toml: no such config file" in asked.stderr
     missing = tool("python", ["-c", "import worker.celery_entry as e; e.worker"], env, tmp_path)
     assert "has no attribute 'worker'" in missing.stderr
+
+
+def test_task_events_are_off_unless_asked_for(monkeypatch):
+    from worker.celery_app import create_celery
+    from worker.settings import load_settings
+
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    monkeypatch.delenv("CALLPUSH_CELERY__TASK_EVENTS", raising=False)
+    quiet = create_celery(load_settings()).conf
+    assert (quiet.worker_send_task_events, quiet.task_send_sent_event) == (False, False)
+    monkeypatch.setenv("CALLPUSH_CELERY__TASK_EVENTS", "true")
+    watched = create_celery(load_settings()).conf
+    assert (watched.worker_send_task_events, watched.task_send_sent_event) == (True, True)
