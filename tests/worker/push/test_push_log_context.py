@@ -125,3 +125,33 @@ def test_a_key_apns_refuses_counts_as_an_authentication_failure(
     assert REGISTRY.get_sample_value("callpush_push_auth_failures_total", labels) == before + 1
     refused = [e for e in lines(json_log) if "rejected our provider token" in e["message"]]
     assert refused and refused[0].get("event_id") == EVENT_ID
+
+
+def test_lines_about_an_apns_connection_do_not_name_the_event_that_opened_it(
+    json_log: io.StringIO, apns_settings: ApnsSettings
+) -> None:
+    """The connection opened for one event's push serves the next event's: when it is lost
+    then, its lines name no event (asyncio would have them name the first), while the lost
+    push's own line names its event."""
+    logging.getLogger("aioapns").setLevel(logging.DEBUG)
+    provider = ApnsProvider(apns_settings.model_copy(update={"max_connections": 1}))
+    try:
+        with log_context(event_id=1, call_cid="default:opened-it"):
+            first = provider.send_batch([PushMessage(Platform.APNS, PushKind.VOIP, "ab" * 32, {})])
+        dropped = PushMessage(
+            Platform.APNS, PushKind.VOIP, "drop" + "cd" * 30, {}, at_most_once=True
+        )
+        with log_context(event_id=2, call_cid="default:lost-on-it"):
+            second = provider.send_batch([dropped])
+    finally:
+        provider.close()
+        logging.getLogger("aioapns").setLevel(logging.NOTSET)
+    assert first[0].result is PushResult.SENT
+    assert second[0].result is PushResult.UNCONFIRMED
+
+    logged = lines(json_log)
+    lost = [e for e in logged if e["logger"] == "aioapns" and "lost" in e["message"]]
+    assert lost, [e["message"] for e in logged]
+    assert all("event_id" not in e and "call_cid" not in e for e in lost), lost
+    unanswered = [e for e in logged if "APNs push to" in e["message"]]
+    assert unanswered and all(e.get("event_id") == 2 for e in unanswered), unanswered
