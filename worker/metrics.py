@@ -40,9 +40,10 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format, which is what generate_latest writes; every Prometheus reads it.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNKNOWN = "unknown"
-# Set on every message callpush publishes (worker/tasks.py): the Unix time it was queued, which
-# the queue age is read from.  Celery's messages carry no time of their own.
-ENQUEUED_AT_HEADER = "callpush_enqueued_at"
+# Set on every message callpush publishes (worker/tasks.py): the Unix time from which it is due
+# (when it was queued, or when a retry's countdown ends), which the queue age is read from.
+# Celery's messages carry no such time of their own.
+READY_AT_HEADER = "callpush_ready_at"
 # The answers of the webhook receiver, by what Stream should make of them: stored (accepted,
 # duplicate, ignored, processed, failed), refused for good (rejected: 400, 401, 413, never
 # retried), refused for now (unavailable: 503, Stream retries), or a bug (error: a 500).
@@ -281,8 +282,9 @@ class QueueDepthCollector:
     """``callpush_queue_depth{queue}``: messages waiting in each Celery queue, read from Redis
     (``LLEN <queue>``, where kombu keeps a queue) at scrape time; and
     ``callpush_queue_oldest_message_age_seconds{queue}``: how long the message next in line
-    has waited (0 for an empty queue), from the time callpush stamped on it when queuing it
-    (kombu pushes at the list's head and workers pop its tail, so the tail is the oldest).
+    has waited since it was due (0 for an empty queue), from the time callpush stamped on it
+    when queuing it (kombu pushes at the list's head and workers pop its tail, so the tail is
+    the oldest).
     Nothing for the embedded in-memory broker or a non-Redis broker, and nothing (logged)
     when Redis does not answer: a scrape must never fail or hang because the broker is down."""
 
@@ -328,18 +330,20 @@ class QueueDepthCollector:
 
 def queued_seconds(raw_message: bytes, now: float) -> float | None:
     """How long a message (kombu's JSON envelope, as the Redis transport stores it) has waited,
-    from :data:`ENQUEUED_AT_HEADER`; None when it carries no such stamp."""
+    since it was due, from :data:`READY_AT_HEADER`; None when it carries no such stamp."""
     try:
         headers = json.loads(raw_message).get("headers") or {}
-        enqueued_at = float(headers[ENQUEUED_AT_HEADER])
+        ready_at = float(headers[READY_AT_HEADER])
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
-    return max(0.0, now - enqueued_at)
+    return max(0.0, now - ready_at)
 
 
-def enqueue_headers() -> dict[str, float]:
-    """The headers of a message callpush publishes: the time it is queued."""
-    return {ENQUEUED_AT_HEADER: time.time()}
+def enqueue_headers(countdown: float = 0.0) -> dict[str, float]:
+    """The headers of a message callpush publishes: the time it is due, ``countdown`` seconds
+    from now.  A retry needs its own (Celery would copy the first attempt's), or it would
+    look as old as the first attempt while it waits out its countdown."""
+    return {READY_AT_HEADER: time.time() + max(0.0, countdown)}
 
 
 def redis_client(broker_url: str, timeout: float = 1.0) -> redis.Redis | None:

@@ -42,7 +42,8 @@ def process_bulk_event(self: Task, event_id: int) -> str:
         # registered with max_retries=None so Celery adds no bound of its own.  (Passing
         # max_retries=None to retry() does not do that: Celery reads it as "the task's
         # default", 3, and then fails the task with the event left "processing".)
-        raise self.retry(countdown=later.delay) from later
+        # A fresh stamp: the queue's age counts from when the retry is due (worker/metrics.py).
+        raise self.retry(countdown=later.delay, headers=enqueue_headers(later.delay)) from later
 
 
 def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
@@ -50,7 +51,7 @@ def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
 
     run = deliver_chunk(services_of(self.app), event_id, chunk_index, self.request.retries)
     if run.retry_in is not None:  # the domain bounds the attempts and picks the delay
-        raise self.retry(countdown=run.retry_in)
+        raise self.retry(countdown=run.retry_in, headers=enqueue_headers(run.retry_in))
 
 
 def sweep_inbox(self: Task) -> int:

@@ -498,3 +498,41 @@ def test_queue_depth_and_the_age_of_the_oldest_message_are_read_from_redis(redis
     assert values[("callpush_queue_depth", (("queue", "ring"),))] == 1
     assert ("callpush_queue_oldest_message_age_seconds", (("queue", "ring"),)) not in values
     client.close()
+
+
+@pytest.mark.services
+def test_a_retry_is_stamped_with_the_time_it_is_due(redis_url):
+    """Celery copies a task's headers onto its retry; the retry's own stamp (tasks.py passes
+    one) replaces the first attempt's, so a retry waiting out its countdown is not old."""
+    import time
+
+    import redis as redis_lib
+
+    from worker import tasks
+    from worker.celery_app import BULK_QUEUE
+
+    app = create_celery(load_settings(broker_url=redis_url), publisher=True)
+    task = app.tasks[tasks.DELIVER_CHUNK]
+    first_attempt = {metrics.READY_AT_HEADER: time.time() - 600}
+    task.push_request(
+        id="chunk-task",
+        called_directly=False,  # as in a worker: Celery retries only a task a worker runs
+        args=[7, 0],
+        kwargs={},
+        retries=0,
+        headers=first_attempt,
+        delivery_info={"exchange": "", "routing_key": BULK_QUEUE},
+    )
+    try:
+        task.retry(countdown=30, headers=metrics.enqueue_headers(30), throw=False)
+    finally:
+        task.pop_request()
+    client = redis_lib.Redis.from_url(redis_url)
+    raw = client.lindex(BULK_QUEUE, -1)
+    client.close()
+    assert raw is not None
+    headers = json.loads(raw)["headers"]
+    assert headers["retries"] == 1
+    assert headers[metrics.READY_AT_HEADER] > time.time() + 25
+    assert metrics.queued_seconds(raw, time.time()) == 0  # not due yet: not waiting
+    assert metrics.queued_seconds(raw, time.time() + 40) >= 9
