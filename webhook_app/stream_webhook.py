@@ -10,6 +10,7 @@ act on as failed, with the reason); only a body that is not such an object is re
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from flask import Blueprint, jsonify, request
@@ -39,20 +40,35 @@ log = logging.getLogger("callpush.webhook")
 blueprint = Blueprint("stream_webhook", __name__)
 
 
-def _error(status: int, message: str, event_type: str | None = None) -> ResponseReturnValue:
+# An answer and its outcome as ``callpush_webhooks_total`` counts it.
+_Answer = tuple[ResponseReturnValue, str]
+
+
+def _error(status: int, message: str, event_type: str | None = None) -> _Answer:
     metrics.record_webhook(event_type, str(status))
-    return jsonify(error=message), status
+    return (jsonify(error=message), status), str(status)
 
 
 @blueprint.post("/webhooks/stream")
 def receive_stream_webhook() -> ResponseReturnValue:
-    # The call cid and event id are bound as they become known; the block resets them, so the
-    # next request on this server thread starts without them.
-    with log_context(event_id=None, call_cid=None):
-        return _receive()
+    started = time.perf_counter()
+    outcome = "500"  # until an answer says otherwise: an exception is a 500
+    try:
+        # The call cid and event id are bound as they become known; the block resets them, so
+        # the next request on this server thread starts without them.
+        with log_context(event_id=None, call_cid=None):
+            response, outcome = _receive()
+        return response
+    except RequestEntityTooLarge:
+        outcome = "413"
+        raise
+    finally:
+        metrics.record_webhook_request(
+            metrics.webhook_request_outcome(outcome), time.perf_counter() - started
+        )
 
 
-def _receive() -> ResponseReturnValue:
+def _receive() -> _Answer:
     ctx = receiver()
     try:
         raw = request.get_data(cache=False)
@@ -126,13 +142,13 @@ def _receive() -> ResponseReturnValue:
                 stored.event_id,
             )
         metrics.record_webhook(event_type, "duplicate")
-        return jsonify(status="duplicate", event_id=stored.event_id), 200
+        return (jsonify(status="duplicate", event_id=stored.event_id), 200), "duplicate"
     if stored.status == EventStatus.RECEIVED:
         # Committed already: when the broker fails or its circuit is open, the event waits in
         # the inbox and is queued the moment the broker answers again (or by the sweeper).
         enqueue_event_guarded(ctx.celery, ctx.publisher, stored.event_id, event_type)
         metrics.record_webhook(event_type, "accepted")
-        return jsonify(status="accepted", event_id=stored.event_id), 202
+        return (jsonify(status="accepted", event_id=stored.event_id), 202), "accepted"
     if stored.status == EventStatus.FAILED:
         log.warning("event %s (%s) failed: %s", stored.event_id, event_type, webhook.status_reason)
     elif is_stale_reason(webhook.status_reason):
@@ -143,6 +159,5 @@ def _receive() -> ResponseReturnValue:
     # ignored (no push for the type, or stale), processed (a ring stopper), or failed (stored,
     # but nothing to act on): a retry would change nothing, so 200.
     metrics.record_webhook(event_type, stored.status)
-    return jsonify(
-        status=stored.status, event_id=stored.event_id, reason=webhook.status_reason
-    ), 200
+    answer = jsonify(status=stored.status, event_id=stored.event_id, reason=webhook.status_reason)
+    return (answer, 200), str(stored.status)

@@ -78,7 +78,9 @@ def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         # with a Redis restart.
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # Task events for `celery events` / Flower, when asked for (settings.celery).
+        worker_send_task_events=settings.celery.task_events,
+        task_send_sent_event=settings.celery.task_events,
         enable_utc=True,
         beat_schedule={
             "sweep-inbox": {

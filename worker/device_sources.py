@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -151,7 +152,11 @@ class StreamDevices:
             return {}
         if len(user_ids) == 1:
             return {user_ids[0]: self._fetch_one(user_ids[0])}
-        futures = {u: self._executor().submit(self._fetch_one, u) for u in user_ids}
+        # In copies of the caller's context: the log lines carry the event id and call cid.
+        futures = {
+            u: self._executor().submit(contextvars.copy_context().run, self._fetch_one, u)
+            for u in user_ids
+        }
         fetched: dict[str, tuple[MirroredDevice, ...]] = {}
         failure: StreamApiError | None = None
         for user_id, future in futures.items():

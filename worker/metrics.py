@@ -14,9 +14,11 @@ only on first use (:func:`_metrics`), never at import: importing it from anywher
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +27,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from worker.push.base import PushOutcome
+from worker.push.base import PushOutcome, credentials_refused
 from worker.storage.models import utcnow
 from worker.version import callpush_version, python_version
 
@@ -39,6 +41,23 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format, which is what generate_latest writes; every Prometheus reads it.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNKNOWN = "unknown"
+# Set on every message callpush publishes (worker/tasks.py): the Unix time from which it is due
+# (when it was queued, or when a retry's countdown ends), which the queue age is read from.
+# Celery's messages carry no such time of their own.
+READY_AT_HEADER = "callpush_ready_at"
+# The answers of the webhook receiver, by what Stream should make of them: stored (accepted,
+# duplicate, ignored, processed, failed), refused for good (rejected: 400, 401, 413, never
+# retried), refused for now (unavailable: 503, Stream retries), or a bug (error: a 500).
+WEBHOOK_REQUEST_OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "ignored",
+    "processed",
+    "failed",
+    "rejected",
+    "unavailable",
+    "error",
+)
 
 # A ring is sent within milliseconds of the webhook; a retried one within the ring (≤ 30-60 s).
 LATENCY_BUCKETS = (
@@ -60,6 +79,22 @@ LATENCY_BUCKETS = (
     15.0,
     30.0,
 )
+# A webhook is answered within milliseconds (the insert, its commit and the publish); Stream gives
+# each attempt 6 s (https://getstream.io/video/docs/api/webhooks/overview/).
+WEBHOOK_REQUEST_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    6.0,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +106,10 @@ class _Metrics:
     call_type_fetches: Counter
     circuit_state: Gauge
     publishes_skipped: Counter
+    webhook_requests: Histogram
+    ring_pushes: Counter
+    ring_push_latency: Histogram
+    auth_failures: Counter
 
 
 _created: _Metrics | None = None
@@ -134,6 +173,30 @@ def _define() -> _Metrics:
             "queued when the broker answers again), by queue.",
             ["queue"],
         ),
+        webhook_requests=Histogram(
+            "callpush_webhook_request_seconds",
+            "Time to answer POST /webhooks/stream, by outcome (accepted, duplicate, ignored, "
+            "processed, failed, rejected: 4xx, unavailable: 503, error: 500).",
+            ["outcome"],
+            buckets=WEBHOOK_REQUEST_BUCKETS,
+        ),
+        ring_pushes=Counter(
+            "callpush_ring_pushes",
+            "Provider answers to call.ring pushes (a part of callpush_pushes_total), by "
+            "provider, platform and result.",
+            ["provider", "platform", "result"],
+        ),
+        ring_push_latency=Histogram(
+            "callpush_ring_push_latency_seconds",
+            "Time from a call.ring webhook's receipt to the provider's answer, per ring push.",
+            buckets=LATENCY_BUCKETS,
+        ),
+        auth_failures=Counter(
+            "callpush_push_auth_failures",
+            "Pushes failed because the provider refused our credentials (an APNs key revoked or "
+            "expired, FCM's service account refused), by provider and reason.",
+            ["provider", "reason"],
+        ),
     )
 
 
@@ -143,18 +206,41 @@ def record_webhook(event_type: str | None, outcome: str) -> None:
     _metrics().webhooks.labels(type=(event_type or UNKNOWN)[:64], outcome=outcome).inc()
 
 
+def record_webhook_request(outcome: str, seconds: float) -> None:
+    """One answer of POST /webhooks/stream and the time it took; ``outcome`` is one of
+    :data:`WEBHOOK_REQUEST_OUTCOMES` (anything else counts as "error": the label stays bounded)."""
+    label = outcome if outcome in WEBHOOK_REQUEST_OUTCOMES else "error"
+    _metrics().webhook_requests.labels(outcome=label).observe(max(0.0, seconds))
+
+
+def webhook_request_outcome(answer: str) -> str:
+    """The request outcome of a ``callpush_webhooks_total`` outcome: a stored event's status
+    as it is, an HTTP status by its class."""
+    if answer == "503":
+        return "unavailable"
+    if answer.isdigit():
+        return "rejected" if answer.startswith("4") else "error"
+    return answer
+
+
 def record_push_answers(
-    answers: Iterable[tuple[str, str, PushOutcome]], received_at: datetime
+    answers: Iterable[tuple[str, str, PushOutcome]], received_at: datetime, *, ring: bool = False
 ) -> None:
     """Provider answers (provider, platform, outcome) to pushes of an event received at
-    ``received_at``; call it when the answers arrive, the latency ends now."""
+    ``received_at``; call it when the answers arrive, the latency ends now.  ``ring``: the
+    pushes of a call.ring, also counted on their own (the ring alerts watch them)."""
     metrics = _metrics()
     latency = max(0.0, (utcnow() - received_at).total_seconds())
     for provider, platform, outcome in answers:
-        metrics.pushes.labels(
-            provider=provider, platform=platform, result=outcome.result.value
-        ).inc()
+        labels = {"provider": provider, "platform": platform, "result": outcome.result.value}
+        metrics.pushes.labels(**labels).inc()
         metrics.push_latency.observe(latency)
+        if ring:
+            metrics.ring_pushes.labels(**labels).inc()
+            metrics.ring_push_latency.observe(latency)
+        if credentials_refused(outcome):
+            # The reason is one of a closed set (worker/push/base.py), so the label is bounded.
+            metrics.auth_failures.labels(provider=provider, reason=outcome.reason).inc()
 
 
 def record_tokens_disabled(reason: str, count: int) -> None:
@@ -195,9 +281,13 @@ def mark_process_dead(pid: int) -> None:
 
 class QueueDepthCollector:
     """``callpush_queue_depth{queue}``: messages waiting in each Celery queue, read from Redis
-    (``LLEN <queue>``, where kombu keeps a queue) at scrape time.  Nothing for the embedded
-    in-memory broker or a non-Redis broker, and nothing (logged) when Redis does not answer:
-    a scrape must never fail or hang because the broker is down."""
+    (``LLEN <queue>``, where kombu keeps a queue) at scrape time; and
+    ``callpush_queue_oldest_message_age_seconds{queue}``: how long the message next in line
+    has waited since it was due (0 for an empty queue), from the time callpush stamped on it
+    when queuing it (kombu pushes at the list's head and workers pop its tail, so the tail is
+    the oldest).
+    Nothing for the embedded in-memory broker or a non-Redis broker, and nothing (logged)
+    when Redis does not answer: a scrape must never fail or hang because the broker is down."""
 
     def __init__(self, broker_url: str | None, queues: Sequence[str]) -> None:
         self._queues = tuple(queues)
@@ -216,16 +306,45 @@ class QueueDepthCollector:
             with self._client.pipeline(transaction=False) as pipe:
                 for queue in self._queues:
                     pipe.llen(queue)
-                depths = pipe.execute()
+                    pipe.lindex(queue, -1)
+                answers = pipe.execute()
         except Exception as error:  # redis raises its own errors and OSError subclasses
             log.warning("queue depth not collected: %s: %s", error.__class__.__name__, error)
             return []
         gauge = GaugeMetricFamily(
             "callpush_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
         )
-        for queue, depth in zip(self._queues, depths, strict=True):
+        age = GaugeMetricFamily(
+            "callpush_queue_oldest_message_age_seconds",
+            "Seconds the oldest message of each Celery queue has waited (0: empty).",
+            labels=["queue"],
+        )
+        now = time.time()
+        for index, queue in enumerate(self._queues):
+            depth, oldest = answers[2 * index], answers[2 * index + 1]
             gauge.add_metric([queue], float(depth))
-        return [gauge]
+            waited = 0.0 if oldest is None else queued_seconds(oldest, now)
+            if waited is not None:  # None: a message without the stamp (left unmeasured)
+                age.add_metric([queue], waited)
+        return [gauge, age]
+
+
+def queued_seconds(raw_message: bytes, now: float) -> float | None:
+    """How long a message (kombu's JSON envelope, as the Redis transport stores it) has waited,
+    since it was due, from :data:`READY_AT_HEADER`; None when it carries no such stamp."""
+    try:
+        headers = json.loads(raw_message).get("headers") or {}
+        ready_at = float(headers[READY_AT_HEADER])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return max(0.0, now - ready_at)
+
+
+def enqueue_headers(countdown: float = 0.0) -> dict[str, float]:
+    """The headers of a message callpush publishes: the time it is due, ``countdown`` seconds
+    from now.  A retry needs its own (Celery would copy the first attempt's), or it would
+    look as old as the first attempt while it waits out its countdown."""
+    return {READY_AT_HEADER: time.time() + max(0.0, countdown)}
 
 
 class BuildInfoCollector:

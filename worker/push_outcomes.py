@@ -8,6 +8,7 @@ still in flight, not everything it had sent since the last batch ended (README: 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -34,8 +35,10 @@ def record_push_outcomes(
     *,
     provider_of: Callable[[Platform], str] | None = None,
     log_counts: bool = True,
+    ring: bool = False,
 ) -> Counter[str]:
     """Store each outcome on its claim, disable invalid tokens; return counts by status.
+    ``ring``: these are a call.ring's pushes (counted in the ring metrics too).
 
     The metrics' provider label is the kind of the claim's provider (its label's first part);
     for a claim without a label, ``provider_of`` names the platform's provider
@@ -46,6 +49,7 @@ def record_push_outcomes(
     metrics.record_push_answers(
         ((_provider(c, o, provider_of), c.device.platform.value, o) for c, o in pairs),
         received_at,
+        ring=ring,
     )
     with db.transaction() as session:
         deliveries.record_outcomes(session, pairs, received_at)
@@ -87,7 +91,13 @@ class OutcomeRecorder:
         self._received_at = received_at
         self._provider_of = provider_of
         self._queue: queue.SimpleQueue[tuple[Claim, PushOutcome] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="callpush-record", daemon=True)
+        # In a copy of the sender's context, so its log lines carry the event id and call cid.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._run,),
+            name="callpush-record",
+            daemon=True,
+        )
         self.counts: Counter[str] = Counter()
         self.error: BaseException | None = None
 

@@ -322,6 +322,7 @@ def _attempt(
         claims,
         outcomes,
         provider_of=services.sender.provider_name,
+        ring=True,
     )
     # A retried push is counted once it settles (sent, failed, ...).
     counts.update({s: n for s, n in recorded.items() if s != DeliveryStatus.RETRY})

@@ -454,6 +454,15 @@ class BrokerSettings(BaseModel):
     breaker_reset_seconds: Annotated[float, Field(gt=0)] = 1.0
 
 
+class CelerySettings(BaseModel):
+    """What Celery's own tools see of the workers (README: watching the workers)."""
+
+    # Workers send task events (received, started, succeeded, failed, retried) and publishers a
+    # task-sent event, for `celery events` and Flower.  Off by default: each task then costs
+    # a few more broker messages, and nothing reads them unless a monitor is attached.
+    task_events: bool = False
+
+
 class AdminThrottleSettings(BaseModel):
     # Failed attempts at the admin token (dashboard logins, admin API requests) allowed per
     # client address in any window_seconds; past that the client is answered 429 until its
@@ -475,6 +484,7 @@ class Settings(BaseSettings):
     # None = embedded: an in-process broker and worker (`callpush run`).
     broker_url: str | None = None
     broker: BrokerSettings = BrokerSettings()
+    celery: CelerySettings = CelerySettings()
     apps: list[StreamAppSettings] = []
     apns: ApnsSettings = ApnsSettings()
     fcm: FcmSettings = FcmSettings()

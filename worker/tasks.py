@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task
 
 from worker.event_processing import process_event
+from worker.metrics import enqueue_headers
 from worker.notifications import RetryLater, deliver_chunk
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ def process_bulk_event(self: Task, event_id: int) -> str:
         # registered with max_retries=None so Celery adds no bound of its own.  (Passing
         # max_retries=None to retry() does not do that: Celery reads it as "the task's
         # default", 3, and then fails the task with the event left "processing".)
-        raise self.retry(countdown=later.delay) from later
+        # A fresh stamp: the queue's age counts from when the retry is due (worker/metrics.py).
+        raise self.retry(countdown=later.delay, headers=enqueue_headers(later.delay)) from later
 
 
 def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
@@ -49,7 +51,7 @@ def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
 
     run = deliver_chunk(services_of(self.app), event_id, chunk_index, self.request.retries)
     if run.retry_in is not None:  # the domain bounds the attempts and picks the delay
-        raise self.retry(countdown=run.retry_in)
+        raise self.retry(countdown=run.retry_in, headers=enqueue_headers(run.retry_in))
 
 
 def sweep_inbox(self: Task) -> int:
@@ -99,7 +101,8 @@ def register(app: Celery) -> None:
 def enqueue_event(app: Celery, event_id: int, event_type: str) -> None:
     """Queue an inbox event for processing: rings on the ring queue, the rest on bulk."""
     name, queue = _route(event_type)
-    options: dict[str, Any] = {"queue": queue}
+    # The stamp is what the queue's age is read from (worker/metrics.py).
+    options: dict[str, Any] = {"queue": queue, "headers": enqueue_headers()}
     app.send_task(name, args=[event_id], **options)
 
 
@@ -125,7 +128,9 @@ def _route(event_type: str) -> tuple[str, str]:
 def enqueue_chunk(app: Celery, event_id: int, chunk_index: int) -> None:
     from worker.celery_app import BULK_QUEUE
 
-    app.send_task(DELIVER_CHUNK, args=[event_id, chunk_index], queue=BULK_QUEUE)
+    app.send_task(
+        DELIVER_CHUNK, args=[event_id, chunk_index], queue=BULK_QUEUE, headers=enqueue_headers()
+    )
 
 
 def enqueue_replay(app: Celery, event_id: int) -> None:
@@ -133,4 +138,4 @@ def enqueue_replay(app: Celery, event_id: int) -> None:
     ring, so replaying last night's failures never delays a live ring."""
     from worker.celery_app import BULK_QUEUE
 
-    app.send_task(PROCESS_EVENT, args=[event_id], queue=BULK_QUEUE)
+    app.send_task(PROCESS_EVENT, args=[event_id], queue=BULK_QUEUE, headers=enqueue_headers())

@@ -130,6 +130,11 @@ def test_metrics_health_and_json_logs_of_the_production_processes(
         assert value(web_samples, "callpush_webhooks_total", type="unknown", outcome="401") == 1
         assert value(web_samples, "callpush_queue_depth", queue="ring") == 0
         assert build_info(web_samples) == [pyproject_version()]
+        # Every answer timed, by outcome, summed over the gunicorn workers.
+        timed = "callpush_webhook_request_seconds_count"
+        assert value(web_samples, timed, outcome="accepted") == RINGS
+        assert value(web_samples, timed, outcome="rejected") == 1
+        assert value(web_samples, "callpush_queue_oldest_message_age_seconds", queue="ring") == 0
 
         # The worker's metrics port sums its pool processes' answers.
         def pushes_recorded() -> bool:
@@ -150,6 +155,17 @@ def test_metrics_health_and_json_logs_of_the_production_processes(
                 == RINGS
             )
         assert value(samples, "callpush_push_latency_seconds_count") == 2 * RINGS
+        # The ring metrics the ring alerts watch count the same pushes.
+        assert value(samples, "callpush_ring_push_latency_seconds_count") == 2 * RINGS
+        for platform in ("apns", "fcm"):
+            ring_sent = value(
+                samples,
+                "callpush_ring_pushes_total",
+                provider=platform,
+                platform=platform,
+                result="sent",
+            )
+            assert ring_sent == RINGS
         assert value(samples, "callpush_push_latency_seconds_bucket", le="30.0") == 2 * RINGS
         assert ("callpush_queue_depth", frozenset({("queue", "bulk")})) in samples
         # One sample per scrape, however many pool processes wrote metric files.
@@ -160,6 +176,10 @@ def test_metrics_health_and_json_logs_of_the_production_processes(
     event_lines = [entry for entry in worker_log if "event_id" in entry]
     assert event_lines, "no worker log line carried an event id"
     assert all(isinstance(entry["event_id"], int) for entry in event_lines)
+    # The ring's lines, including the count of its answers, name the call as well.
+    answered = [entry for entry in event_lines if entry["logger"] == "callpush.push"]
+    assert len(answered) >= RINGS
+    assert {entry.get("call_cid") for entry in answered} == {e["call_cid"] for e in events}
     everything = (tmp_path / "web.log").read_text() + (tmp_path / "worker.log").read_text()
     assert VOIP_TOKEN not in everything and ANDROID_TOKEN not in everything
     assert SECRET not in everything and DATABASE_PASSWORD not in everything

@@ -336,3 +336,218 @@ def test_the_cli_does_not_import_prometheus_client_before_the_commands_set_it_up
         check=True,
     )
     assert json.loads(done.stdout) == []
+
+
+def webhook_requests(outcome: str) -> float:
+    return sample("callpush_webhook_request_seconds_count", outcome=outcome)
+
+
+def test_each_webhook_request_is_timed_by_outcome(client):
+    """callpush_webhook_request_seconds: one observation per answer of the receiver, labelled
+    by what Stream makes of it (stored, rejected for good, or to be retried)."""
+    ring = sample_events.ring_event("alice", ["bob"])
+    body, headers = sample_events.signed_request(ring, api_key=API_KEY, secret=SECRET)
+    other = {"type": "call.member_added", "call_cid": ring["call_cid"]}
+    other_body, other_headers = sample_events.signed_request(other, api_key=API_KEY, secret=SECRET)
+    big = dict(ring, padding="x" * 20_000)
+    big_body, big_headers = sample_events.signed_request(big, api_key=API_KEY, secret=SECRET)
+    outcomes = ("accepted", "duplicate", "ignored", "rejected", "unavailable", "error")
+    before = {outcome: webhook_requests(outcome) for outcome in outcomes}
+    slowest_before = sample("callpush_webhook_request_seconds_bucket", outcome="accepted", le="6.0")
+
+    answers = [
+        client.post("/webhooks/stream", data=body, headers=headers).status_code,
+        client.post("/webhooks/stream", data=body, headers=headers).status_code,
+        client.post("/webhooks/stream", data=other_body, headers=other_headers).status_code,
+        client.post(
+            "/webhooks/stream", data=body, headers=headers | {"X-Signature": "0" * 64}
+        ).status_code,
+        client.post("/webhooks/stream", data=big_body, headers=big_headers).status_code,
+    ]
+    assert answers == [202, 200, 200, 401, 413]
+    after = {outcome: webhook_requests(outcome) for outcome in outcomes}
+    assert {o: after[o] - before[o] for o in outcomes} == {
+        "accepted": 1,
+        "duplicate": 1,
+        "ignored": 1,
+        "rejected": 2,  # the 401 and the 413
+        "unavailable": 0,
+        "error": 0,
+    }
+    # Timed in seconds: a test client's answer is well within the 6 s bucket.
+    assert (
+        sample("callpush_webhook_request_seconds_bucket", outcome="accepted", le="6.0")
+        == slowest_before + 1
+    )
+    assert sample("callpush_webhook_request_seconds_sum", outcome="accepted") > 0
+
+
+def test_the_request_outcome_of_each_answer_is_one_of_a_few():
+    answers = ["accepted", "duplicate", "ignored", "processed", "failed", "400", "401", "413"]
+    assert [metrics.webhook_request_outcome(a) for a in [*answers, "503", "500"]] == [
+        "accepted",
+        "duplicate",
+        "ignored",
+        "processed",
+        "failed",
+        "rejected",
+        "rejected",
+        "rejected",
+        "unavailable",
+        "error",
+    ]
+    before = webhook_requests("error")
+    metrics.record_webhook_request("something new", 0.01)  # never a new label value
+    assert webhook_requests("error") == before + 1
+    assert not sample("callpush_webhook_request_seconds_count", outcome="something new")
+
+
+def test_ring_pushes_are_also_counted_on_their_own(db):
+    """A ring's answers count in callpush_pushes_total and in the ring metrics the ring alerts
+    watch; a fan-out's only in the former."""
+    event_id, claims = claims_for_event(
+        db, [(Platform.APNS, VOIP, PushKind.VOIP), (Platform.FCM, ANDROID, PushKind.DATA)]
+    )
+    ring_sent = sample(
+        "callpush_ring_pushes_total", provider="apns", platform="apns", result="sent"
+    )
+    ring_failed = sample(
+        "callpush_ring_pushes_total", provider="fcm", platform="fcm", result="failed"
+    )
+    ring_latency = sample("callpush_ring_push_latency_seconds_count")
+    all_latency = sample("callpush_push_latency_seconds_count")
+    outcomes = [PushOutcome.sent(), PushOutcome(PushResult.FAILED, reason="INVALID_ARGUMENT")]
+    received_at = utcnow() - timedelta(milliseconds=50)
+
+    record_push_outcomes(db, event_id, received_at, claims, outcomes, provider_of=str, ring=True)
+    record_push_outcomes(db, event_id, received_at, claims, outcomes, provider_of=str)
+
+    assert sample(
+        "callpush_ring_pushes_total", provider="apns", platform="apns", result="sent"
+    ) == (ring_sent + 1)
+    assert sample(
+        "callpush_ring_pushes_total", provider="fcm", platform="fcm", result="failed"
+    ) == (ring_failed + 1)
+    assert sample("callpush_ring_push_latency_seconds_count") == ring_latency + 2
+    assert sample("callpush_push_latency_seconds_count") == all_latency + 4
+    assert sample("callpush_ring_push_latency_seconds_bucket", le="0.025") <= sample(
+        "callpush_ring_push_latency_seconds_bucket", le="0.05"
+    )
+
+
+def test_refused_credentials_are_counted_by_provider_and_reason():
+    expired = PushOutcome(PushResult.FAILED, reason="ExpiredProviderToken", status_code=403)
+    fcm_refused = PushOutcome(PushResult.FAILED, reason="UNAUTHENTICATED", status_code=401)
+    # A token APNs calls invalid, or a payload it refuses, says nothing about our credentials.
+    others = [
+        PushOutcome(PushResult.TOKEN_INVALID, reason="BadDeviceToken", status_code=400),
+        PushOutcome(PushResult.FAILED, reason="PayloadTooLarge", status_code=413),
+    ]
+    apns_before = sample(
+        "callpush_push_auth_failures_total", provider="apns", reason="ExpiredProviderToken"
+    )
+    fcm_before = sample(
+        "callpush_push_auth_failures_total", provider="fcm", reason="UNAUTHENTICATED"
+    )
+    total_before = sum(
+        s.value
+        for family in REGISTRY.collect()
+        if family.name == "callpush_push_auth_failures"
+        for s in family.samples
+        if s.name.endswith("_total")
+    )
+    metrics.record_push_answers(
+        [
+            ("apns", "apns", expired),
+            ("fcm", "fcm", fcm_refused),
+            *[("apns", "apns", outcome) for outcome in others],
+        ],
+        utcnow(),
+    )
+    assert sample(
+        "callpush_push_auth_failures_total", provider="apns", reason="ExpiredProviderToken"
+    ) == (apns_before + 1)
+    assert sample(
+        "callpush_push_auth_failures_total", provider="fcm", reason="UNAUTHENTICATED"
+    ) == (fcm_before + 1)
+    total_after = sum(
+        s.value
+        for family in REGISTRY.collect()
+        if family.name == "callpush_push_auth_failures"
+        for s in family.samples
+        if s.name.endswith("_total")
+    )
+    assert total_after == total_before + 2
+
+
+@pytest.mark.services
+def test_queue_depth_and_the_age_of_the_oldest_message_are_read_from_redis(redis_url):
+    """Messages callpush queues carry the time they were queued; a scrape reads each queue's
+    length and how long its next message has waited, and 0 for an empty queue."""
+    import time
+
+    import redis as redis_lib
+
+    from worker import tasks
+    from worker.celery_app import BULK_QUEUE, RING_QUEUE
+
+    settings = load_settings(broker_url=redis_url)
+    app = create_celery(settings, publisher=True)
+    registry = metrics.build_registry(redis_url, (RING_QUEUE, BULK_QUEUE), path=None)
+    tasks.enqueue_event(app, 1, "call.ring")
+    time.sleep(0.5)
+    tasks.enqueue_event(app, 2, "call.ring")
+
+    values = families(generate_latest(registry).decode())
+    assert values[("callpush_queue_depth", (("queue", "ring"),))] == 2
+    assert values[("callpush_queue_depth", (("queue", "bulk"),))] == 0
+    waited = values[("callpush_queue_oldest_message_age_seconds", (("queue", "ring"),))]
+    assert 0.5 <= waited < 30  # the first message's age, not the second's
+    assert values[("callpush_queue_oldest_message_age_seconds", (("queue", "bulk"),))] == 0
+
+    # A message published by something else (no stamp) has no age to report.
+    client = redis_lib.Redis.from_url(redis_url)
+    client.delete(RING_QUEUE)
+    client.lpush(RING_QUEUE, json.dumps({"headers": {}, "body": ""}))
+    values = families(generate_latest(registry).decode())
+    assert values[("callpush_queue_depth", (("queue", "ring"),))] == 1
+    assert ("callpush_queue_oldest_message_age_seconds", (("queue", "ring"),)) not in values
+    client.close()
+
+
+@pytest.mark.services
+def test_a_retry_is_stamped_with_the_time_it_is_due(redis_url):
+    """Celery copies a task's headers onto its retry; the retry's own stamp (tasks.py passes
+    one) replaces the first attempt's, so a retry waiting out its countdown is not old."""
+    import time
+
+    import redis as redis_lib
+
+    from worker import tasks
+    from worker.celery_app import BULK_QUEUE
+
+    app = create_celery(load_settings(broker_url=redis_url), publisher=True)
+    task = app.tasks[tasks.DELIVER_CHUNK]
+    first_attempt = {metrics.READY_AT_HEADER: time.time() - 600}
+    task.push_request(
+        id="chunk-task",
+        called_directly=False,  # as in a worker: Celery retries only a task a worker runs
+        args=[7, 0],
+        kwargs={},
+        retries=0,
+        headers=first_attempt,
+        delivery_info={"exchange": "", "routing_key": BULK_QUEUE},
+    )
+    try:
+        task.retry(countdown=30, headers=metrics.enqueue_headers(30), throw=False)
+    finally:
+        task.pop_request()
+    client = redis_lib.Redis.from_url(redis_url)
+    raw = client.lindex(BULK_QUEUE, -1)
+    client.close()
+    assert raw is not None
+    headers = json.loads(raw)["headers"]
+    assert headers["retries"] == 1
+    assert headers[metrics.READY_AT_HEADER] > time.time() + 25
+    assert metrics.queued_seconds(raw, time.time()) == 0  # not due yet: not waiting
+    assert metrics.queued_seconds(raw, time.time() + 40) >= 9

@@ -71,7 +71,9 @@ from h2.events import (
 )
 from h2.exceptions import FlowControlError, H2Error, NoAvailableStreamIDError, ProtocolError
 
+from worker.logging_setup import log_context
 from worker.push.base import (
+    APNS_CREDENTIAL_REASONS,
     AnswerCallback,
     Platform,
     PushKind,
@@ -99,9 +101,7 @@ _TOKEN_RE = re.compile(r"[0-9A-Za-z_-]+")
 
 _TOKEN_INVALID_REASONS = frozenset({"Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic"})
 # Our credentials are wrong: nothing the message or the device can fix.
-_CREDENTIAL_REASONS = frozenset(
-    {"InvalidProviderToken", "ExpiredProviderToken", "MissingProviderToken"}
-)
+_CREDENTIAL_REASONS = APNS_CREDENTIAL_REASONS
 _PUSH_TYPES = {PushKind.VOIP: PushType.VOIP, PushKind.ALERT: PushType.ALERT}
 
 
@@ -222,7 +222,15 @@ class _RobustProtocol(APNsTLSClientProtocol):
             headers.append(("authorization", self.auth_provider.get_header()))
         return headers
 
+    # asyncio calls a protocol back in a copy of the context of whoever opened the connection:
+    # the push of some event, whose event id and call cid would then be on every later line
+    # about the connection (logged by aioapns or here), whichever event it serves by then.
+    # The answers themselves reach each push's own task, which keeps its event's context.
     def data_received(self, data: bytes) -> None:
+        with log_context(event_id=None, call_cid=None):
+            self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         try:
             events = self.conn.receive_data(data)
         except ProtocolError as exc:
@@ -296,6 +304,10 @@ class _RobustProtocol(APNsTLSClientProtocol):
         super().on_connection_terminated(event)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        with log_context(event_id=None, call_cid=None):  # not one event's: see data_received
+            self._lose_connection(exc)
+
+    def _lose_connection(self, exc: Exception | None) -> None:
         # P1: the stock handler calls set_exception() on every future and stops at the first
         # one that is already done (cancelled), leaving the rest unresolved.
         for notification_id, future in list(self.requests.items()):

@@ -101,6 +101,27 @@ class PushOutcome:
         return cls(PushResult.SENT, provider_message_id=provider_message_id)
 
 
+# Provider reasons meaning our credentials were refused, not the message or the device: an APNs
+# .p8 key revoked or its JWT refused (Apple's "Handling notification responses from APNs" table,
+# https://developer.apple.com/documentation/usernotifications/handling-notification-responses-from-apns),
+# or FCM's service account refused (UNAUTHENTICATED after one token refresh, PERMISSION_DENIED,
+# THIRD_PARTY_AUTH_ERROR: https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode) or
+# its token refresh refused for good ("auth").  Nothing but an operator fixes these.
+APNS_CREDENTIAL_REASONS = frozenset(
+    {"InvalidProviderToken", "ExpiredProviderToken", "MissingProviderToken"}
+)
+FCM_CREDENTIAL_REASONS = frozenset(
+    {"UNAUTHENTICATED", "PERMISSION_DENIED", "THIRD_PARTY_AUTH_ERROR", "auth"}
+)
+
+
+def credentials_refused(outcome: PushOutcome) -> bool:
+    """The provider refused our credentials (so every push through it fails until fixed)."""
+    return outcome.result is PushResult.FAILED and (
+        outcome.reason in APNS_CREDENTIAL_REASONS or outcome.reason in FCM_CREDENTIAL_REASONS
+    )
+
+
 # Told each answer as it arrives: (index of the message in the batch, its outcome).
 AnswerCallback = Callable[[int, PushOutcome], None]
 

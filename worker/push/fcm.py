@@ -15,6 +15,7 @@ message (a ring) is ``UNCONFIRMED`` and never sent again.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -313,8 +314,12 @@ class FcmProvider:
         if not messages:
             return []
         self._ensure_open()
+        # Each in a copy of the caller's context, so its log lines carry the event id and call
+        # cid (worker/logging_setup.py); one copy per task: a context runs in one thread at once.
         futures = [
-            self._executor.submit(self._send_one, message, index, on_answer)
+            self._executor.submit(
+                contextvars.copy_context().run, self._send_one, message, index, on_answer
+            )
             for index, message in enumerate(messages)
         ]
         # Each message: at most two posts (401 -> refresh -> retry), each bounded by a connect

@@ -4,6 +4,7 @@ waits behind an APNs one, nor a debug build's sandbox provider behind production
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,12 +61,17 @@ class PushSender:
             groups.setdefault(id(provider), (provider, []))[1].append(index)
         batches = list(groups.values())
         futures: list[tuple[list[int], Future[list[PushOutcome]]]] = []
-        # The last batch runs on the calling thread: one thread hop fewer on the ring path.
+        # The last batch runs on the calling thread: one thread hop fewer on the ring path.  The
+        # others run in a copy of this thread's context, so what they log carries the event id
+        # and call cid (worker/logging_setup.py); a pool thread has a context of its own.
         for provider, indexes in batches[:-1]:
+            context = contextvars.copy_context()
             futures.append(
                 (
                     indexes,
-                    self._pool.submit(self._send_batch, provider, messages, indexes, answers),
+                    self._pool.submit(
+                        context.run, self._send_batch, provider, messages, indexes, answers
+                    ),
                 )
             )
         results: list[tuple[list[int], list[PushOutcome]]] = []
