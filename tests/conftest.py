@@ -99,3 +99,13 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'callpush.db'}"
+
+
+@pytest.fixture
+def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No CALLPUSH_* variable or ./callpush.toml of the developer's leaks into a test that loads
+    the settings: the variables are removed and the test runs in its own empty directory."""
+    for name in list(os.environ):
+        if name.upper().startswith("CALLPUSH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

@@ -25,15 +25,8 @@ DB_PASSWORD = "db-pa55word-xyz"
 BROKER_PASSWORD = "broker-pa55word-xyz"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No CALLPUSH_* variable or ./callpush.toml of the developer's leaks into a test."""
-    import os
-
-    for name in list(os.environ):
-        if name.upper().startswith("CALLPUSH_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# No CALLPUSH_* variable or ./callpush.toml of the developer's leaks in (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated_settings")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,12 +39,8 @@ EVERY_SECRET = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("CALLPUSH_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# No CALLPUSH_* variable or ./callpush.toml of the developer's leaks in (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated_settings")
 
 
 @pytest.fixture

@@ -25,13 +25,8 @@ OLDER = "stream-secret-older-8901"
 PASSWORD = "p@ss:w/rd?#%20 [x]&=+;"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No CALLPUSH_* variable or ./callpush.toml of the developer's leaks into a test."""
-    for name in list(os.environ):
-        if name.upper().startswith("CALLPUSH_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# No CALLPUSH_* variable or ./callpush.toml of the developer's leaks in (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated_settings")
 
 
 def secret_file(tmp_path: Path, name: str, text: str) -> Path:

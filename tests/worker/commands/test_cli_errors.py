@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -21,12 +20,8 @@ from worker.storage.models import WebhookEvent
 DB_PASSWORD = "hunter2-db-password"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("CALLPUSH_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# No CALLPUSH_* variable or ./callpush.toml of the developer's leaks in (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated_settings")
 
 
 def invoke(*args: str, **env: str) -> Result:

@@ -19,13 +19,8 @@ from tests.worker.test_config_check import (
 from worker.cli import main
 from worker.storage.migrations import head_revision, upgrade_to_head
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("CALLPUSH_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# No CALLPUSH_* variable or ./callpush.toml of the developer's leaks in (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated_settings")
 
 
 def _config(monkeypatch: pytest.MonkeyPatch, path: Path, text: str) -> None:
