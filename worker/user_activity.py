@@ -193,3 +193,18 @@ class _NoPushExplainer:
         muted = preferences.muted_users(self._session, event.api_key, [self._user_id], at)
         state = event_log.describe_devices(self._devices[event.api_key], event.event_type == RING)
         return f"no push: {'call pushes muted; ' if muted else ''}{state}"
+
+
+def is_known_user(session: Session, user_id: str, api_key: str | None = None) -> bool:
+    """Whether the user has a device or ever got a push (in the app, when given): for a search
+    that could be a user id or an event id."""
+    devices = select(Device.id).where(Device.user_id == user_id)
+    pushes = select(Delivery.id).where(Delivery.user_id == user_id)
+    if api_key is not None:
+        devices = devices.where(Device.api_key == api_key)
+        pushes = pushes.join(WebhookEvent, WebhookEvent.id == Delivery.event_id).where(
+            WebhookEvent.api_key == api_key
+        )
+    return (
+        session.scalar(devices.limit(1)) is not None or session.scalar(pushes.limit(1)) is not None
+    )
