@@ -1096,7 +1096,15 @@ OPENAPI: dict[str, Any] = {
                     "received_at": TIMESTAMP,
                     "roles": {
                         "type": "array",
-                        "items": {"type": "string", "enum": ["caller", "member", "recipient"]},
+                        "items": {
+                            "type": "string",
+                            "enum": ["actor", "caller", "member", "recipient"],
+                        },
+                        "description": (
+                            "`caller`: created the call or sent the ring; `actor`: accepted, "
+                            "rejected or ended it; `member`: listed in the event; `recipient`: "
+                            "pushed to, or in the fan-out's recipients."
+                        ),
                     },
                     "pushes": {
                         "type": "array",

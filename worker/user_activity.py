@@ -1,7 +1,8 @@
 """One user's side of the event log: "did Bob's phone ring?".
 
-The events that concerned the user in a time window (as the caller, a member, a fan-out
-recipient, or the owner of a device that got a push: worker.user_events), newest first and paged
+The events that concerned the user in a time window (as the caller, the one who accepted,
+rejected or ended the call, a member, a fan-out recipient, or the owner of a device that got a
+push: worker.user_events), newest first and paged
 by an id cursor, each with every push to each of the user's devices (result, reason, latency)
 and, for a recipient who got none, why (muted, no device, a dead token).  With the user's
 devices and call-push preferences it is the user page of the dashboard and
@@ -20,7 +21,14 @@ from sqlalchemy.orm import Session
 
 from worker import event_log, user_events
 from worker.storage import preferences
-from worker.storage.models import Delivery, Device, EventStatus, UserPreference, WebhookEvent
+from worker.storage.models import (
+    Delivery,
+    Device,
+    EventStatus,
+    UserPreference,
+    WebhookEvent,
+    utcnow,
+)
 from worker.stream_events import LIVE_STARTED, MISSED, NOTIFICATION, RING, SESSION_STARTED
 
 # Without --since / ?since= a user search covers this much: it reads the window's bodies.
@@ -39,7 +47,7 @@ class UserEvent:
     status: str
     status_reason: str | None
     received_at: datetime
-    roles: tuple[str, ...]  # caller, member, recipient
+    roles: tuple[str, ...]  # actor, caller, member, recipient (worker.user_events)
     pushes: tuple[event_log.DeliveryView, ...]  # to this user's devices only
     # A recipient of a pushed event with no push recorded: why, from their devices now.
     no_push: str | None
@@ -143,7 +151,7 @@ def user_overview(
     query = select(UserPreference).where(UserPreference.user_id == user_id)
     if api_key is not None:
         query = query.where(UserPreference.api_key == api_key)
-    now = datetime.now(since.tzinfo)
+    now = utcnow()
     prefs = tuple(
         PreferenceView(
             api_key=p.api_key,

@@ -1,5 +1,6 @@
-"""Which stored events concerned a user: as the caller, as a member the event names, as a
-recipient of a fan-out chunk, or as the owner of a device that got a push.
+"""Which stored events concerned a user: as the caller, as the one who accepted, rejected or
+ended the call, as a member the event names, as a recipient of a fan-out chunk, or as the owner
+of a device that got a push.
 
 Three index-friendly queries, each newest first and cut at ``limit + 1`` ids, merged: the
 newest ``limit`` of the union are the newest ``limit`` events of the user, so paging by an id
@@ -29,9 +30,14 @@ from sqlalchemy.orm import Session
 
 from worker.storage.models import Delivery, FanoutChunk, WebhookEvent
 
-CALLER = "caller"
+CALLER = "caller"  # created the call, or sent the ring / notification / missed call
+ACTOR = "actor"  # the event's user otherwise: who accepted, rejected, ended, went live
 MEMBER = "member"
 RECIPIENT = "recipient"
+# The event types whose `user` is the one calling (worker.stream_events reads the caller there).
+_SENT_BY_CALLER = frozenset(
+    {"call.ring", "call.notification", "call.missed", "call.session_started", "call.live_started"}
+)
 # Body matches are confirmed in batches of this many rows: a user id that also appears as
 # other text (a call named "bob") costs a few extra rounds, never an unbounded read.
 _BODY_BATCH = 200
@@ -53,15 +59,17 @@ def json_spellings(user_id: str) -> list[str]:
 
 
 def roles_in_body(body: Any, user_id: str) -> set[str]:
-    """What the stored body says of the user: the caller (the event's ``user`` or the call's
-    ``created_by``, as worker.stream_events reads them) and/or a member it lists."""
+    """What the stored body says of the user: the caller (the call's ``created_by``, or the
+    ``user`` of an event the caller sends, as worker.stream_events reads them), the actor (the
+    ``user`` who accepted, rejected or ended it) and/or a member it lists."""
     roles: set[str] = set()
     if not isinstance(body, Mapping):
         return roles
     call = _mapping(body.get("call"))
-    callers = (_mapping(body.get("user")).get("id"), _mapping(call.get("created_by")).get("id"))
-    if user_id in callers:
+    if _mapping(call.get("created_by")).get("id") == user_id:
         roles.add(CALLER)
+    if _mapping(body.get("user")).get("id") == user_id:
+        roles.add(CALLER if body.get("type") in _SENT_BY_CALLER else ACTOR)
     members = body.get("members")
     if isinstance(members, list):
         for entry in members:

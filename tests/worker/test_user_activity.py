@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.ops_data import API_KEY, Seeder, notification_body, now, ring_body
+from tests.ops_data import API_KEY, Seeder, notification_body, now, ring_body, stop_body
 from worker import user_activity, user_events
 from worker.storage import preferences
 from worker.storage.database import Database
@@ -192,3 +192,15 @@ def test_json_spellings():
     assert user_events.json_spellings("bob") == ['"bob"']
     assert user_events.json_spellings("zoë") == ['"zoë"', '"zo\\u00eb"']
     assert user_events.json_spellings("a&b") == ['"a&b"', '"a\\u0026b"']
+
+
+def test_who_accepted_or_ended_is_the_actor_and_the_calls_creator_its_caller(db):
+    seed = Seeder(db)
+    accepted = seed.event(stop_body("call.accepted", "default:c1", "bob"))
+    ended = seed.event(
+        {**stop_body("call.ended", "default:c1", "carol"), "call": {"created_by": {"id": "bob"}}}
+    )
+    found = {e.id: e for e in activity(db).events}
+    assert found[accepted].roles == ("actor",) and found[accepted].no_push is None
+    assert found[ended].roles == ("caller",)
+    assert [e.id for e in activity(db, "carol").events] == [ended]
