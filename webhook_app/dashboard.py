@@ -197,6 +197,7 @@ def index() -> ResponseReturnValue:
         "status": args.get("status", ""),
         "type": stored_text(args.get("type", ""), "type").strip(),
         "call": stored_text(args.get("call", ""), "call").strip(),
+        "user": user_id_text(args.get("user", ""), "user").strip(),
         "since": args.get("since", DEFAULT_SINCE).strip(),
         "until": args.get("until", "").strip(),
     }
@@ -214,6 +215,9 @@ def index() -> ResponseReturnValue:
     # An unknown app is reported, and matches nothing (never every app's events).
     api_key = filters["app"] or None
     _app_filter(filters["app"], problems)
+    if filters["user"] and since is None:
+        # The search by user reads the window's stored bodies: always a bounded window.
+        since = utcnow() - user_activity.DEFAULT_WINDOW
     with receiver().db.transaction() as session:
         found = event_log.list_events(
             session,
@@ -224,6 +228,7 @@ def index() -> ResponseReturnValue:
             until=until,
             limit=200,
             api_key=api_key,
+            user_id=filters["user"] or None,
         )
         counts = event_log.push_counts(session, utcnow() - timedelta(hours=1), api_key)
     return _page(

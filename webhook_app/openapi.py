@@ -624,6 +624,12 @@ OPENAPI: dict[str, Any] = {
                     {"name": "type", "in": "query", "schema": TEXT},
                     {"name": "call", "in": "query", "schema": TEXT},
                     {
+                        "name": "user",
+                        "in": "query",
+                        "description": "Only events that concerned this user id.",
+                        "schema": {**TEXT, "maxLength": 255},
+                    },
+                    {
                         "name": "since",
                         "in": "query",
                         "description": "As the admin API's (default 24h); an unreadable time "

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -179,3 +180,13 @@ def test_the_user_page(world):
     assert odd.status_code == 200 and "since: " in odd.get_data(as_text=True)
     paged = client.get(f"/dashboard/users/bob?app={API_KEY}&since=4d").get_data(as_text=True)
     assert f'data-event-id="{ids["old"]}"' in paged
+
+
+def test_the_events_page_filters_by_user(world):
+    client, _, ids = world
+    logged_in(client)
+    page = client.get(f"/dashboard/?user=bob&app={API_KEY}").get_data(as_text=True)
+    listed = [int(i) for i in re.findall(r'href="/dashboard/events/(\d+)"', page)]
+    assert listed == [ids["fanout"], ids["calling"], ids["rung"]]
+    assert 'name="user" value="bob"' in page
+    assert client.get("/dashboard/?user=" + "b" * 256).status_code == 400
