@@ -91,7 +91,12 @@ def matching_event_ids(
     wanted = limit + 1
     found = set(_ids_with_deliveries(session, user_id, conditions, wanted))
     found.update(_ids_in_chunks(session, user_id, conditions, wanted))
-    found.update(_ids_in_bodies(session, user_id, conditions, wanted))
+    # Only the newest `wanted` ids of the union count: once the indexed searches found that
+    # many, the body search need not read bodies older than the oldest of those (for a user
+    # who is rung often, the span of his last pages instead of the whole window).
+    newest = sorted(found, reverse=True)[:wanted]
+    floor = [WebhookEvent.id >= newest[-1]] if len(newest) == wanted else []
+    found.update(_ids_in_bodies(session, user_id, [*conditions, *floor], wanted))
     ordered = sorted(found, reverse=True)
     return ordered[:limit], len(ordered) > limit
 

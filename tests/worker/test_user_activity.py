@@ -204,3 +204,30 @@ def test_who_accepted_or_ended_is_the_actor_and_the_calls_creator_its_caller(db)
     assert found[accepted].roles == ("actor",) and found[accepted].no_push is None
     assert found[ended].roles == ("caller",)
     assert [e.id for e in activity(db, "carol").events] == [ended]
+
+
+def test_pages_interleave_pushed_events_and_events_only_in_bodies(db):
+    """The body search is cut at the oldest of the indexed finds: an event only in a body (bob
+    calling) still comes in its place among the rings he was pushed."""
+    seed = Seeder(db)
+    phone = seed.device("dave", "fcm", "dave-fcm-" + "d" * 40)
+    t0 = now() - timedelta(minutes=30)
+    order = []
+    for n in range(5):
+        at = t0 + timedelta(minutes=n)
+        if n == 2:
+            order.append(seed.event(ring_body("default:out", "dave", ["erin"]), received_at=at))
+            continue
+        rung = seed.event(ring_body(f"default:in{n}", "erin", ["dave"]), received_at=at)
+        seed.delivery(rung, phone, "sent", user_id="dave", platform="fcm", kind="data")
+        order.append(rung)
+    newest_first = order[::-1]
+    pages, before = [], None
+    while True:
+        page = activity(db, "dave", limit=2, before=before)
+        pages.append([e.id for e in page.events])
+        if page.next_before is None:
+            break
+        before = page.next_before
+    assert pages == [newest_first[:2], newest_first[2:4], newest_first[4:]]
+    assert activity(db, "dave", limit=3).events[2].roles == ("caller",)
