@@ -219,8 +219,8 @@ def list_events(
         ids, _more = user_events.matching_event_ids(session, user_id, conditions, limit)
         query = select(WebhookEvent).where(WebhookEvent.id.in_(ids))
     rows = list(session.scalars(query.order_by(WebhookEvent.id.desc()).limit(limit)))
-    counts = push_counts_by_event(session, [row.id for row in rows])
-    return [summarise(row, counts.get(row.id, {})) for row in rows]
+    counts = _push_counts_by_event(session, [row.id for row in rows])
+    return [_summary(row, counts.get(row.id, {})) for row in rows]
 
 
 def event_conditions(
@@ -517,7 +517,7 @@ def format_pushes(counts: Mapping[str, int]) -> str:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def summarise(row: WebhookEvent, pushes: Mapping[str, int]) -> EventSummary:
+def _summary(row: WebhookEvent, pushes: Mapping[str, int]) -> EventSummary:
     return EventSummary(
         id=row.id,
         api_key=row.api_key,
@@ -532,7 +532,7 @@ def summarise(row: WebhookEvent, pushes: Mapping[str, int]) -> EventSummary:
     )
 
 
-def push_counts_by_event(session: Session, event_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+def _push_counts_by_event(session: Session, event_ids: Sequence[int]) -> dict[int, dict[str, int]]:
     if not event_ids:
         return {}
     rows = session.execute(
