@@ -190,3 +190,16 @@ def test_the_events_page_filters_by_user(world):
     assert listed == [ids["fanout"], ids["calling"], ids["rung"]]
     assert 'name="user" value="bob"' in page
     assert client.get("/dashboard/?user=" + "b" * 256).status_code == 400
+
+
+def header_of(page: str) -> str:
+    return page.split("</header>")[0]
+
+
+def test_the_search_box_keeps_the_pages_app(world):
+    client, _, _ = world
+    logged_in(client)
+    scoped = client.get(f"/dashboard/users/bob?app={API_KEY}").get_data(as_text=True)
+    assert f'<input type="hidden" name="app" value="{API_KEY}">' in header_of(scoped)
+    every_app = client.get("/dashboard/users/bob").get_data(as_text=True)
+    assert 'name="app"' not in header_of(every_app)
