@@ -100,10 +100,10 @@ def test_bob_in_three_clicks_at_desktop_width(site):
         trace = page.inner_text("#trace")
         assert trace.count("push to bob") == 2 and "INTERNAL" in trace
 
-        # A call id and an event id in the same box go to their pages.
+        # A call id and an event id in the same box go to their pages (in this page's app).
         page.fill("header input[name=q]", "default:c2")
         page.press("header input[name=q]", "Enter")
-        page.wait_for_url(f"{base}/dashboard/calls/default:c2")
+        page.wait_for_url(f"{base}/dashboard/calls/default:c2?app={API_KEY}")
         page.fill("header input[name=q]", str(ids["calling"]))
         page.press("header input[name=q]", "Enter")
         page.wait_for_url(f"{base}/dashboard/events/{ids['calling']}")
