@@ -131,6 +131,7 @@ def test_bob_at_phone_width_without_sideways_scrolling(site):
             "event": f"{base}/dashboard/events/{ids['rung']}",
             "call": f"{base}/dashboard/calls/default:c1?app={API_KEY}",
             "user in every app": f"{base}/dashboard/users/bob",
+            "not found": f"{base}/dashboard/events/999999",
         }
         for name, url in pages.items():
             page.goto(url)
