@@ -1,11 +1,12 @@
 """The admin HTTP API: the event log, replays and device lookup, for operators' scripts.
 
-    GET  /admin/events              ?app= &status= &type= &call= &since= &until= &limit=
+    GET  /admin/events              ?app= &status= &type= &call= &user= &since= &until= &limit=
     GET  /admin/events/<id>
     POST /admin/replay              {"event_ids": [...]} | {"failed": true, "since", "until"?,
                                      "type"?, "app"?}, "dry_run"?, "force"?
     GET  /admin/devices             ?app= &user_id= &limit=
     GET  /admin/calls/<cid>/trace   ?app=
+    GET  /admin/users/<user_id>     ?app= &since= &until= &limit= &before=
 
 ``app`` is a configured Stream app's API key: call ids and user ids are only unique within an
 app (each app is a tenant).
@@ -37,8 +38,9 @@ from webhook_app.operator_input import (
     json_body,
     json_text_problem,
     stored_text,
+    user_id_text,
 )
-from worker import event_log
+from worker import event_log, user_activity
 from worker.replay_jobs import (
     MAX_SELECTED,
     ReplayPlan,
@@ -46,6 +48,7 @@ from worker.replay_jobs import (
     failed_event_ids,
     replay_events,
 )
+from worker.storage.models import utcnow
 from worker.tasks import enqueue_replay
 
 log = logging.getLogger("callpush.admin")
@@ -124,18 +127,49 @@ def list_events() -> ResponseReturnValue:
         raise AdminError(
             400, f"status must be one of {', '.join(event_log.EVENT_STATUSES)}", field="status"
         )
+    user_id = user_id_text(args.get("user", ""), "user") or None
+    since = _time(args.get("since"), "since")
+    if user_id is not None and since is None:
+        # The search by user reads the window's stored bodies: always a bounded window.
+        since = utcnow() - user_activity.DEFAULT_WINDOW
     with receiver().db.transaction() as session:
         found = event_log.list_events(
             session,
             status=status,
             event_type=stored_text(args.get("type", ""), "type") or None,
             call_cid=stored_text(args.get("call", ""), "call") or None,
-            since=_time(args.get("since"), "since"),
+            since=since,
             until=_time(args.get("until"), "until"),
             limit=_limit(args.get("limit"), default=100),
             api_key=_app(args.get("app")),
+            user_id=user_id,
         )
     return jsonify(events=event_log.as_json(found))
+
+
+@blueprint.get("/users/<user_id>")
+def user(user_id: str) -> ResponseReturnValue:
+    """A user's devices, call-push preferences and the events that concerned them (newest
+    first, paged by ``before``), each with every push to each of their devices."""
+    user_id_text(user_id, "user_id")
+    args = request.args
+    api_key = _app(args.get("app"))
+    since = _time(args.get("since"), "since") or utcnow() - user_activity.DEFAULT_WINDOW
+    before_text = args.get("before")
+    before = (
+        bounded_int(before_text, "before", 1, event_log.MAX_ID) if before_text is not None else None
+    )
+    with receiver().db.transaction() as session:
+        overview = user_activity.user_overview(
+            session,
+            user_id,
+            since,
+            _time(args.get("until"), "until"),
+            api_key,
+            limit=_limit(args.get("limit"), default=user_activity.DEFAULT_LIMIT),
+            before=before,
+        )
+    return jsonify(event_log.as_json(overview))
 
 
 @blueprint.get("/events/<int:event_id>")

@@ -7,6 +7,8 @@
     /dashboard/events/<id>      one event, its recipients and deliveries, a replay button
     /dashboard/replay    POST   a dry run first (what would be re-sent), then the replay
     /dashboard/calls/<cid>      one call's timeline
+    /dashboard/users/<user_id>  one user: devices, preferences, recent events with each outcome
+    /dashboard/search           the header's search box: to a call, an event or a user
 
 The cookie names a server-side session and holds no token (see webhook_app.admin_auth); every
 form carries a CSRF token derived from the admin token and the session.  Bad input is a 400 page
@@ -34,11 +36,12 @@ from webhook_app.operator_input import (
     bounded_int,
     check_query,
     stored_text,
+    user_id_text,
 )
-from worker import event_log
+from worker import event_log, user_activity
 from worker.replay_jobs import MAX_SELECTED, describe_replay, failed_event_ids, replay_events
 from worker.storage import dashboard_sessions
-from worker.storage.models import utcnow
+from worker.storage.models import WebhookEvent, utcnow
 from worker.tasks import enqueue_replay
 
 log = logging.getLogger("callpush.dashboard")
@@ -51,6 +54,9 @@ DEFAULT_SINCE = "24h"
 BODY_CHARS = 256 * 1024
 # `next` after logging in: a path of the dashboard, in printable ASCII (a redirect's Location).
 _NEXT = re.compile(r"/dashboard/[\x21-\x7e]*")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+# The user page shows this many events per page (older ones: the next page).
+USER_EVENTS_SHOWN = 50
 # Inline CSS only, no scripts, forms post to this site, never framed.
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
@@ -191,6 +197,7 @@ def index() -> ResponseReturnValue:
         "status": args.get("status", ""),
         "type": stored_text(args.get("type", ""), "type").strip(),
         "call": stored_text(args.get("call", ""), "call").strip(),
+        "user": user_id_text(args.get("user", ""), "user").strip(),
         "since": args.get("since", DEFAULT_SINCE).strip(),
         "until": args.get("until", "").strip(),
     }
@@ -208,6 +215,9 @@ def index() -> ResponseReturnValue:
     # An unknown app is reported, and matches nothing (never every app's events).
     api_key = filters["app"] or None
     _app_filter(filters["app"], problems)
+    if filters["user"] and since is None:
+        # The search by user reads the window's stored bodies: always a bounded window.
+        since = utcnow() - user_activity.DEFAULT_WINDOW
     with receiver().db.transaction() as session:
         found = event_log.list_events(
             session,
@@ -218,6 +228,7 @@ def index() -> ResponseReturnValue:
             until=until,
             limit=200,
             api_key=api_key,
+            user_id=filters["user"] or None,
         )
         counts = event_log.push_counts(session, utcnow() - timedelta(hours=1), api_key)
     return _page(
@@ -268,6 +279,74 @@ def call(call_cid: str) -> ResponseReturnValue:
         entries=entries,
         start=start,
     )
+
+
+@blueprint.get("/users/<user_id>")
+def user(user_id: str) -> ResponseReturnValue:
+    """Did the user's phone ring: devices, preferences, recent events with each outcome."""
+    user_id_text(user_id, "user_id")
+    args = request.args
+    api_key = _known_app(args.get("app", "").strip())
+    filters = {
+        "since": args.get("since", DEFAULT_SINCE).strip() or DEFAULT_SINCE,
+        "until": args.get("until", "").strip(),
+    }
+    problems = []
+    since = utcnow() - user_activity.DEFAULT_WINDOW
+    until = None
+    try:
+        since = event_log.parse_time(filters["since"])
+    except ValueError as error:
+        problems.append(f"since: {error}")
+    try:
+        until = event_log.parse_time(filters["until"]) if filters["until"] else None
+    except ValueError as error:
+        problems.append(f"until: {error}")
+    before_text = args.get("before")
+    before = (
+        bounded_int(before_text, "before", 1, event_log.MAX_ID) if before_text is not None else None
+    )
+    with receiver().db.transaction() as session:
+        overview = user_activity.user_overview(
+            session, user_id, since, until, api_key, limit=USER_EVENTS_SHOWN, before=before
+        )
+    return _page(
+        "dashboard/user.html",
+        user=overview,
+        app=api_key,
+        apps=_app_keys(),
+        filters=filters,
+        problems=problems,
+        before=before,
+        now=utcnow(),
+        format_latency=event_log.format_latency,
+    )
+
+
+@blueprint.get("/search")
+def search() -> ResponseReturnValue:
+    """The header's search box: a call id has a ':' (Stream's `type:id`), an event id is
+    digits, anything else is a user id.  Digits that are both an existing event and a known
+    user get a page to choose."""
+    query = stored_text(request.args.get("q", ""), "q").strip()
+    api_key = _known_app(request.args.get("app", "").strip())
+    if not query:
+        return redirect(url_for("dashboard.index"))
+    if ":" in query:
+        return redirect(url_for("dashboard.call", call_cid=query, app=api_key))
+    user_page = url_for("dashboard.user", user_id=query, app=api_key)
+    if not _DIGITS.fullmatch(query) or not 1 <= int(query) <= event_log.MAX_ID:
+        return redirect(user_page)
+    with receiver().db.transaction() as session:
+        found = session.get(WebhookEvent, int(query))
+        event_id = found.id if found is not None and api_key in (None, found.api_key) else None
+        known_user = user_activity.is_known_user(session, query, api_key)
+    if event_id is None:
+        return redirect(user_page)
+    event_page = url_for("dashboard.event", event_id=event_id)
+    if not known_user:
+        return redirect(event_page)
+    return _page("dashboard/search.html", query=query, event_page=event_page, user_page=user_page)
 
 
 @blueprint.post("/replay")
@@ -378,6 +457,16 @@ def _app_filter(value: str, problems: list[str]) -> str | None:
     if receiver().settings.app_for_key(value) is None:
         problems.append("app: not the API key of a configured Stream app")
         return None
+    return value
+
+
+def _known_app(value: str) -> str | None:
+    """A page's ``app``: unset, or a configured Stream app's API key (any other: a 404, as the
+    admin API answers; the app named does not exist here)."""
+    if not value:
+        return None
+    if receiver().settings.app_for_key(value) is None:
+        raise PageError(404, "No configured Stream app has this API key.")
     return value
 
 

@@ -459,6 +459,16 @@ OPENAPI: dict[str, Any] = {
                         "description": "A call cid.",
                         "schema": {**TEXT, "examples": ["default:123"]},
                     },
+                    {
+                        "name": "user",
+                        "in": "query",
+                        "description": (
+                            "Only events that concerned this user id: as the caller, a member, "
+                            "a fan-out recipient or the owner of a device pushed to. `since` "
+                            "then defaults to 24h ago (the search reads the window's bodies)."
+                        ),
+                        "schema": {**TEXT, "maxLength": 255, "examples": ["bob"]},
+                    },
                     {"name": "since", "in": "query", "schema": TIME_QUERY},
                     {"name": "until", "in": "query", "schema": TIME_QUERY},
                     {
@@ -581,6 +591,43 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/admin/users/{user_id}": {
+            "get": {
+                "tags": ["admin"],
+                "summary": (
+                    "Did the user's phone ring? Their devices, call-push preferences and the "
+                    "events that concerned them, each with every push to each of their devices"
+                ),
+                "security": ADMIN,
+                "parameters": [
+                    _ref_param("UserIdPath"),
+                    _ref_param("AppFilter"),
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "Default: 24h ago.",
+                        "schema": TIME_QUERY,
+                    },
+                    {"name": "until", "in": "query", "schema": TIME_QUERY},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "Events per page.",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                    },
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "description": "The next page: `activity.next_before` of this one.",
+                        "schema": EVENT_ID,
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ref("UserOverview"), "The user (empty lists for no one)."),
+                    **ADMIN_ERRORS,
+                },
+            }
+        },
         "/dashboard/": {
             "get": _dashboard_page(
                 "Recent events with filters; pushes last hour",
@@ -593,6 +640,12 @@ OPENAPI: dict[str, Any] = {
                     },
                     {"name": "type", "in": "query", "schema": TEXT},
                     {"name": "call", "in": "query", "schema": TEXT},
+                    {
+                        "name": "user",
+                        "in": "query",
+                        "description": "Only events that concerned this user id.",
+                        "schema": {**TEXT, "maxLength": 255},
+                    },
                     {
                         "name": "since",
                         "in": "query",
@@ -645,6 +698,44 @@ OPENAPI: dict[str, Any] = {
         },
         "/dashboard/calls/{call_cid}": {
             "get": _dashboard_page("One call's timeline", [_ref_param("CallCid")])
+        },
+        "/dashboard/users/{user_id}": {
+            "get": _dashboard_page(
+                "One user: devices, preferences, recent calls with each device's outcome",
+                [
+                    _ref_param("UserIdPath"),
+                    {
+                        "name": "app",
+                        "in": "query",
+                        "description": "Only this Stream app's (an unknown one: 404).",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "Default 24h; an unreadable time is shown on the page.",
+                        "schema": {"type": "string"},
+                    },
+                    {"name": "until", "in": "query", "schema": {"type": "string"}},
+                    {"name": "before", "in": "query", "schema": EVENT_ID},
+                ],
+            )
+        },
+        "/dashboard/search": {
+            "get": _dashboard_page(
+                "The header's search box: a call id (has `:`) to its timeline, an event id "
+                "(digits) to the event, anything else to the user page; digits that are both "
+                "an event and a known user get a page to choose",
+                [
+                    {"name": "q", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "app",
+                        "in": "query",
+                        "description": "Kept on the page searched to (an unknown one: 404).",
+                        "schema": {"type": "string"},
+                    },
+                ],
+            )
         },
         "/dashboard/replay": {
             "post": _dashboard_form(
@@ -732,6 +823,12 @@ OPENAPI: dict[str, Any] = {
                 "in": "path",
                 "required": True,
                 "schema": EVENT_ID,
+            },
+            "UserIdPath": {
+                "name": "user_id",
+                "in": "path",
+                "required": True,
+                "schema": {**USER_ID, "examples": ["bob"]},
             },
             "CallCid": {
                 "name": "call_cid",
@@ -1007,6 +1104,77 @@ OPENAPI: dict[str, Any] = {
                     "last_push_status": {"oneOf": [DELIVERY_STATUS, {"type": "null"}]},
                     "last_push_at": NULLABLE_TIMESTAMP,
                     "last_push_event_id": _nullable("integer"),
+                },
+            },
+            "UserEvent": {
+                "type": "object",
+                "required": ["id", "event_type", "status", "received_at", "roles", "pushes"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "api_key": {"type": "string", "description": "The Stream app."},
+                    "event_type": {"type": "string"},
+                    "call_cid": _nullable("string"),
+                    "status": EVENT_STATUS,
+                    "status_reason": _nullable("string"),
+                    "received_at": TIMESTAMP,
+                    "roles": {
+                        "type": "array",
+                        "items": {
+                            "type": "string",
+                            "enum": ["actor", "caller", "member", "recipient"],
+                        },
+                        "description": (
+                            "`caller`: created the call or sent the ring; `actor`: accepted, "
+                            "rejected or ended it; `member`: listed in the event; `recipient`: "
+                            "pushed to, or in the fan-out's recipients."
+                        ),
+                    },
+                    "pushes": {
+                        "type": "array",
+                        "items": _ref("Delivery"),
+                        "description": "Every push to one of the user's devices.",
+                    },
+                    "no_push": _nullable(
+                        "string",
+                        description="A recipient with no push recorded: why (muted, devices).",
+                    ),
+                },
+            },
+            "UserActivity": {
+                "type": "object",
+                "required": ["user_id", "since", "events", "next_before"],
+                "properties": {
+                    "user_id": {"type": "string"},
+                    "api_key": _nullable("string"),
+                    "since": TIMESTAMP,
+                    "until": NULLABLE_TIMESTAMP,
+                    "events": {"type": "array", "items": _ref("UserEvent")},
+                    "next_before": _nullable(
+                        "integer", description="`before` for the next (older) page; null: last."
+                    ),
+                },
+            },
+            "UserOverview": {
+                "type": "object",
+                "required": ["user_id", "devices", "preferences", "activity"],
+                "properties": {
+                    "user_id": {"type": "string"},
+                    "api_key": _nullable("string"),
+                    "devices": {"type": "array", "items": _ref("DeviceSummary")},
+                    "preferences": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "api_key": {"type": "string"},
+                                "muted": {"type": "boolean"},
+                                "muted_until": NULLABLE_TIMESTAMP,
+                                "muted_now": {"type": "boolean"},
+                                "updated_at": TIMESTAMP,
+                            },
+                        },
+                    },
+                    "activity": _ref("UserActivity"),
                 },
             },
             "ReplayRequest": {

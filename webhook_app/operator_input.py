@@ -18,6 +18,8 @@ from worker.text_escaping import unstorable_reason
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 MAX_JSON_DEPTH = 32
+# As long as a stored user id can be (devices.user_id, deliveries.user_id).
+MAX_USER_ID = 255
 
 
 class InvalidInput(ValueError):
@@ -47,6 +49,14 @@ def stored_text(value: str, name: str) -> str:
     reason = unstorable_reason(value)
     if reason is not None:
         raise InvalidInput(name, f"{name} {reason}")
+    return value
+
+
+def user_id_text(value: str, name: str) -> str:
+    """A user id to look up: storable text of at most MAX_USER_ID characters."""
+    stored_text(value, name)
+    if len(value) > MAX_USER_ID:
+        raise InvalidInput(name, f"{name} is longer than {MAX_USER_ID} characters")
     return value
 
 

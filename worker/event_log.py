@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
+from worker import user_events
 from worker.durations import parse_duration
 from worker.push.base import redact_token
 from worker.recipients import ring_recipients
@@ -206,25 +207,49 @@ def list_events(
     until: datetime | None = None,
     limit: int = 100,
     api_key: str | None = None,
+    user_id: str | None = None,
 ) -> list[EventSummary]:
-    """The newest events first, filtered; each with its pushes counted by status."""
-    query = select(WebhookEvent)
-    if api_key is not None:
-        query = query.where(WebhookEvent.api_key == api_key)
-    if status is not None:
-        query = query.where(WebhookEvent.status == status)
-    if event_type is not None:
-        query = query.where(WebhookEvent.event_type == event_type)
-    if call_cid is not None:
-        query = query.where(WebhookEvent.call_cid == call_cid)
-    if since is not None:
-        query = query.where(WebhookEvent.received_at >= since)
-    if until is not None:
-        query = query.where(WebhookEvent.received_at < until)
+    """The newest events first, filtered; each with its pushes counted by status.  With
+    ``user_id``, only the events that concerned that user (worker.user_events): callers bound
+    the time window (``since``), as that search reads the window's bodies."""
+    conditions = event_conditions(api_key, status, event_type, call_cid, since, until)
     limit = max(1, min(limit, MAX_LIMIT))
+    query = select(WebhookEvent).where(*conditions)
+    if user_id is not None:
+        ids, _more = user_events.matching_event_ids(session, user_id, conditions, limit)
+        query = select(WebhookEvent).where(WebhookEvent.id.in_(ids))
     rows = list(session.scalars(query.order_by(WebhookEvent.id.desc()).limit(limit)))
     counts = _push_counts_by_event(session, [row.id for row in rows])
     return [_summary(row, counts.get(row.id, {})) for row in rows]
+
+
+def event_conditions(
+    api_key: str | None = None,
+    status: str | None = None,
+    event_type: str | None = None,
+    call_cid: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: int | None = None,
+) -> list[ColumnElement[bool]]:
+    """The event log's filters as conditions on WebhookEvent (``before``: ids below it, the
+    cursor of the next page)."""
+    conditions: list[ColumnElement[bool]] = []
+    if api_key is not None:
+        conditions.append(WebhookEvent.api_key == api_key)
+    if status is not None:
+        conditions.append(WebhookEvent.status == status)
+    if event_type is not None:
+        conditions.append(WebhookEvent.event_type == event_type)
+    if call_cid is not None:
+        conditions.append(WebhookEvent.call_cid == call_cid)
+    if since is not None:
+        conditions.append(WebhookEvent.received_at >= since)
+    if until is not None:
+        conditions.append(WebhookEvent.received_at < until)
+    if before is not None:
+        conditions.append(WebhookEvent.id < before)
+    return conditions
 
 
 def event_detail(session: Session, event_id: int) -> EventDetail | None:
@@ -254,7 +279,7 @@ def event_detail(session: Session, event_id: int) -> EventDetail | None:
         replay_force=row.replay_force,
         processed_at=row.processed_at,
         recipients=_recipients(session, row, body),
-        deliveries=tuple(_delivery_view(d) for d in deliveries),
+        deliveries=tuple(delivery_view(d) for d in deliveries),
         body=body,
     )
 
@@ -592,7 +617,7 @@ def _unreached_recipients(
             event_type=event.event_type,
             summary=(
                 f"no push to {user}: {'call pushes muted; ' if user in muted else ''}"
-                f"{_devices_now(devices[user], ring)}"
+                f"{describe_devices(devices[user], ring)}"
             ),
             user_id=user,
             api_key=event.api_key,
@@ -613,7 +638,7 @@ def _unreached_recipients(
     return entries
 
 
-def _devices_now(devices: Sequence[Device], ring: bool) -> str:
+def describe_devices(devices: Sequence[Device], ring: bool) -> str:
     if not devices:
         return "no device registered"
     described = []
@@ -630,7 +655,7 @@ def _devices_now(devices: Sequence[Device], ring: bool) -> str:
     return "; ".join(described) + (f"; and {more} more" if more > 0 else "")
 
 
-def _delivery_view(d: Delivery) -> DeliveryView:
+def delivery_view(d: Delivery) -> DeliveryView:
     return DeliveryView(
         id=d.id,
         device_id=d.device_id,

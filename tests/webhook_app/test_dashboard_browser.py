@@ -242,7 +242,7 @@ def test_dashboard_login_filter_detail_and_replay(site, tmp_path):
         assert event_state(db, ids["failed"])[1] == 1
 
         # Logging out ends the session.
-        page.click("header button")
+        page.click("header form.logout button")
         page.wait_for_url(f"{base}/dashboard/login")
         page.goto(f"{base}/dashboard/")
         assert page.url.startswith(f"{base}/dashboard/login")

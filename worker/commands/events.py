@@ -30,9 +30,12 @@ from worker.replay_jobs import (
 )
 from worker.settings import Settings
 from worker.storage.database import Database
+from worker.storage.models import utcnow
 from worker.text_escaping import escape_controls, escape_unsafe_in_json
 from worker.webhook_intake import IntakeRules
 
+# `events list --user` without --since: the search by user reads the window's bodies.
+USER_SEARCH_WINDOW = timedelta(hours=24)
 # Replays of at least this many events get a progress bar.
 PROGRESS_FROM = 5
 
@@ -140,6 +143,13 @@ def events() -> None:
 )
 @click.option("--type", "event_type", default=None, metavar="TYPE", help="e.g. call.ring")
 @click.option("--call", "call_cid", default=None, metavar="CID", help="e.g. default:123")
+@click.option(
+    "--user",
+    "user_id",
+    default=None,
+    metavar="USER_ID",
+    help="only events that concerned this user (caller or recipient; --since defaults to 24h)",
+)
 @click.option("--since", type=TIME, default=None, help="1h, 30m, 2d or an ISO 8601 time")
 @click.option("--until", type=TIME, default=None, help="1h, 30m, 2d or an ISO 8601 time")
 @click.option("--limit", type=click.IntRange(1, event_log.MAX_LIMIT), default=50, show_default=True)
@@ -151,6 +161,7 @@ def list_(
     status: str | None,
     event_type: str | None,
     call_cid: str | None,
+    user_id: str | None,
     since: datetime | None,
     until: datetime | None,
     limit: int,
@@ -159,6 +170,9 @@ def list_(
 ) -> None:
     """The newest events first (times in UTC)."""
     api_key = check_app(ctx, app)
+    if user_id is not None and since is None:
+        # The search by user reads the window's stored bodies: always a bounded window.
+        since = utcnow() - USER_SEARCH_WINDOW
     with database(ctx) as db, db.transaction() as session:
         found = event_log.list_events(
             session,
@@ -169,6 +183,7 @@ def list_(
             until=until,
             limit=limit,
             api_key=api_key,
+            user_id=user_id,
         )
     if as_json:
         echo_json({"events": found})
