@@ -218,6 +218,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "device_id"),
         Index("ix_deliveries_status_created_at", "status", "created_at"),
+        # A user's pushes, newest event first (worker.user_events: "did Bob's phone ring?").
+        Index("ix_deliveries_user_id_event_id", "user_id", "event_id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
