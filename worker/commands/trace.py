@@ -46,7 +46,9 @@ def trace(ctx: click.Context, call_cid: str, app: str | None, as_json: bool) -> 
     several = len(apps) > 1
     for entry in entries:
         offset = (entry.at - start).total_seconds()
-        marker = {"webhook": "<-", "recipients": "  ", "push": "->", "device": " x"}[entry.kind]
+        marker = {"webhook": "<-", "recipients": "  ", "push": "->", "phone": "=>", "device": " x"}[
+            entry.kind
+        ]
         app = f"[{entry.api_key}] " if several and entry.kind == "webhook" else ""
         line = (
             f"{_clock(entry.at)}  +{offset:8.3f}s  {marker} #{entry.event_id:<6} "
