@@ -9,12 +9,15 @@ import time
 
 import jwt
 import pytest
+from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
 from tests.worker.scripted_provider import ScriptedProvider
 from webhook_app import create_app
 from worker import event_log, sample_events
 from worker.celery_app import create_celery
+from worker.commands.events import events
+from worker.commands.trace import trace
 from worker.event_processing import process_event, stored_status
 from worker.notifications import deliver_chunk
 from worker.payloads import RECEIPT_ID_KEY
@@ -34,6 +37,7 @@ API_KEY = "test-key"
 SECRET = "test-secret-0123456789abcdef0123456789abcdef0123456789abcdef0123"
 OTHER_KEY = "other-key"
 OTHER_SECRET = "other-secret-0123456789abcdef0123456789abcdef0123456789abcdef01"
+ADMIN_TOKEN = "receipts-admin-token-0123456789abcdef"
 
 BOB_VOIP = "b0b" + "1" * 61
 BOB_ANDROID = "bob-fcm-token"
@@ -69,6 +73,7 @@ def world(database_url, monkeypatch):
             {"api_key": OTHER_KEY, "api_secrets": [OTHER_SECRET]},
         ],
         apns={"bundle_id": "com.example.app"},
+        admin_token=ADMIN_TOKEN,
     )
     apns, fcm = ScriptedProvider("apns"), ScriptedProvider("fcm")
     queued: list[tuple[int, int]] = []
@@ -97,16 +102,16 @@ def world(database_url, monkeypatch):
                 )
     web_db = Database(database_url)
     app = create_app(settings, db=web_db, celery=create_celery(settings))
-    world = World(services, apns, fcm, queued, app.test_client())
+    world = World(services, apns, fcm, queued, app.test_client(), database_url)
     yield world
     web_db.dispose()
     services.close()
 
 
 class World:
-    def __init__(self, services, apns, fcm, queued, client):
+    def __init__(self, services, apns, fcm, queued, client, database_url):
         self.services, self.apns, self.fcm, self.queued = services, apns, fcm, queued
-        self.client = client
+        self.client, self.database_url = client, database_url
 
     def push(self, event: dict, api_key: str = API_KEY) -> int:
         """Store and process ``event`` as the worker would; returns its id."""
@@ -224,6 +229,39 @@ def test_the_phone_confirms_its_push_and_trace_and_event_page_show_it(world):
     assert entry.latency_ms == pytest.approx(body["latency_ms"])
     # After the push it confirms, in the call's timeline.
     assert [e.kind for e in trace].index("phone") > [e.kind for e in trace].index("push")
+
+
+def test_the_dashboard_and_the_cli_show_the_phones_receipt(world, tmp_path, monkeypatch):
+    event_id = world.push(sample_events.ring_event("alice", ["bob", "carol"]))
+    answer = world.confirm(world.receipt_of(BOB_ANDROID), BOB)
+    assert answer.status_code == 200
+    shown = f"delivered to phone, +{event_log.format_latency(answer.json['latency_ms'])}"
+    with world.services.db.transaction() as session:
+        detail = event_log.event_detail(session, event_id)
+        assert detail is not None and detail.call_cid is not None
+        call_cid = detail.call_cid
+
+    client = world.client
+    assert client.post("/dashboard/login", data={"token": ADMIN_TOKEN}).status_code == 302
+    event_page = client.get(f"/dashboard/events/{event_id}").get_data(as_text=True)
+    assert event_page.count(shown) == 1  # bob's Android
+    assert event_page.count("no receipt") == 3  # bob's iPhone, carol's two phones
+    call_page = client.get(f"/dashboard/calls/{call_cid}").get_data(as_text=True)
+    assert f"{shown}: bob fcm data" in call_page
+
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no callpush.toml from the working directory
+    env = {
+        "CALLPUSH_DATABASE_URL": world.database_url,
+        "CALLPUSH_STREAM_API_KEY": API_KEY,
+        "CALLPUSH_STREAM_API_SECRET": SECRET,
+    }
+    runner = CliRunner()
+    timeline = runner.invoke(trace, [call_cid], env=env, catch_exceptions=False).output
+    (line,) = [line for line in timeline.splitlines() if "=>" in line]
+    assert f"=> #{event_id}" in line and f"{shown}: bob fcm data" in line
+    show = runner.invoke(events, ["show", str(event_id)], env=env, catch_exceptions=False)
+    assert show.output.count(shown) == 1
 
 
 def test_a_repeated_receipt_is_answered_200_and_keeps_the_first_time(world):
