@@ -28,9 +28,9 @@ _STYLE = {
 @click.pass_context
 def trace(ctx: click.Context, call_cid: str, app: str | None, as_json: bool) -> None:
     """Each webhook of the call, the devices each event resolved to, each push with its
-    outcome and the latency from the webhook's arrival to the provider's answer (UTC), and
-    each recipient who got no push with their devices' state (e.g. a token that moved to
-    another user)."""
+    outcome and the latency from the webhook's arrival to the provider's answer (UTC), each
+    push the phone confirmed (=>, when the app sends receipts), and each recipient who got no
+    push with their devices' state (e.g. a token that moved to another user)."""
     api_key = check_app(ctx, app)
     with database(ctx) as db, db.transaction() as session:
         entries = event_log.call_trace(session, call_cid, api_key)
