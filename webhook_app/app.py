@@ -57,6 +57,7 @@ def create_app(
         devices_api,
         health,
         openapi,
+        receipts_api,
         stream_webhook,
     )
     from worker.celery_app import create_celery
@@ -79,6 +80,7 @@ def create_app(
     )
     app.register_blueprint(stream_webhook.blueprint)
     app.register_blueprint(devices_api.blueprint)
+    app.register_blueprint(receipts_api.blueprint)  # POST /receipts, the phone's word
     app.register_blueprint(health.blueprint)  # /healthz, /readyz, /metrics
     # The operators' side, behind settings.admin_token (off, 404, when it is unset).
     admin_auth.install(app, settings)

@@ -320,6 +320,7 @@ def user(user_id: str) -> ResponseReturnValue:
         before=before,
         now=utcnow(),
         format_latency=event_log.format_latency,
+        format_phone_receipt=event_log.format_phone_receipt,
     )
 
 

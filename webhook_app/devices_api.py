@@ -61,7 +61,7 @@ class ApiError(Exception):
 
 
 @blueprint.errorhandler(ApiError)
-def _api_error(error: ApiError) -> ResponseReturnValue:
+def api_error_response(error: ApiError) -> ResponseReturnValue:
     body: dict[str, Any] = {"error": error.message}
     if error.field is not None:
         body["field"] = error.field
@@ -73,7 +73,7 @@ def _api_error(error: ApiError) -> ResponseReturnValue:
 
 
 @blueprint.errorhandler(SQLAlchemyError)
-def _storage_error(error: SQLAlchemyError) -> ResponseReturnValue:
+def storage_error_response(error: SQLAlchemyError) -> ResponseReturnValue:
     # Only the class: SQLAlchemy's message carries the statement's parameters (device tokens).
     rule = request.url_rule.rule if request.url_rule is not None else "?"
     log.error("%s %s: storage error %s", request.method, rule, type(error).__name__)
@@ -85,8 +85,8 @@ def _storage_error(error: SQLAlchemyError) -> ResponseReturnValue:
 
 @blueprint.post("/devices")
 def register_device() -> ResponseReturnValue:
-    caller = _authenticate()
-    body = _json_object(DEVICE_FIELDS)
+    caller = authenticate()
+    body = json_object(DEVICE_FIELDS)
     user_id = _subject(caller, body.get("user_id"), where="body")
     token = _string(body, "token", MAX_DEVICE_TOKEN, required=True)
     assert token is not None
@@ -135,7 +135,7 @@ def register_device() -> ResponseReturnValue:
 
 @blueprint.get("/devices")
 def list_devices() -> ResponseReturnValue:
-    caller = _authenticate()
+    caller = authenticate()
     user_id = _subject(caller, request.args.get("user_id"), where="query")
     with receiver().db.transaction() as session:
         # A registration whose token moved to another user is no longer this user's device.
@@ -146,7 +146,7 @@ def list_devices() -> ResponseReturnValue:
 
 @blueprint.delete("/devices/<path:token>")
 def delete_device(token: str) -> ResponseReturnValue:
-    caller = _authenticate()
+    caller = authenticate()
     _refuse_unstorable(token, "token")
     # A user removes only their own (another user's token is "not found", whether or not it
     # exists); a server removes any of its app's, or only a given user's with ?user_id=.
@@ -169,7 +169,7 @@ def delete_device(token: str) -> ResponseReturnValue:
 
 @blueprint.get("/preferences")
 def get_preferences() -> ResponseReturnValue:
-    caller = _authenticate()
+    caller = authenticate()
     user_id = _subject(caller, request.args.get("user_id"), where="query")
     with receiver().db.transaction() as session:
         preference = preferences.get_preference(session, caller.api_key, user_id)
@@ -179,8 +179,8 @@ def get_preferences() -> ResponseReturnValue:
 
 @blueprint.put("/preferences")
 def put_preferences() -> ResponseReturnValue:
-    caller = _authenticate()
-    body = _json_object(PREFERENCE_FIELDS)
+    caller = authenticate()
+    body = json_object(PREFERENCE_FIELDS)
     user_id = _subject(caller, body.get("user_id"), where="body")
     call_pushes = body.get("call_pushes")
     if call_pushes not in ("on", "off"):
@@ -199,7 +199,7 @@ def put_preferences() -> ResponseReturnValue:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _authenticate() -> Caller:
+def authenticate() -> Caller:
     """The caller, from the Stream token; then the query string is checked (after, so that
     without a valid token every request is a plain 401)."""
     try:
@@ -290,7 +290,7 @@ def _subject(caller: Caller, requested: Any, *, where: str) -> str:
     return user_id
 
 
-def _json_object(allowed: frozenset[str]) -> dict[str, Any]:
+def json_object(allowed: frozenset[str]) -> dict[str, Any]:
     try:
         body = request.get_json(force=True, silent=True)
     except RecursionError:  # nested deeper than Python's JSON parser goes

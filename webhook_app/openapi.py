@@ -216,7 +216,10 @@ OPENAPI: dict[str, Any] = {
     },
     "tags": [
         {"name": "webhooks", "description": "Stream Video's webhook."},
-        {"name": "devices", "description": "Push tokens and preferences, with Stream tokens."},
+        {
+            "name": "devices",
+            "description": "Push tokens, preferences and receipts, with Stream tokens.",
+        },
         {"name": "operations", "description": "Health, readiness, metrics, this document."},
         {"name": "admin", "description": "The event log, replays, device lookup (admin token)."},
         {"name": "dashboard", "description": "The server-rendered ops dashboard (HTML)."},
@@ -380,6 +383,34 @@ OPENAPI: dict[str, Any] = {
                     "503": _error("Storage unavailable."),
                 },
             },
+        },
+        "/receipts": {
+            "post": {
+                "tags": ["devices"],
+                "summary": "The phone received a push (optional, from the app's push handler)",
+                "description": (
+                    "Every push callpush sends carries a `callpush_receipt_id` (top level of "
+                    "an APNs body, a key of FCM data).  The app sends it back from its PushKit "
+                    "or FCM handler, with the user's Stream token of the app the push was for; "
+                    "callpush records when it arrived (shown by `callpush trace` and the "
+                    "dashboard, counted by `callpush_push_receipts_total`).  A repeat is "
+                    "answered 200 with the first time (`duplicate`: true)."
+                ),
+                "security": STREAM_TOKEN,
+                "parameters": APP_KEY_PARAMS,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ReceiptConfirmation")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Receipt"), "Recorded, now or (a repeat) before."),
+                    "400": _error("A bad body (the error names the field)."),
+                    "401": _error("Missing or invalid Stream token."),
+                    "403": _error("A server token, or a push sent to another user."),
+                    "404": _error("No push of the token's app carried that id."),
+                    "503": _error("Storage unavailable."),
+                },
+            }
         },
         "/healthz": {
             "get": {
@@ -968,6 +999,37 @@ OPENAPI: dict[str, Any] = {
                 "if": {"properties": {"call_pushes": {"const": "on"}}},
                 "then": {"properties": {"until": {"type": "null"}}},
             },
+            "ReceiptConfirmation": {
+                "type": "object",
+                "required": ["receipt_id"],
+                "additionalProperties": False,
+                "properties": {
+                    "receipt_id": {
+                        "type": "string",
+                        "pattern": "^[0-9a-f]{32}$",
+                        "description": "The push's `callpush_receipt_id`, as it came.",
+                    }
+                },
+            },
+            "Receipt": {
+                "type": "object",
+                "required": ["receipt_id", "received_at", "latency_ms", "duplicate"],
+                "properties": {
+                    "receipt_id": {"type": "string"},
+                    "event_id": {"type": "integer"},
+                    "platform": {"type": "string", "enum": ["apns", "fcm"]},
+                    "kind": {"type": "string", "enum": ["voip", "alert", "data"]},
+                    "received_at": {
+                        **TIMESTAMP,
+                        "description": "When the (first) receipt arrived.",
+                    },
+                    "latency_ms": {
+                        "type": "number",
+                        "description": "From the webhook's arrival to the receipt's.",
+                    },
+                    "duplicate": {"type": "boolean", "description": "Recorded before."},
+                },
+            },
             "Preference": {
                 "type": "object",
                 "properties": {
@@ -1026,6 +1088,14 @@ OPENAPI: dict[str, Any] = {
                         "type": ["number", "null"],
                         "description": "From the webhook's arrival to the provider's answer.",
                     },
+                    "phone_received_at": {
+                        **NULLABLE_TIMESTAMP,
+                        "description": "The phone's receipt (POST /receipts); null: none came.",
+                    },
+                    "phone_latency_ms": {
+                        "type": ["number", "null"],
+                        "description": "From the webhook's arrival to the phone's receipt.",
+                    },
                 },
             },
             "EventDetail": {
@@ -1064,10 +1134,11 @@ OPENAPI: dict[str, Any] = {
                     "at": TIMESTAMP,
                     "kind": {
                         "type": "string",
-                        "enum": ["webhook", "recipients", "push", "device"],
+                        "enum": ["webhook", "recipients", "push", "phone", "device"],
                         "description": (
-                            "`device`: a recipient who got no push, with their devices' "
-                            "state now (none, disabled, moved to another user)."
+                            "`phone`: the phone's receipt of a push (`latency_ms` from the "
+                            "webhook); `device`: a recipient who got no push, with their "
+                            "devices' state now (none, disabled, moved to another user)."
                         ),
                     },
                     "event_id": {"type": "integer"},

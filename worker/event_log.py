@@ -126,6 +126,10 @@ class DeliveryView:
     claimed_at: datetime
     finished_at: datetime | None
     latency_ms: float | None  # webhook arrival to the provider's answer
+    # The phone's receipt (POST /receipts; None when the app sends none) and the time from the
+    # webhook's arrival to it: "delivered to phone, +N ms".
+    phone_received_at: datetime | None = None
+    phone_latency_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +163,9 @@ class EventDetail:
 @dataclass(frozen=True, slots=True)
 class TraceEntry:
     at: datetime
-    # "webhook" | "recipients" | "push" | "device" (a recipient who got no push, and why:
-    # their devices now, e.g. a token that moved to another user)
+    # "webhook" | "recipients" | "push" | "phone" (the phone's receipt of a push) | "device" (a
+    # recipient who got no push, and why: their devices now, e.g. a token that moved to another
+    # user)
     kind: str
     event_id: int
     event_type: str
@@ -353,7 +358,9 @@ def call_trace(session: Session, call_cid: str, api_key: str | None = None) -> l
                     api_key=event.api_key,
                 )
             )
-    order = {"webhook": 0, "recipients": 1, "push": 2, "device": 3}
+            if d.phone_received_at is not None:
+                entries.append(_phone_entry(event, d, d.phone_received_at))
+    order = {"webhook": 0, "recipients": 1, "push": 2, "phone": 3, "device": 4}
     # Stable: within the same instant a webhook comes before what it caused.
     return sorted(entries, key=lambda e: (e.at, order[e.kind]))
 
@@ -509,6 +516,12 @@ def format_latency(ms: float | None) -> str:
     return f"{ms / 60_000:,.0f} min"
 
 
+def format_phone_receipt(phone_latency_ms: float | None) -> str:
+    """``delivered to phone, +850 ms``: the phone's receipt, timed from the webhook (as the
+    push's latency is)."""
+    return f"delivered to phone, +{format_latency(phone_latency_ms)}"
+
+
 def format_pushes(counts: Mapping[str, int]) -> str:
     """``2 sent, 1 failed`` (only the statuses that occur)."""
     return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "-"
@@ -655,6 +668,26 @@ def describe_devices(devices: Sequence[Device], ring: bool) -> str:
     return "; ".join(described) + (f"; and {more} more" if more > 0 else "")
 
 
+def _phone_entry(event: WebhookEvent, d: Delivery, at: datetime) -> TraceEntry:
+    return TraceEntry(
+        at=at,
+        kind="phone",
+        event_id=event.id,
+        event_type=event.event_type,
+        summary=(
+            f"{format_phone_receipt(d.phone_latency_ms)}: {d.user_id} {d.platform} {d.kind} "
+            f"{d.token_hint}"
+        ),
+        status=d.status,
+        user_id=d.user_id,
+        platform=d.platform,
+        push_kind=d.kind,
+        token_hint=d.token_hint,
+        latency_ms=d.phone_latency_ms,
+        api_key=event.api_key,
+    )
+
+
 def delivery_view(d: Delivery) -> DeliveryView:
     return DeliveryView(
         id=d.id,
@@ -672,6 +705,8 @@ def delivery_view(d: Delivery) -> DeliveryView:
         claimed_at=d.claimed_at,
         finished_at=d.finished_at,
         latency_ms=d.latency_ms,
+        phone_received_at=d.phone_received_at,
+        phone_latency_ms=d.phone_latency_ms,
     )
 
 

@@ -95,6 +95,9 @@ WEBHOOK_REQUEST_BUCKETS = (
     2.5,
     6.0,
 )
+# From the webhook to the phone's receipt: the provider's delivery to the phone on top of the
+# push latency, seconds for a phone awake, longer for one in Doze or just back online.
+PHONE_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,8 @@ class _Metrics:
     ring_pushes: Counter
     ring_push_latency: Histogram
     auth_failures: Counter
+    push_receipts: Counter
+    phone_latency: Histogram
 
 
 _created: _Metrics | None = None
@@ -197,6 +202,19 @@ def _define() -> _Metrics:
             "expired, FCM's service account refused), by provider and reason.",
             ["provider", "reason"],
         ),
+        push_receipts=Counter(
+            "callpush_push_receipts",
+            "Pushes the phone confirmed receiving (POST /receipts, the first receipt of each), "
+            "by platform and push kind (voip, alert, data).  Divided by "
+            'callpush_pushes_total{result="sent"}: the receipt rate of the apps that send them.',
+            ["platform", "kind"],
+        ),
+        phone_latency=Histogram(
+            "callpush_phone_latency_seconds",
+            "Time from the webhook's receipt to the phone's receipt of the push, by platform.",
+            ["platform"],
+            buckets=PHONE_LATENCY_BUCKETS,
+        ),
     )
 
 
@@ -241,6 +259,14 @@ def record_push_answers(
         if credentials_refused(outcome):
             # The reason is one of a closed set (worker/push/base.py), so the label is bounded.
             metrics.auth_failures.labels(provider=provider, reason=outcome.reason).inc()
+
+
+def record_phone_receipt(platform: str, kind: str, latency_ms: float) -> None:
+    """A phone's first receipt of a push (platform and kind as stored on the delivery: a
+    closed set, so the labels stay bounded)."""
+    metrics = _metrics()
+    metrics.push_receipts.labels(platform=platform, kind=kind).inc()
+    metrics.phone_latency.labels(platform=platform).observe(max(0.0, latency_ms / 1000))
 
 
 def record_tokens_disabled(reason: str, count: int) -> None:

@@ -221,6 +221,7 @@ def _message(
             bundle_id=services.bundle_id(provider),
             event_id=stored.event_id,
             provider=provider,
+            receipt_id=claim.receipt_id,
         )
     app = services.settings.app_for_key(stored.api_key)
     high = event.type in (app.fcm_high_priority if app is not None else DEFAULT_FCM_HIGH_PRIORITY)
@@ -231,6 +232,7 @@ def _message(
         event_id=stored.event_id,
         high_priority=high,
         provider=provider,
+        receipt_id=claim.receipt_id,
     )
 
 

@@ -36,6 +36,11 @@ NORMAL_PRIORITY = 5
 # (worker/templates.py: title 256, body 1024, each sent twice on iOS) this keeps every payload
 # far below APNs' 4096-byte alert / 5120-byte VoIP limits and FCM's 4096-byte data limit.
 DISPLAY_NAME_MAX_BYTES = 256
+# The id the app sends back to POST /receipts when the push reaches the phone.  Top level in an
+# APNs body (beside ``aps`` and ``stream``), one more key in FCM data; never inside ``stream``.
+# No Stream SDK reads it or iterates over the keys it does not know, so no parser changes: the
+# reasoning per SDK is in docs/sdk-payloads.md §5.
+RECEIPT_ID_KEY = "callpush_receipt_id"
 
 
 def stream_fields(event: CallEvent, push_type: str, receiver_id: str) -> dict[str, str]:
@@ -54,6 +59,14 @@ def stream_fields(event: CallEvent, push_type: str, receiver_id: str) -> dict[st
     if push_type == RING:
         fields["video"] = "true" if event.video else "false"
     return fields
+
+
+def with_receipt_id(payload: dict[str, Any], receipt_id: str | None) -> dict[str, Any]:
+    """``payload`` with the receipt id added at its top level (a string, as FCM data values
+    must be); unchanged without one (a delivery claimed before receipts existed)."""
+    if receipt_id is not None:
+        payload[RECEIPT_ID_KEY] = receipt_id
+    return payload
 
 
 def message_id(event_id: int, device_id: int) -> str:
@@ -102,6 +115,7 @@ def apns_alert(
     bundle_id: str,
     event_id: int,
     provider: ProviderRef | None = None,
+    receipt_id: str | None = None,
 ) -> PushMessage:
     """A regular alert (never VoIP: a VoIP push must report a call to CallKit, §3.3, §3.6).
     Shape of Stream's documented missed-call payload (§3.6)."""
@@ -109,7 +123,7 @@ def apns_alert(
         platform=Platform.APNS,
         kind=PushKind.ALERT,
         token=device.token,
-        payload=apns_body(event, event.type, device.user_id, text),
+        payload=with_receipt_id(apns_body(event, event.type, device.user_id, text), receipt_id),
         topic=device.app_id or bundle_id or None,
         priority=HIGH_PRIORITY,
         time_to_live=ALERT_TIME_TO_LIVE.get(event.type, 600),
@@ -128,6 +142,7 @@ def fcm_data(
     event_id: int,
     high_priority: bool = True,
     provider: ProviderRef | None = None,
+    receipt_id: str | None = None,
 ) -> PushMessage:
     """Data message with the same keys (§3.6); Android's SDK builds its own notification, and
     ``title``/``body`` are there for apps that render it themselves (React Native).
@@ -143,7 +158,7 @@ def fcm_data(
         platform=Platform.FCM,
         kind=PushKind.DATA,
         token=device.token,
-        payload=data,
+        payload=with_receipt_id(data, receipt_id),
         priority=HIGH_PRIORITY if high_priority else NORMAL_PRIORITY,
         time_to_live=ALERT_TIME_TO_LIVE.get(event.type, 600),
         message_id=message_id(event_id, device.device_id),
@@ -160,6 +175,7 @@ def apns_voip_ring(
     event_id: int,
     text: PushText | None = None,
     provider: ProviderRef | None = None,
+    receipt_id: str | None = None,
 ) -> PushMessage:
     """PushKit VoIP push for CallKit (§3.3, §3.6): the SDK reads the ``stream`` dict; ``aps``
     carries the alert some apps show when CallKit is unavailable.  ``text`` is the receiver's
@@ -168,6 +184,7 @@ def apns_voip_ring(
         text = default_book().render(event, device.user_id)
     payload = apns_body(event, RING, device.user_id, text)
     payload["aps"]["badge"] = 0  # as in Stream's ring example (§3.6)
+    with_receipt_id(payload, receipt_id)
     bundle = device.app_id or bundle_id
     return PushMessage(
         platform=Platform.APNS,
@@ -193,6 +210,7 @@ def apns_alert_ring(
     event_id: int,
     text: PushText | None = None,
     provider: ProviderRef | None = None,
+    receipt_id: str | None = None,
 ) -> PushMessage:
     """call.ring as a time-sensitive alert to a regular APNs token, for an iPhone that has no
     VoIP token (an app that rings without CallKit: Stream documents "regular push notifications
@@ -206,6 +224,7 @@ def apns_alert_ring(
         text = default_book().render(event, device.user_id)
     payload = apns_body(event, RING, device.user_id, text)
     payload["aps"]["interruption-level"] = "time-sensitive"
+    with_receipt_id(payload, receipt_id)
     return PushMessage(
         platform=Platform.APNS,
         kind=PushKind.ALERT,
@@ -227,6 +246,7 @@ def fcm_ring(
     time_to_live: int,
     event_id: int,
     provider: ProviderRef | None = None,
+    receipt_id: str | None = None,
 ) -> PushMessage:
     """Data-only, high-priority FCM message (§3.2, §3.6): Stream's Android SDK reads
     ``RemoteMessage.data`` and never a ``notification`` block."""
@@ -234,7 +254,7 @@ def fcm_ring(
         platform=Platform.FCM,
         kind=PushKind.DATA,
         token=device.token,
-        payload=stream_fields(event, RING, device.user_id),
+        payload=with_receipt_id(stream_fields(event, RING, device.user_id), receipt_id),
         priority=HIGH_PRIORITY,  # always: it rings (Stream's SDKs show an incoming call)
         time_to_live=time_to_live,
         collapse_id=None,  # a collapse key would make FCM treat it as collapsible, not urgent

@@ -123,7 +123,12 @@ def build_ring_message(
     provider = services.provider_for(api_key, device)
     if claim.kind is PushKind.DATA:
         return payloads.fcm_ring(
-            event, device, time_to_live=time_to_live, event_id=event_id, provider=provider
+            event,
+            device,
+            time_to_live=time_to_live,
+            event_id=event_id,
+            provider=provider,
+            receipt_id=claim.receipt_id,
         )
     name = next((m.display_name for m in event.members if m.user_id == device.user_id), "")
     text = services.push_text(api_key, event, device.user_id, name)
@@ -136,6 +141,7 @@ def build_ring_message(
         event_id=event_id,
         text=text,
         provider=provider,
+        receipt_id=claim.receipt_id,
     )
 
 

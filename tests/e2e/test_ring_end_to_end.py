@@ -8,6 +8,7 @@ the real aioapns (TLS + HTTP/2) and the real pyfcm (with its service-account OAu
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 
@@ -16,6 +17,7 @@ import requests
 
 from tests.e2e.processes import free_port, provider_env, run_cli, running, stop, wait_until
 from worker import sample_events
+from worker.payloads import RECEIPT_ID_KEY
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -79,11 +81,15 @@ def assert_exact_pushes(fake_apns, fake_fcm, event):
     assert stream["created_by_id"] == "alice" and stream["created_by_display_name"] == "Alice"
     assert stream["receiver_id"] == "bob" and stream["video"] == "true"
     assert voip["payload"]["aps"]["alert"]["title"] == "Alice is calling you"
+    # The receipt id rides beside `aps` and `stream`, outside what the SDKs read.
+    assert set(voip["payload"]) == {"aps", "stream", RECEIPT_ID_KEY}
 
     (android,) = [r for r in fake_fcm.received if r["message"]["token"] == ANDROID_TOKEN]
     message = android["message"]
     assert "notification" not in message  # data-only: Stream's Android SDK reads data
-    assert set(message["data"]) == STREAM_KEYS
+    assert set(message["data"]) == STREAM_KEYS | {RECEIPT_ID_KEY}
+    receipt_ids = {voip["payload"][RECEIPT_ID_KEY], message["data"][RECEIPT_ID_KEY]}
+    assert len(receipt_ids) == 2 and all(re.fullmatch("[0-9a-f]{32}", r) for r in receipt_ids)
     assert message["data"]["video"] == "true" and message["data"]["receiver_id"] == "bob"
     assert message["android"]["priority"] == "high"
     assert fake_fcm.token_requests, "the service-account OAuth flow ran against the fake"

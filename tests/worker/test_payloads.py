@@ -134,3 +134,80 @@ def test_alert_ring_is_a_time_sensitive_ring_with_the_voip_rings_stream_keys():
     assert alert.time_to_live == 25 and alert.priority == 10
     assert alert.collapse_id == f"video-call.ring:{event.call_cid}"
     assert alert.message_id == payloads.message_id(1, 10)
+
+
+# --- the receipt id (docs/sdk-payloads.md §5) --------------------------------------------------
+
+RECEIPT = "0123456789abcdef0123456789abcdef"
+
+
+NOTIFIED_TYPES = ("call.notification", "call.missed", "call.session_started", "call.live_started")
+
+
+def _events():
+    ring = _ring()
+    others = [
+        parse_call_event(sample_events.member_event(event_type, "alice", ["bob"]))
+        for event_type in NOTIFIED_TYPES
+    ]
+    return ring, others
+
+
+def _every_push_kind(events, receipt_id):
+    """Every push callpush sends, built with (or without) a receipt id: VoIP ring, alert ring,
+    FCM ring, and the notifications of every other type as alert and FCM data."""
+    ring, others = events
+    plain_ios = DeviceTarget(9, "bob", Platform.APNS, "c" * 64, False, None)
+    text = payloads.default_book().render(ring, "bob")
+    built = {
+        "voip ring": payloads.apns_voip_ring(
+            ring, IOS, bundle_id="b.c", time_to_live=30, event_id=1, receipt_id=receipt_id
+        ),
+        "alert ring": payloads.apns_alert_ring(
+            ring, plain_ios, bundle_id="b.c", time_to_live=30, event_id=1, receipt_id=receipt_id
+        ),
+        "fcm ring": payloads.fcm_ring(
+            ring, ANDROID, time_to_live=30, event_id=1, receipt_id=receipt_id
+        ),
+    }
+    for event in others:
+        event_type = event.type
+        built[f"{event_type} alert"] = payloads.apns_alert(
+            event, plain_ios, text, bundle_id="b.c", event_id=2, receipt_id=receipt_id
+        )
+        built[f"{event_type} fcm"] = payloads.fcm_data(
+            event, ANDROID, text, event_id=2, receipt_id=receipt_id
+        )
+    return built
+
+
+def test_every_push_kind_carries_the_receipt_id_beside_what_the_sdks_read():
+    events = _events()
+    with_receipt = _every_push_kind(events, RECEIPT)
+    without = _every_push_kind(events, None)
+    assert len(with_receipt) == 11
+    for name, message in with_receipt.items():
+        payload = message.payload
+        # A string (FCM data values must be; Flutter casts `as String?`), at the top level.
+        assert payload[payloads.RECEIPT_ID_KEY] == RECEIPT, name
+        # Nothing else changes: every key an SDK reads keeps its place, type and value.
+        plain = without[name].payload
+        assert payloads.RECEIPT_ID_KEY not in plain, name
+        assert {k: v for k, v in payload.items() if k != payloads.RECEIPT_ID_KEY} == plain, name
+        if message.platform is Platform.APNS:
+            # Not inside `stream` (the dict every iOS parser reads, RN as NSStrings) nor `aps`.
+            assert set(payload) == {"aps", "stream", payloads.RECEIPT_ID_KEY}, name
+            assert payloads.RECEIPT_ID_KEY not in payload["stream"], name
+        else:
+            assert all(isinstance(v, str) for v in payload.values()), name
+            assert set(payload) >= STREAM_KEYS - {"video"}, name
+
+
+def test_the_receipt_key_is_no_key_any_sdk_or_fcm_reserves():
+    # Stream's SDKs read these (docs/sdk-payloads.md §1) and FCM reserves "from",
+    # "notification", "message_type" and the google / gcm prefixes
+    # (https://firebase.google.com/docs/cloud-messaging/concept-options#data_messages).
+    read_by_sdks = STREAM_KEYS | {"aps", "stream", "title", "body"}
+    key = payloads.RECEIPT_ID_KEY
+    assert key not in read_by_sdks | {"from", "notification", "message_type"}
+    assert not key.startswith(("google", "gcm"))

@@ -241,9 +241,14 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
         device = f"{d.platform} {d.kind} {d.token_hint}"
         latency = event_log.format_latency(d.latency_ms)
         code = f" [{d.status_code}]" if d.status_code else ""
+        phone = (
+            f"; {event_log.format_phone_receipt(d.phone_latency_ms)}"
+            if d.phone_received_at is not None
+            else ""
+        )
         echo_line(
             f"  {d.user_id:<16} {device:<22} {d.status:<13} {d.attempts:>5} {latency:>9}  "
-            f"{_time(d.finished_at):<19}  {d.reason or ''}{code}"
+            f"{_time(d.finished_at):<19}  {d.reason or ''}{code}{phone}"
         )
 
 

@@ -69,10 +69,11 @@ def trace(
     """A call's timeline (CALL_CID), or a user's events (--user): did Bob's phone ring?
 
     For a call: each webhook, the devices each event resolved to, each push with its outcome
-    and the latency from the webhook's arrival to the provider's answer (UTC), and each
-    recipient who got no push with their devices' state (e.g. a token that moved to another
-    user).  For a user: each event that concerned them (as the caller or a recipient), newest
-    first, with each push to each of their devices, or why there was none.
+    and the latency from the webhook's arrival to the provider's answer (UTC), each push the
+    phone confirmed (=>, when the app sends receipts), and each recipient who got no push with
+    their devices' state (e.g. a token that moved to another user).  For a user: each event
+    that concerned them (as the caller or a recipient), newest first, with each push to each of
+    their devices (and the phone's receipt), or why there was none.
 
     \b
       callpush trace default:123
@@ -101,7 +102,9 @@ def trace(
     several = len(apps) > 1
     for entry in entries:
         offset = (entry.at - start).total_seconds()
-        marker = {"webhook": "<-", "recipients": "  ", "push": "->", "device": " x"}[entry.kind]
+        marker = {"webhook": "<-", "recipients": "  ", "push": "->", "phone": "=>", "device": " x"}[
+            entry.kind
+        ]
         app = f"[{entry.api_key}] " if several and entry.kind == "webhook" else ""
         line = (
             f"{_clock(entry.at)}  +{offset:8.3f}s  {marker} #{entry.event_id:<6} "
@@ -151,6 +154,8 @@ def _user_trace(
                 f"via {d.provider}, {d.attempts} attempt(s)"
             )
             click.echo(click.style(escape_controls(line), fg=_STYLE.get(d.status)))
+            if d.phone_received_at is not None:
+                echo_line(f"    => {event_log.format_phone_receipt(d.phone_latency_ms)}")
         if e.no_push:
             echo_line(f"     x {e.no_push}")
     if not found.events:

@@ -6,6 +6,7 @@ nothing twice: whoever inserts the row owns the push.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,15 @@ class Claim:
     # The provider label of the claim ("apns", "fcm:android-2", ...), as the row records it.
     provider: str = ""
     attempt: int = 1  # the delivery's attempts, this one included
+    # What the push carries for the phone's receipt (payloads.RECEIPT_ID_KEY); None for a row
+    # claimed before receipts existed.
+    receipt_id: str | None = None
+
+
+def new_receipt_id() -> str:
+    """128 random bits: only the phone the push went to can know it (POST /receipts trusts
+    it no further than that, and checks the user)."""
+    return secrets.token_hex(16)
 
 
 def claim_deliveries(
@@ -73,13 +83,16 @@ def claim_deliveries(
             "attempts": 1,
             "created_at": now,
             "claimed_at": now,
+            "receipt_id": new_receipt_id(),
         }
         for device, kind, provider in targets
     ]
     statement = insert_ignoring_conflicts(session, Delivery, ["event_id", "device_id"]).returning(
-        Delivery.id, Delivery.device_id
+        Delivery.id, Delivery.device_id, Delivery.receipt_id
     )
-    claimed = {row.device_id: (row.id, 1) for row in session.execute(statement, rows)}
+    claimed = {
+        row.device_id: (row.id, 1, row.receipt_id) for row in session.execute(statement, rows)
+    }
 
     unclaimed = [device_id for device_id in by_device if device_id not in claimed]
     if unclaimed:
@@ -97,12 +110,12 @@ def claim_deliveries(
                 claimed_at=now,
                 attempts=Delivery.attempts + 1,
             )
-            .returning(Delivery.id, Delivery.device_id, Delivery.attempts)
+            .returning(Delivery.id, Delivery.device_id, Delivery.attempts, Delivery.receipt_id)
         )
-        claimed.update({row.device_id: (row.id, row.attempts) for row in takeover})
+        claimed.update({row.device_id: (row.id, row.attempts, row.receipt_id) for row in takeover})
     return [
-        Claim(delivery_id, *by_device[device_id], attempt)
-        for device_id, (delivery_id, attempt) in claimed.items()
+        Claim(delivery_id, *by_device[device_id], attempt, receipt_id)
+        for device_id, (delivery_id, attempt, receipt_id) in claimed.items()
     ]
 
 

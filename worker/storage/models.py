@@ -244,6 +244,13 @@ class Delivery(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # From the webhook's arrival to the provider's answer.
     latency_ms: Mapped[float | None] = mapped_column(Float)
+    # The random id put in the push (``callpush_receipt_id``, docs/sdk-payloads.md §5) that the
+    # app sends back to POST /receipts when the push reaches the phone; None on rows from before.
+    receipt_id: Mapped[str | None] = mapped_column(String(32), index=True, unique=True)
+    # The phone's word: when its receipt arrived (the first, a repeat changes nothing), and how
+    # long after the webhook's arrival.
+    phone_received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    phone_latency_ms: Mapped[float | None] = mapped_column(Float)
 
 
 class DashboardSession(Base):

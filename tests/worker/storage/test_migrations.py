@@ -247,3 +247,32 @@ def test_downgrade_from_0002_keeps_one_row_per_token(sqlite_url: str) -> None:
             assert connection.scalar(text("SELECT count(*) FROM user_preferences")) == 1
     finally:
         engine.dispose()
+
+
+# --- 0007: the receipt id's column and index built ahead, without blocking pushes -------------
+
+
+@pytest.mark.services
+def test_0007_skips_a_receipt_id_column_and_index_built_ahead(postgres_url: str) -> None:
+    # As its docstring tells operators of a big deliveries table to do before migrating.
+    from alembic import command
+    from sqlalchemy import text
+
+    command.upgrade(migrations.alembic_config(postgres_url), "0006")
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(
+                text("ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_id VARCHAR(32)")
+            )
+            connection.execute(
+                text(
+                    "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ix_deliveries_receipt_id"
+                    " ON deliveries (receipt_id)"
+                )
+            )
+    finally:
+        engine.dispose()
+    upgrade_to_head(postgres_url)
+    assert current_revision(postgres_url) == head_revision()
+    assert schema_differences(postgres_url) == []
