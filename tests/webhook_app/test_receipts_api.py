@@ -248,6 +248,8 @@ def test_the_dashboard_and_the_cli_show_the_phones_receipt(world, tmp_path, monk
     assert event_page.count("no receipt") == 3  # bob's iPhone, carol's two phones
     call_page = client.get(f"/dashboard/calls/{call_cid}").get_data(as_text=True)
     assert f"{shown}: bob fcm data" in call_page
+    user_page = client.get("/dashboard/users/bob").get_data(as_text=True)
+    assert user_page.count(shown) == 1  # on bob's Android, not on his iPhone
 
     monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)  # no callpush.toml from the working directory
@@ -262,6 +264,9 @@ def test_the_dashboard_and_the_cli_show_the_phones_receipt(world, tmp_path, monk
     assert f"=> #{event_id}" in line and f"{shown}: bob fcm data" in line
     show = runner.invoke(events, ["show", str(event_id)], env=env, catch_exceptions=False)
     assert show.output.count(shown) == 1
+    by_user = runner.invoke(trace, ["--user", "bob"], env=env, catch_exceptions=False).output
+    (line,) = [line for line in by_user.splitlines() if "=>" in line]
+    assert line.strip() == f"=> {shown}"
 
 
 def test_a_repeated_receipt_is_answered_200_and_keeps_the_first_time(world):
