@@ -177,6 +177,7 @@ class TraceEntry:
     token_hint: str | None = None
     reason: str | None = None
     latency_ms: float | None = None
+    reach: Reach | None = None  # a webhook's: how many of its recipients a push reached
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +304,7 @@ def call_trace(session: Session, call_cid: str, api_key: str | None = None) -> l
                 summary=f"{event.event_type} received; {event.status}{reason}{replayed}",
                 status=event.status,
                 api_key=event.api_key,
+                reach=reach,
             )
         )
         pushes = by_event[event.id]

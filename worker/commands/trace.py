@@ -52,7 +52,10 @@ def trace(ctx: click.Context, call_cid: str, app: str | None, as_json: bool) -> 
             f"{_clock(entry.at)}  +{offset:8.3f}s  {marker} #{entry.event_id:<6} "
             f"{app}{entry.summary}"
         )
-        click.echo(click.style(escape_controls(line), fg=_STYLE.get(entry.status or "")))
+        # A push event that reached nobody is a problem whatever its status says.
+        unreached = entry.reach is not None and not entry.reach.reached
+        style = "yellow" if unreached else _STYLE.get(entry.status or "")
+        click.echo(click.style(escape_controls(line), fg=style))
 
 
 def _clock(moment: datetime) -> str:
