@@ -40,9 +40,10 @@ def reach_of(event_type: str, recipients: int, reached: int) -> Reach:
     if reached:
         plural = "" if recipients == 1 else "s"
         return Reach(recipients, reached, f"reached {reached} of {recipients} recipient{plural}")
-    who = f"{recipients} recipient{'' if recipients == 1 else 's'}" if recipients else "none"
-    verb = "rang" if event_type == RING else "reached"
-    return Reach(recipients, 0, f"{verb} nobody ({who})" if recipients else f"{verb} nobody")
+    nobody = f"{'rang' if event_type == RING else 'reached'} nobody"
+    if recipients:
+        nobody += f" ({recipients} recipient{'' if recipients == 1 else 's'})"
+    return Reach(recipients, 0, nobody)
 
 
 def event_reach(session: Session, event_id: int, event_type: str) -> Reach:
