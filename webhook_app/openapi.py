@@ -916,7 +916,7 @@ OPENAPI: dict[str, Any] = {
             },
             "Reach": {
                 "type": "object",
-                "required": ["recipients", "reached", "summary"],
+                "required": ["recipients", "reached", "unconfirmed", "summary"],
                 "properties": {
                     "recipients": {
                         "type": "integer",
@@ -929,6 +929,14 @@ OPENAPI: dict[str, Any] = {
                         "description": (
                             "Of them, users with a push the provider accepted (`sent`). 0 for a "
                             "push event is a problem: a ring that rang nobody."
+                        ),
+                    },
+                    "unconfirmed": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": (
+                            "Users with a ring whose answer was lost (`unconfirmed`): it may "
+                            "have rung; not counted as reached."
                         ),
                     },
                     "summary": {

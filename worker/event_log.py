@@ -524,13 +524,13 @@ def _summary(row: WebhookEvent, pushes: Mapping[str, int]) -> EventSummary:
     )
 
 
-def _reach(row: WebhookEvent, recipients_reached: tuple[int, int] | None) -> Reach | None:
-    if recipients_reached is None:  # no outcome recorded
+def _reach(row: WebhookEvent, counts: tuple[int, int, int] | None) -> Reach | None:
+    if counts is None:  # no outcome recorded
         finished = row.status in (EventStatus.PROCESSED, EventStatus.FAILED)
         if row.event_type not in PUSHED_EVENT_TYPES or not finished:
             return None
-        recipients_reached = (0, 0)
-    return reach_of(row.event_type, *recipients_reached)
+        counts = (0, 0, 0)
+    return reach_of(row.event_type, *counts)
 
 
 def _push_counts_by_event(session: Session, event_ids: Sequence[int]) -> dict[int, dict[str, int]]:

@@ -33,22 +33,28 @@ class Reach:
 
     recipients: int  # distinct users with a recorded outcome (a push or a skipped row)
     reached: int  # of them, those with a push the provider accepted (``sent``)
+    # Those with a ring whose answer was lost (``unconfirmed``): it may have rung, or not.
+    unconfirmed: int
     summary: str  # "reached 2 of 3 recipients", "rang nobody (2 recipients)"
 
 
-def reach_of(event_type: str, recipients: int, reached: int) -> Reach:
+def reach_of(event_type: str, recipients: int, reached: int, unconfirmed: int = 0) -> Reach:
+    plural = "" if recipients == 1 else "s"
     if reached:
-        plural = "" if recipients == 1 else "s"
-        return Reach(recipients, reached, f"reached {reached} of {recipients} recipient{plural}")
-    nobody = f"{'rang' if event_type == RING else 'reached'} nobody"
-    if recipients:
-        nobody += f" ({recipients} recipient{'' if recipients == 1 else 's'})"
-    return Reach(recipients, 0, nobody)
+        summary = f"reached {reached} of {recipients} recipient{plural}"
+    elif unconfirmed:
+        # Not "rang nobody": an unconfirmed ring most likely rang (README: status glossary).
+        verb = "rang" if event_type == RING else "reached"
+        summary = f"{verb} nobody for certain ({unconfirmed} of {recipients} unconfirmed)"
+    else:
+        summary = f"{'rang' if event_type == RING else 'reached'} nobody"
+        summary += f" ({recipients} recipient{plural})" if recipients else ""
+    return Reach(recipients, reached, unconfirmed, summary)
 
 
 def event_reach(session: Session, event_id: int, event_type: str) -> Reach:
-    recipients, reached = deliveries.recipient_reach(session, [event_id]).get(event_id, (0, 0))
-    return reach_of(event_type, recipients, reached)
+    counts = deliveries.recipient_reach(session, [event_id]).get(event_id, (0, 0, 0))
+    return reach_of(event_type, *counts)
 
 
 def record_unreached(

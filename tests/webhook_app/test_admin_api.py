@@ -578,7 +578,12 @@ def test_a_ring_that_rang_nobody_in_the_json(local):
     seed = Seeder(db)
     ring = seed.event(ring_body("default:c6", "alice", ["bob"]), reason="rang nobody")
     seed.skipped_recipient(ring, "bob", "call pushes muted until 2026-12-01T00:00:00Z")
-    reach = {"recipients": 1, "reached": 0, "summary": "rang nobody (1 recipient)"}
+    reach = {
+        "recipients": 1,
+        "reached": 0,
+        "unconfirmed": 0,
+        "summary": "rang nobody (1 recipient)",
+    }
 
     detail = client.get(f"/admin/events/{ring}", headers=AUTH).get_json()
     conforms(detail, {"$ref": "#/components/schemas/EventDetail"})

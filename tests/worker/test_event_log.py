@@ -209,7 +209,10 @@ def test_call_trace_says_an_unconfirmed_ring_was_not_sent_again(world):
     with db.transaction() as session:
         (push,) = [e for e in event_log.call_trace(session, "default:c9") if e.kind == "push"]
         counts = event_log.push_counts(session, NOW - timedelta(hours=1))
+        reach = event_log.event_detail(session, ring).reach
     assert push.status == "unconfirmed"
+    # It most likely rang: not "rang nobody", and not counted as reached either.
+    assert reach == event_log.Reach(1, 0, 1, "rang nobody for certain (1 of 1 unconfirmed)")
     assert push.summary.startswith(
         "unconfirmed (timeout: answer lost, not re-sent to avoid a second ring) after "
     )
@@ -359,7 +362,7 @@ def test_a_ring_that_rang_nobody_shows_its_skipped_recipients(world):
         detail = event_log.event_detail(session, ring)
         listed = {e.id: e for e in event_log.list_events(session, call_cid="default:c8")}
         entries = event_log.call_trace(session, "default:c7")
-    assert detail.reach == event_log.Reach(2, 0, "rang nobody (2 recipients)")
+    assert detail.reach == event_log.Reach(2, 0, 0, "rang nobody (2 recipients)")
     assert listed[empty].reach.summary == "rang nobody"  # processed with no outcome at all
     assert {(d.user_id, d.device_id, d.kind, d.reason) for d in detail.deliveries} == {
         ("bob", None, "", "call pushes muted until 2026-12-01T00:00:00Z"),
@@ -368,6 +371,7 @@ def test_a_ring_that_rang_nobody_shows_its_skipped_recipients(world):
     assert event_log.as_json(detail)["reach"] == {
         "recipients": 2,
         "reached": 0,
+        "unconfirmed": 0,
         "summary": "rang nobody (2 recipients)",
     }
     webhook, recipients, *pushes = entries

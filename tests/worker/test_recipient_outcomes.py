@@ -15,17 +15,25 @@ def test_the_event_types_with_a_reach_are_those_processing_pushes():
 
 
 @pytest.mark.parametrize(
-    ("event_type", "recipients", "reached", "summary"),
+    ("event_type", "recipients", "reached", "unconfirmed", "summary"),
     [
-        ("call.ring", 3, 2, "reached 2 of 3 recipients"),
-        ("call.ring", 1, 1, "reached 1 of 1 recipient"),
-        ("call.ring", 2, 0, "rang nobody (2 recipients)"),
-        ("call.ring", 1, 0, "rang nobody (1 recipient)"),
-        ("call.ring", 0, 0, "rang nobody"),
-        ("call.missed", 4, 0, "reached nobody (4 recipients)"),
-        ("call.notification", 10, 9, "reached 9 of 10 recipients"),
+        ("call.ring", 3, 2, 0, "reached 2 of 3 recipients"),
+        ("call.ring", 3, 2, 1, "reached 2 of 3 recipients"),
+        ("call.ring", 1, 1, 0, "reached 1 of 1 recipient"),
+        ("call.ring", 2, 0, 0, "rang nobody (2 recipients)"),
+        ("call.ring", 1, 0, 0, "rang nobody (1 recipient)"),
+        ("call.ring", 0, 0, 0, "rang nobody"),
+        # A lost answer may have rung: never "rang nobody" outright.
+        ("call.ring", 2, 0, 1, "rang nobody for certain (1 of 2 unconfirmed)"),
+        ("call.missed", 4, 0, 0, "reached nobody (4 recipients)"),
+        ("call.notification", 10, 9, 0, "reached 9 of 10 recipients"),
     ],
 )
-def test_reach_wording(event_type, recipients, reached, summary):
-    reach = reach_of(event_type, recipients, reached)
-    assert (reach.recipients, reach.reached, reach.summary) == (recipients, reached, summary)
+def test_reach_wording(event_type, recipients, reached, unconfirmed, summary):
+    reach = reach_of(event_type, recipients, reached, unconfirmed)
+    assert (reach.recipients, reach.reached, reach.unconfirmed, reach.summary) == (
+        recipients,
+        reached,
+        unconfirmed,
+        summary,
+    )

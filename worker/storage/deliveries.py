@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -259,20 +260,28 @@ def is_recipient_row(delivery: Delivery) -> bool:
     return delivery.device_id is None and delivery.kind == RECIPIENT_ROW_KIND
 
 
-def recipient_reach(session: Session, event_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
-    """Per event: (recipients, reached), the distinct users with a recorded outcome and those
-    of them with a push the provider accepted (``sent``).  Every recipient has a row (a push,
-    or a ``skipped`` row of their own), so the first is the event's recipient count."""
+def recipient_reach(session: Session, event_ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+    """Per event: (recipients, reached, unconfirmed), the distinct users with a recorded
+    outcome, those of them with a push the provider accepted (``sent``), and those with a push
+    whose answer was lost (``unconfirmed``).  Every recipient has a row (a push, or a
+    ``skipped`` row of their own), so the first is the event's recipient count."""
     if not event_ids:
         return {}
-    sent_to = case((Delivery.status == DeliveryStatus.SENT, Delivery.user_id))
+
+    def users_with(status: str) -> Any:
+        return func.count(func.distinct(case((Delivery.status == status, Delivery.user_id))))
+
     rows = session.execute(
         select(
             Delivery.event_id,
             func.count(func.distinct(Delivery.user_id)),
-            func.count(func.distinct(sent_to)),
+            users_with(DeliveryStatus.SENT),
+            users_with(DeliveryStatus.UNCONFIRMED),
         )
         .where(Delivery.event_id.in_(list(event_ids)))
         .group_by(Delivery.event_id)
     ).all()
-    return {event_id: (int(users), int(reached)) for event_id, users, reached in rows}
+    return {
+        event_id: (int(users), int(reached), int(unconfirmed))
+        for event_id, users, reached, unconfirmed in rows
+    }

@@ -263,6 +263,7 @@ def test_a_ring_that_rang_nobody_is_shown_as_a_problem(production):
     assert document["reach"] == {
         "recipients": 1,
         "reached": 0,
+        "unconfirmed": 0,
         "summary": "rang nobody (1 recipient)",
     }
 
