@@ -20,6 +20,7 @@ from worker.notifications import deliver_chunk
 from worker.push.base import Platform, ProviderRef, PushKind, PushOutcome, PushResult
 from worker.push.providers import ProviderSet
 from worker.push.sender import PushSender
+from worker.replay import reopen_for_replay
 from worker.services import Services
 from worker.settings import ApnsProviderSettings, load_settings
 from worker.storage import devices, preferences
@@ -223,6 +224,36 @@ def test_each_recipient_without_a_push_is_recorded_with_the_reason(world):
     row = event_row(services, event_id)
     assert row.status == "processed"
     assert row.status_reason == "reached nobody (4 recipients): 4 skipped"
+
+
+def test_a_replay_pushes_a_skipped_recipient_only_once_unmuted(world):
+    services, _apns, fcm, queued, _fake = world
+    app = services.settings.apps[0].api_key
+    with services.db.transaction() as session:
+        preferences.set_preference(session, app, "bob", True)
+    event_id = store(services, sample_events.member_event("call.missed", "alice", ["bob"]))
+    process_event(services, event_id)
+    run_all_chunks(services, queued)
+
+    # Still muted, even with force: nothing sent, bob recorded skipped again, once.
+    with services.db.transaction() as session:
+        assert reopen_for_replay(session, event_id, force=True)
+    process_event(services, event_id)
+    run_all_chunks(services, queued)
+    assert fcm.sent == []
+    assert skipped_reasons(services, event_id) == {"bob": "call pushes muted"}
+
+    with services.db.transaction() as session:
+        preferences.set_preference(session, app, "bob", False)
+        assert reopen_for_replay(session, event_id, force=False)
+    process_event(services, event_id)
+    run_all_chunks(services, queued)
+    assert fcm.tokens() == ["bob-fcm"]
+    with services.db.transaction() as session:
+        rows = session.query(Delivery).filter_by(event_id=event_id).all()
+    assert {(d.user_id, d.status) for d in rows} == {("bob", "sent")}
+    assert all(d.device_id is not None for d in rows)
+    assert event_row(services, event_id).status_reason == "reached 1 of 1 recipient: 2 sent"
 
 
 def skipped_reasons(services, event_id) -> dict[str, str]:
