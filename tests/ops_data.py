@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from worker.storage import deliveries
 from worker.storage.database import Database
 from worker.storage.models import Delivery, Device, FanoutChunk, WebhookEvent
 
@@ -171,6 +172,11 @@ class Seeder:
             session.add(row)
             session.flush()
             return row.id
+
+    def skipped_recipient(self, event_id: int, user_id: str, reason: str) -> None:
+        """A recipient who got no push, recorded as processing records one."""
+        with self.db.transaction() as session:
+            deliveries.record_skipped_recipients(session, event_id, {user_id: reason}, [user_id])
 
     def chunk(self, event_id: int, index: int, recipients: list[tuple[str, str]]) -> None:
         with self.db.transaction() as session:

@@ -97,6 +97,11 @@ DELIVERY_STATUS = {
         "skipped",
     ],
 }
+# How many recipients a push event reached: every recipient has a recorded outcome.
+REACH = {
+    "oneOf": [{"$ref": "#/components/schemas/Reach"}, {"type": "null"}],
+    "description": "How many of the event's recipients a push reached; null: it pushes nothing.",
+}
 PUSH_COUNTS = {
     "type": "object",
     "description": "Pushes by delivery status (only the statuses that occur).",
@@ -1065,6 +1070,38 @@ OPENAPI: dict[str, Any] = {
                     "processed_at": NULLABLE_TIMESTAMP,
                     "replays": {"type": "integer"},
                     "pushes": PUSH_COUNTS,
+                    "reach": REACH,
+                },
+            },
+            "Reach": {
+                "type": "object",
+                "required": ["recipients", "reached", "unconfirmed", "summary"],
+                "properties": {
+                    "recipients": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Users with a recorded outcome: a push or a skipped row.",
+                    },
+                    "reached": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": (
+                            "Of them, users with a push the provider accepted (`sent`). 0 for a "
+                            "push event is a problem: a ring that rang nobody."
+                        ),
+                    },
+                    "unconfirmed": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": (
+                            "Users with a ring whose answer was lost (`unconfirmed`): it may "
+                            "have rung; not counted as reached."
+                        ),
+                    },
+                    "summary": {
+                        "type": "string",
+                        "description": "`reached N of M recipients`, `rang nobody (M recipients)`.",
+                    },
                 },
             },
             "Delivery": {
@@ -1073,8 +1110,19 @@ OPENAPI: dict[str, Any] = {
                     "id": {"type": "integer"},
                     "device_id": _nullable("integer"),
                     "user_id": {"type": "string"},
-                    "platform": {"type": "string", "enum": ["apns", "fcm"]},
-                    "kind": {"type": "string", "enum": ["voip", "alert", "data"]},
+                    "platform": {
+                        "type": "string",
+                        "enum": ["apns", "fcm", ""],
+                        "description": "Empty on a recipient's own row (no device, no push).",
+                    },
+                    "kind": {
+                        "type": "string",
+                        "enum": ["voip", "alert", "data", ""],
+                        "description": (
+                            "Empty on a recipient's own row: a `skipped` recipient who got no "
+                            "push, with the reason (muted, no usable or active token)."
+                        ),
+                    },
                     "token_hint": {"type": "string", "description": "Redacted."},
                     "provider": {"type": "string"},
                     "status": DELIVERY_STATUS,
@@ -1124,6 +1172,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     "deliveries": {"type": "array", "items": _ref("Delivery")},
                     "pushes": PUSH_COUNTS,
+                    "reach": REACH,
                     "body": {"description": "The stored Stream event."},
                 },
             },
@@ -1152,6 +1201,7 @@ OPENAPI: dict[str, Any] = {
                     "reason": _nullable("string"),
                     "latency_ms": _nullable("number"),
                     "api_key": _nullable("string"),
+                    "reach": REACH,
                 },
             },
             "DeviceSummary": {

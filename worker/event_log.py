@@ -24,7 +24,9 @@ from sqlalchemy.orm import Session
 from worker import user_events
 from worker.durations import parse_duration
 from worker.push.base import redact_token
+from worker.recipient_outcomes import PUSHED_EVENT_TYPES, Reach, reach_of
 from worker.recipients import ring_recipients
+from worker.storage import deliveries as delivery_records
 from worker.storage import preferences
 from worker.storage.models import (
     Delivery,
@@ -107,6 +109,8 @@ class EventSummary:
     processed_at: datetime | None
     replays: int
     pushes: Mapping[str, int]  # deliveries by status
+    # How many recipients a push reached; None for an event that pushes nothing.
+    reach: Reach | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,7 @@ class EventDetail:
     recipients: tuple[str, ...] | None
     deliveries: tuple[DeliveryView, ...]
     body: Any  # the stored JSON document (its text when it is not JSON)
+    reach: Reach | None = None  # as EventSummary.reach
 
     @property
     def pushes(self) -> dict[str, int]:
@@ -178,6 +183,7 @@ class TraceEntry:
     token_hint: str | None = None
     reason: str | None = None
     latency_ms: float | None = None
+    reach: Reach | None = None  # a webhook's: how many of its recipients a push reached
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +231,13 @@ def list_events(
         query = select(WebhookEvent).where(WebhookEvent.id.in_(ids))
     rows = list(session.scalars(query.order_by(WebhookEvent.id.desc()).limit(limit)))
     counts = _push_counts_by_event(session, [row.id for row in rows])
-    return [_summary(row, counts.get(row.id, {})) for row in rows]
+    reaches = delivery_records.recipient_reach(session, [row.id for row in rows])
+    return [
+        dataclasses.replace(
+            _summary(row, counts.get(row.id, {})), reach=_reach(row, reaches.get(row.id))
+        )
+        for row in rows
+    ]
 
 
 def event_conditions(
@@ -286,6 +298,7 @@ def event_detail(session: Session, event_id: int) -> EventDetail | None:
         recipients=_recipients(session, row, body),
         deliveries=tuple(delivery_view(d) for d in deliveries),
         body=body,
+        reach=_reach(row, delivery_records.recipient_reach(session, [row.id]).get(row.id)),
     )
 
 
@@ -305,8 +318,12 @@ def call_trace(session: Session, call_cid: str, api_key: str | None = None) -> l
         ):
             by_event[delivery.event_id].append(delivery)
     entries: list[TraceEntry] = []
+    reaches = delivery_records.recipient_reach(session, list(by_event))
     for event in events:
+        reach = _reach(event, reaches.get(event.id))
         reason = f": {event.status_reason}" if event.status_reason else ""
+        if reach and not (event.status_reason or "").startswith(reach.summary):
+            reason = f": {reach.summary}{'; ' + event.status_reason if event.status_reason else ''}"
         replayed = f", replayed {event.replays}x" if event.replays else ""
         entries.append(
             TraceEntry(
@@ -317,6 +334,7 @@ def call_trace(session: Session, call_cid: str, api_key: str | None = None) -> l
                 summary=f"{event.event_type} received; {event.status}{reason}{replayed}",
                 status=event.status,
                 api_key=event.api_key,
+                reach=reach,
             )
         )
         pushes = by_event[event.id]
@@ -325,29 +343,28 @@ def call_trace(session: Session, call_cid: str, api_key: str | None = None) -> l
             continue
         users = sorted({d.user_id for d in pushes})
         shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+        pushed = [d for d in pushes if not delivery_records.is_recipient_row(d)]
         entries.append(
             TraceEntry(
                 at=min(d.created_at for d in pushes),
                 kind="recipients",
                 event_id=event.id,
                 event_type=event.event_type,
-                summary=f"{len(pushes)} device(s) of {len(users)} user(s): {shown}",
+                summary=f"{len(pushed)} device(s) of {len(users)} user(s): {shown}",
                 api_key=event.api_key,
             )
         )
         for d in pushes:
             latency = f" after {format_latency(d.latency_ms)}" if d.latency_ms is not None else ""
             why = f" ({d.reason})" if d.reason else ""
+            device = " ".join(part for part in (d.platform, d.kind, d.token_hint) if part)
             entries.append(
                 TraceEntry(
                     at=d.finished_at or d.claimed_at,
                     kind="push",
                     event_id=event.id,
                     event_type=event.event_type,
-                    summary=(
-                        f"{d.status}{why}{latency}: {d.user_id} {d.platform} {d.kind} "
-                        f"{d.token_hint}"
-                    ),
+                    summary=f"{d.status}{why}{latency}: {d.user_id} {device}".rstrip(),
                     status=d.status,
                     user_id=d.user_id,
                     platform=d.platform,
@@ -543,6 +560,15 @@ def _summary(row: WebhookEvent, pushes: Mapping[str, int]) -> EventSummary:
         replays=row.replays,
         pushes=pushes,
     )
+
+
+def _reach(row: WebhookEvent, counts: tuple[int, int, int] | None) -> Reach | None:
+    if counts is None:  # no outcome recorded
+        finished = row.status in (EventStatus.PROCESSED, EventStatus.FAILED)
+        if row.event_type not in PUSHED_EVENT_TYPES or not finished:
+            return None
+        counts = (0, 0, 0)
+    return reach_of(row.event_type, *counts)
 
 
 def _push_counts_by_event(session: Session, event_ids: Sequence[int]) -> dict[int, dict[str, int]]:

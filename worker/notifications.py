@@ -19,6 +19,7 @@ from worker import payloads
 from worker.logging_setup import bind_log_context, log_context
 from worker.push.base import Platform, PushKind, PushMessage, PushResult
 from worker.push_outcomes import OutcomeRecorder
+from worker.recipient_outcomes import event_reach, reach_of, record_unreached
 from worker.recipients import recipient_pages
 from worker.ringing import StoredEvent
 from worker.services import Services
@@ -94,7 +95,7 @@ def plan_fanout(
         log.exception("event %s: could not queue its chunks; left for the sweeper", stored.event_id)
         return None
     if index == 0:
-        return EventStatus.PROCESSED, "no recipients"
+        return EventStatus.PROCESSED, f"{reach_of(event.type, 0, 0).summary}: no recipients"
     _finish_if_complete(services, stored.event_id)
     return None
 
@@ -137,8 +138,10 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
         stored = StoredEvent(row.id, row.received_at, row.api_key)
         event = parse_stored_body(row.body)
         names = dict(recipients)
-        muted = preferences.muted_users(session, row.api_key, list(names), services.now())
-        found = services.device_source(row.api_key).devices_for(session, list(names))
+        muted = preferences.muted_until(session, row.api_key, list(names), services.now())
+        found = services.device_source(row.api_key).devices_for(
+            session, [user for user in names if user not in muted]
+        )
         targets = alert_targets(found)
         claims = deliveries.claim_deliveries(
             session,
@@ -146,11 +149,18 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
             [(d, kind, services.provider_label(row.api_key, d)) for d, kind in targets],
             lease=services.claim_lease(),
         )
-        skipped = [c for c in claims if c.device.user_id in muted]
-        deliveries.settle_without_sending(
-            session, skipped, DeliveryStatus.SKIPPED, "the user muted call pushes"
+        # Recorded with the claims: a bulk push is not latency-critical, and a chunk run again
+        # records its recipients' situation afresh.
+        record_unreached(
+            session,
+            event_id=event_id,
+            api_key=row.api_key,
+            event_type=event.type,
+            recipients=list(names),
+            muted=muted,
+            active=found,
+            pushed={device.user_id for device, _kind in targets},
         )
-    claims = [c for c in claims if c.device.user_id not in muted]
     retry: list[Claim] = []
     retry_after = 0.0
     # At most ``send_batch`` pushes in flight, each answer recorded as it arrives: a worker
@@ -248,7 +258,9 @@ def _finish_if_complete(services: Services, event_id: int) -> None:
         complete, failed_chunks = fanout.completion(session, event_id)
         if not complete:
             return
-        summary = fanout.delivery_summary(session, event_id)
+        row = inbox.load_event(session, event_id)
+        reach = event_reach(session, event_id, row.event_type if row else "")
+        summary = f"{reach.summary}: {fanout.delivery_summary(session, event_id)}"
         if failed_chunks:
             why = fanout.failed_chunk_reason(session, event_id)
             if is_unexpected_reason(why):  # otherwise the summary says it all ("2 failed")

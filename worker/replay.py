@@ -5,6 +5,11 @@ Without ``force``, devices that already got the push are skipped and an expired 
 re-rung (it is past its deadline, so processing records it as expired again).  With ``force``,
 everything but a disabled token is sent again and a ring gets a fresh deadline.  An event that
 arrived stale (never pushed) stays unpushed unless replayed with ``allow_stale``.
+
+A recipient recorded ``skipped`` (muted, no usable token: a row without a device) is not
+re-sent as such, with or without ``force``: the replay resolves the recipients and their
+devices again, so one whose situation changed (unmuted, a new token) is pushed and the others
+are recorded skipped again, with the reason as it is then.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ REPLAYED_WITH_FORCE = REPLAYED | {
     DeliveryStatus.UNCONFIRMED,  # may have rung: re-rung only when the operator insists
     DeliveryStatus.EXPIRED,
     DeliveryStatus.CANCELLED,
-    DeliveryStatus.SKIPPED,
+    DeliveryStatus.SKIPPED,  # a device's push skipped by an older version (muted)
 }
 
 
@@ -61,7 +66,9 @@ def plan_replay(session: Session, event_ids: Sequence[int], force: bool) -> list
     for event in session.scalars(
         select(WebhookEvent).where(WebhookEvent.id.in_(list(event_ids))).order_by(WebhookEvent.id)
     ):
-        rows = session.scalars(select(Delivery).where(Delivery.event_id == event.id)).all()
+        rows = session.scalars(
+            select(Delivery).where(Delivery.event_id == event.id, Delivery.device_id.is_not(None))
+        ).all()
         resend = [
             DeviceReplay(d.user_id, d.platform, d.token_hint, d.status)
             for d in rows
@@ -91,7 +98,12 @@ def reopen_for_replay(
     statuses = REPLAYED_WITH_FORCE if force else REPLAYED
     session.execute(
         update(Delivery)
-        .where(Delivery.event_id == event_id, Delivery.status.in_(list(statuses)))
+        .where(
+            Delivery.event_id == event_id,
+            Delivery.status.in_(list(statuses)),
+            # Only a device's push can be claimed again; recipients' rows are recomputed.
+            Delivery.device_id.is_not(None),
+        )
         .values(status=DeliveryStatus.RETRY)
     )
     session.execute(

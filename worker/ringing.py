@@ -12,7 +12,9 @@ The phones must ring within milliseconds, exactly once, and never after the ring
      ``failed`` with the provider's last reason;
   6. a push whose answer was lost after it was written (a timeout, a dropped connection, a worker
      killed mid-send) is ``unconfirmed`` and never sent again: a second VoIP push is a second
-     CallKit call (worker/push/base.py).
+     CallKit call (worker/push/base.py);
+  7. after the pushes, each recipient who got none is recorded ``skipped`` with the reason
+     (worker/recipient_outcomes.py), and the event's outcome says how many the ring reached.
 The retries sleep in the task's thread, holding no database connection (README: scaling out).
 """
 
@@ -33,6 +35,7 @@ from worker import payloads
 from worker.device_sources import one_ring_per_phone
 from worker.push.base import Platform, PushKind, PushMessage, PushOutcome, PushResult
 from worker.push_outcomes import record_push_outcomes
+from worker.recipient_outcomes import event_reach, record_unreached
 from worker.recipients import ring_recipients
 from worker.services import Services
 from worker.settings import RingSettings
@@ -202,14 +205,13 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
     try:
         # One transaction for everything before the first push: the ring path's round trips.
         with services.db.transaction() as session:
-            muted = preferences.muted_users(session, stored.api_key, recipients, services.now())
+            muted = preferences.muted_until(session, stored.api_key, recipients, services.now())
             found = source.devices_for(session, [r for r in recipients if r not in muted])
             app = services.settings.app_for_key(stored.api_key)
+            alert_ring = app is None or app.alert_ring
             targets = [
                 (device, kind, services.provider_label(stored.api_key, device))
-                for device, kind in ring_targets(
-                    one_ring_per_phone(found), alert_ring=app is None or app.alert_ring
-                )
+                for device, kind in ring_targets(one_ring_per_phone(found), alert_ring=alert_ring)
             ]
             claims = _claim_unless_stopped(session, event, stored, targets, lease, counts)
     except StreamApiError as error:
@@ -236,12 +238,24 @@ def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> t
         services.sleep(max(0.0, (takeover_at - services.now()).total_seconds()) + 0.01)
         with services.db.transaction() as session:
             claims = _claim_unless_stopped(session, event, stored, targets, lease, counts)
-    if not targets:
-        note = f", {len(muted)} muted" if muted else ""
-        return EventStatus.PROCESSED, f"{len(recipients)} recipients{note}, no ring devices"
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    # After the pushes, never before them: the ring path's latency is the sends'.
+    with services.db.transaction() as session:
+        counts[DeliveryStatus.SKIPPED] += record_unreached(
+            session,
+            event_id=stored.event_id,
+            api_key=stored.api_key,
+            event_type=event.type,
+            recipients=recipients,
+            muted=muted,
+            active=found,
+            pushed={device.user_id for device, _kind, _provider in targets},
+            alert_ring=alert_ring,
+        )
+        reach = event_reach(session, stored.event_id, event.type)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
     failed = counts.get(DeliveryStatus.FAILED, 0)
-    return (EventStatus.FAILED if failed else EventStatus.PROCESSED), summary or "nothing to send"
+    status = EventStatus.FAILED if failed else EventStatus.PROCESSED
+    return status, f"{reach.summary}: {summary}" if summary else reach.summary
 
 
 @dataclass(slots=True)

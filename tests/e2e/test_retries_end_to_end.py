@@ -133,5 +133,5 @@ def test_planning_retries_stop_at_max_retries_and_the_event_fails(stack, fake_st
 def test_chunk_retries_stop_at_max_retries_and_the_event_fails(stack, fake_apns):
     event = sample_events.member_event("call.notification", "alice", ["alice", "bob"])
     row = stack.wait_finished(stack.post(event))
-    assert row.status == "failed" and row.status_reason == "1 failed"
+    assert row.status == "failed" and row.status_reason == "reached nobody (1 recipient): 1 failed"
     assert fake_apns.tokens().count(FAILING_ALERT) == MAX_RETRIES + 1

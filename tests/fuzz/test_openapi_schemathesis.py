@@ -111,6 +111,9 @@ def world(postgres_admin_url: str, redis_server_url: str) -> Iterator[World]:
         ring = seed.event(ring_body("default:c1", "bob", [USER]), status="failed", reason="x")
         seed.delivery(ring, device, "failed", user_id=USER, platform="fcm", kind="data")
         seed.event(notification_body("default:c2", "bob", [USER]))
+        # A ring that rang nobody: a recipient's own row (no device) and the event's reach.
+        nobody = seed.event(ring_body("default:c3", "bob", [USER]), reason="rang nobody")
+        seed.skipped_recipient(nobody, USER, "call pushes muted")
         app = create_app(app_settings, db=db, celery=create_celery(app_settings))
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})

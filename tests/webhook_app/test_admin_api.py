@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import jsonschema
 import pytest
 import redis
 from sqlalchemy import select
@@ -27,6 +28,7 @@ from tests.worker.commands.test_events_cli import (
     seed_world,
 )
 from webhook_app.admin_auth import bearer_token, token_matches
+from webhook_app.openapi import OPENAPI
 from worker.celery_app import create_celery
 from worker.settings import load_settings
 from worker.storage.database import Database
@@ -559,3 +561,46 @@ def test_failed_tokens_are_throttled_per_client_with_retry_after(sqlite_url, mon
     script.environ_base["REMOTE_ADDR"] = "2001:db8:aa:cc::1"
     assert script.get("/admin/events", headers=AUTH).status_code == 200
     db.dispose()
+
+
+# --- reach: every recipient accounted for -----------------------------------------------------
+
+
+def conforms(document: object, schema: dict) -> None:
+    """``document`` against a schema of the served OpenAPI document (3.1: JSON Schema 2020-12)."""
+    jsonschema.Draft202012Validator({**schema, "components": OPENAPI["components"]}).validate(
+        document
+    )
+
+
+def test_a_ring_that_rang_nobody_in_the_json(local):
+    client, db = local()
+    seed = Seeder(db)
+    ring = seed.event(ring_body("default:c6", "alice", ["bob"]), reason="rang nobody")
+    seed.skipped_recipient(ring, "bob", "call pushes muted until 2026-12-01T00:00:00Z")
+    reach = {
+        "recipients": 1,
+        "reached": 0,
+        "unconfirmed": 0,
+        "summary": "rang nobody (1 recipient)",
+    }
+
+    detail = client.get(f"/admin/events/{ring}", headers=AUTH).get_json()
+    conforms(detail, {"$ref": "#/components/schemas/EventDetail"})
+    assert detail["reach"] == reach
+    (skipped,) = detail["deliveries"]
+    assert (skipped["device_id"], skipped["platform"], skipped["kind"]) == (None, "", "")
+    assert skipped["status"] == "skipped"
+    assert skipped["reason"] == "call pushes muted until 2026-12-01T00:00:00Z"
+
+    listed = client.get("/admin/events?call=default:c6", headers=AUTH).get_json()
+    conforms(
+        listed["events"], {"type": "array", "items": {"$ref": "#/components/schemas/EventSummary"}}
+    )
+    assert [e["reach"] for e in listed["events"]] == [reach]
+
+    trace = client.get("/admin/calls/default:c6/trace", headers=AUTH).get_json()
+    conforms(
+        trace["entries"], {"type": "array", "items": {"$ref": "#/components/schemas/TraceEntry"}}
+    )
+    assert trace["entries"][0]["reach"] == reach

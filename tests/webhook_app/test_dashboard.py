@@ -313,3 +313,40 @@ def test_odd_stored_bodies_render_safely(logged_in):
     assert "<script>alert(1)</script>" not in listing  # autoescaped
     assert client.get(f"/dashboard/events/{odd_type}").status_code == 200
     assert client.get("/dashboard/calls/default:odd").status_code == 200
+
+
+# --- a ring that rang nobody ------------------------------------------------------------------
+
+
+def test_a_ring_that_rang_nobody_is_a_warning_not_green(site):
+    app, db = site()
+    seed = Seeder(db)
+    device = seed.device("bob", "fcm", "bob-fcm-" + "b" * 40)
+    rang = seed.event(ring_body("default:rang", "alice", ["bob"]))
+    seed.delivery(rang, device, "sent", user_id="bob", platform="fcm", kind="data")
+    nobody = seed.event(ring_body("default:nobody", "alice", ["carol"]))
+    seed.skipped_recipient(nobody, "carol", "no active device")
+    client = app.test_client()
+    log_in(client)
+
+    rows = {
+        int(match.group(1)): match.group(0)
+        for match in re.finditer(
+            r'<tr>\s*<td class="num"><a href="/dashboard/events/(\d+)">.*?</tr>',
+            client.get("/dashboard/").get_data(as_text=True),
+            re.S,
+        )
+    }
+    assert 'class="badge s-processed"' in rows[rang] and "reached 1 of 1 recipient" in rows[rang]
+    assert 'class="badge s-unreached"' in rows[nobody]
+    assert 'class="reach-none">rang nobody (1 recipient)' in rows[nobody]
+
+    page = client.get(f"/dashboard/events/{nobody}").get_data(as_text=True)
+    assert 'class="badge s-unreached">processed' in page
+    assert re.search(r'<dd id="reach" class="reach-none">rang nobody \(1 recipient\)</dd>', page)
+    assert "no push" in page and "no active device" in page
+    reached = client.get(f"/dashboard/events/{rang}").get_data(as_text=True)
+    assert '<dd id="reach">reached 1 of 1 recipient</dd>' in reached
+
+    trace = client.get("/dashboard/calls/default:nobody").get_data(as_text=True)
+    assert 'class="badge s-unreached">processed' in trace and "no push to carol" in trace

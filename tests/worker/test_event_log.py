@@ -209,7 +209,10 @@ def test_call_trace_says_an_unconfirmed_ring_was_not_sent_again(world):
     with db.transaction() as session:
         (push,) = [e for e in event_log.call_trace(session, "default:c9") if e.kind == "push"]
         counts = event_log.push_counts(session, NOW - timedelta(hours=1))
+        reach = event_log.event_detail(session, ring).reach
     assert push.status == "unconfirmed"
+    # It most likely rang: not "rang nobody", and not counted as reached either.
+    assert reach == event_log.Reach(1, 0, 1, "rang nobody for certain (1 of 1 unconfirmed)")
     assert push.summary.startswith(
         "unconfirmed (timeout: answer lost, not re-sent to avoid a second ring) after "
     )
@@ -330,3 +333,53 @@ def test_an_id_out_of_the_columns_range_is_no_event(world):
     with db.transaction() as session:
         for event_id in (0, -1, 2**63, 10**30):
             assert event_log.event_detail(session, event_id) is None
+
+
+# --- every recipient accounted for: reach -------------------------------------------------------
+
+
+def test_reach_counts_the_recipients_a_push_reached(world):
+    db, ids = world
+    with db.transaction() as session:
+        found = {e.id: e for e in event_log.list_events(session)}
+        detail = event_log.event_detail(session, ids["ring"])
+    assert found[ids["ring"]].reach == detail.reach
+    assert (detail.reach.recipients, detail.reach.reached) == (2, 2)
+    assert detail.reach.summary == "reached 2 of 2 recipients"
+    assert found[ids["old"]].reach.summary == "reached 1 of 1 recipient"
+    # Events that push nothing have no reach.
+    assert found[ids["ignored"]].reach is None and found[ids["accepted"]].reach is None
+
+
+def test_a_ring_that_rang_nobody_shows_its_skipped_recipients(world):
+    db, _ = world
+    seed = Seeder(db)
+    ring = seed.event(ring_body("default:c7", "alice", ["bob", "dave"]), received_at=NOW)
+    seed.skipped_recipient(ring, "bob", "call pushes muted until 2026-12-01T00:00:00Z")
+    seed.skipped_recipient(ring, "dave", "no active device")
+    empty = seed.event(ring_body("default:c8", "alice", []), received_at=NOW)
+    with db.transaction() as session:
+        detail = event_log.event_detail(session, ring)
+        listed = {e.id: e for e in event_log.list_events(session, call_cid="default:c8")}
+        entries = event_log.call_trace(session, "default:c7")
+    assert detail.reach == event_log.Reach(2, 0, 0, "rang nobody (2 recipients)")
+    assert listed[empty].reach.summary == "rang nobody"  # processed with no outcome at all
+    assert {(d.user_id, d.device_id, d.kind, d.reason) for d in detail.deliveries} == {
+        ("bob", None, "", "call pushes muted until 2026-12-01T00:00:00Z"),
+        ("dave", None, "", "no active device"),
+    }
+    assert event_log.as_json(detail)["reach"] == {
+        "recipients": 2,
+        "reached": 0,
+        "unconfirmed": 0,
+        "summary": "rang nobody (2 recipients)",
+    }
+    webhook, recipients, *pushes = entries
+    assert webhook.reach == detail.reach and "rang nobody (2 recipients)" in webhook.summary
+    assert recipients.summary.startswith("0 device(s) of 2 user(s)")
+    assert [p.summary for p in pushes] == [
+        "skipped (call pushes muted until 2026-12-01T00:00:00Z): bob",
+        "skipped (no active device): dave",
+    ]
+    # Recorded per recipient, so nobody is described again from their devices now.
+    assert all(e.kind != "device" for e in entries)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from worker.notifications import deliver_chunk
 from worker.push.base import Platform, ProviderRef, PushKind, PushOutcome, PushResult
 from worker.push.providers import ProviderSet
 from worker.push.sender import PushSender
+from worker.replay import reopen_for_replay
 from worker.services import Services
 from worker.settings import ApnsProviderSettings, load_settings
 from worker.storage import devices, preferences
@@ -126,7 +128,7 @@ def test_call_notification_goes_to_members_minus_the_sender(world):
     assert data["sender"] == "stream.video" and data["type"] == "call.notification"
     assert data["title"] == "Alice invites you to a call"
     row = event_row(services, event_id)
-    assert row.status == "processed" and row.status_reason == "4 sent"
+    assert row.status == "processed" and row.status_reason == "reached 2 of 2 recipients: 4 sent"
 
 
 def test_call_missed_goes_to_the_members_listed(world):
@@ -188,8 +190,77 @@ def test_muted_users_are_skipped_and_the_skip_is_recorded(world):
     run_all_chunks(services, queued)
     assert "bob-fcm" not in fcm.tokens() and "carol-fcm" in fcm.tokens()
     with services.db.transaction() as session:
-        skipped = session.query(Delivery).filter_by(user_id="bob").all()
-        assert {d.status for d in skipped} == {"skipped"}
+        # One row for bob the recipient, not one per device: none of his devices was pushed.
+        (skipped,) = session.query(Delivery).filter_by(user_id="bob").all()
+        assert (skipped.status, skipped.reason) == ("skipped", "call pushes muted")
+        assert skipped.device_id is None and skipped.attempts == 0
+    row = event_row(services, event_id)
+    assert row.status_reason == "reached 1 of 2 recipients: 2 sent, 1 skipped"
+
+
+def test_each_recipient_without_a_push_is_recorded_with_the_reason(world):
+    services, apns, fcm, queued, _fake = world
+    app = services.settings.apps[0].api_key
+    until = utcnow().replace(microsecond=0) + timedelta(hours=2)
+    with services.db.transaction() as session:
+        preferences.set_preference(session, app, "bob", True, until)
+        # carol: only a VoIP token left, which carries rings only.
+        session.query(Device).filter(Device.user_id == "carol", Device.voip.is_(False)).delete()
+        # dave: every token disabled, the FCM one last.
+        for device in session.query(Device).filter_by(user_id="dave").order_by(Device.id):
+            devices.disable_devices(session, [device.id], f"{device.platform} said Unregistered")
+    event = sample_events.member_event("call.missed", "alice", ["bob", "carol", "dave", "erin"])
+    event_id = store(services, event)
+    process_event(services, event_id)
+    run_all_chunks(services, queued)
+    assert apns.sent == [] and fcm.sent == []
+    reasons = skipped_reasons(services, event_id)
+    assert reasons["bob"] == f"call pushes muted until {until:%Y-%m-%dT%H:%M:%SZ}"
+    assert reasons["carol"].startswith("no token of the kind call.missed needs")
+    assert f"apns voip {apns_token('carol', True)[:6]}" in reasons["carol"]
+    assert reasons["dave"].startswith("token disabled at ")
+    assert reasons["dave"].endswith(": fcm da…: fcm said Unregistered (and 2 more disabled)")
+    assert reasons["erin"] == "no active device"
+    row = event_row(services, event_id)
+    assert row.status == "processed"
+    assert row.status_reason == "reached nobody (4 recipients): 4 skipped"
+
+
+def test_a_replay_pushes_a_skipped_recipient_only_once_unmuted(world):
+    services, _apns, fcm, queued, _fake = world
+    app = services.settings.apps[0].api_key
+    with services.db.transaction() as session:
+        preferences.set_preference(session, app, "bob", True)
+    event_id = store(services, sample_events.member_event("call.missed", "alice", ["bob"]))
+    process_event(services, event_id)
+    run_all_chunks(services, queued)
+
+    # Still muted, even with force: nothing sent, bob recorded skipped again, once.
+    with services.db.transaction() as session:
+        assert reopen_for_replay(session, event_id, force=True)
+    process_event(services, event_id)
+    run_all_chunks(services, queued)
+    assert fcm.sent == []
+    assert skipped_reasons(services, event_id) == {"bob": "call pushes muted"}
+
+    with services.db.transaction() as session:
+        preferences.set_preference(session, app, "bob", False)
+        assert reopen_for_replay(session, event_id, force=False)
+    process_event(services, event_id)
+    run_all_chunks(services, queued)
+    assert fcm.tokens() == ["bob-fcm"]
+    with services.db.transaction() as session:
+        rows = session.query(Delivery).filter_by(event_id=event_id).all()
+    assert {(d.user_id, d.status) for d in rows} == {("bob", "sent")}
+    assert all(d.device_id is not None for d in rows)
+    assert event_row(services, event_id).status_reason == "reached 1 of 1 recipient: 2 sent"
+
+
+def skipped_reasons(services, event_id) -> dict[str, str]:
+    with services.db.transaction() as session:
+        rows = session.query(Delivery).filter_by(event_id=event_id).all()
+        assert all(d.status == "skipped" and d.device_id is None for d in rows)
+        return {d.user_id: d.reason for d in rows}
 
 
 def test_transient_failures_retry_with_backoff_then_fail_after_the_cap(world):

@@ -24,6 +24,7 @@ from worker.push.base import (
 )
 from worker.push.providers import ProviderSet
 from worker.push.sender import PushSender
+from worker.replay import reopen_for_replay
 from worker.ringing import ring_targets
 from worker.services import Services
 from worker.settings import load_settings
@@ -552,6 +553,97 @@ def test_alert_ring_switched_off_for_the_app(world):
     event_id = store(services, sample_events.ring_event("alice", ["dan"]))
     assert process_event(services, event_id) == "processed"
     assert apns.sent == []
+    (skipped,) = recipient_rows(services, event_id)
+    assert skipped.user_id == "dan" and skipped.reason == (
+        "no token of the kind call.ring needs, an APNs VoIP or FCM token (alert rings are off): "
+        f"has apns {redact_token(DAN_APNS)}"
+    )
+
+
+# --- every recipient accounted for ----------------------------------------------------------------
+
+
+def recipient_rows(services, event_id) -> list[Delivery]:
+    """The event's rows of recipients who got no push (no device)."""
+    with services.db.transaction() as session:
+        rows = deliveries.deliveries_for_event(session, event_id)
+    return [d for d in rows if d.device_id is None]
+
+
+def test_each_callee_without_a_push_is_recorded_skipped_after_the_pushes(world):
+    services, apns, fcm = world
+    until = utcnow().replace(microsecond=0) + timedelta(minutes=30)
+    with services.db.transaction() as session:
+        preferences.set_preference(session, "k", "carol", True, until)
+        (alices,) = session.query(Device).filter_by(user_id="alice").all()
+        devices.disable_devices(session, [alices.id], "FCM said UNREGISTERED")
+    event_id = store(services, sample_events.ring_event("dan", ["bob", "carol", "alice", "erin"]))
+    assert process_event(services, event_id) == "processed"
+    assert apns.tokens() == [BOB_VOIP] and fcm.tokens() == [BOB_ANDROID]
+    skipped = {d.user_id: d for d in recipient_rows(services, event_id)}
+    assert {user: d.reason for user, d in skipped.items()} == {
+        "carol": f"call pushes muted until {until:%Y-%m-%dT%H:%M:%SZ}",
+        "alice": (
+            f"token disabled at {alices_disabled_at(services):%Y-%m-%dT%H:%M:%SZ}: "
+            f"fcm {redact_token(ALICE_ANDROID)}: FCM said UNREGISTERED"
+        ),
+        "erin": "no active device",
+    }
+    assert {d.status for d in skipped.values()} == {"skipped"}
+    with services.db.transaction() as session:
+        sent = [d for d in deliveries.deliveries_for_event(session, event_id) if d.status == "sent"]
+        row = session.get(WebhookEvent, event_id)
+    # Recorded once the pushes were answered, never before the send (the ring's latency).
+    assert len(sent) == 2
+    assert min(d.created_at for d in skipped.values()) >= max(d.finished_at for d in sent)
+    assert row.status_reason == "reached 1 of 4 recipients: 2 sent, 3 skipped"
+
+
+def alices_disabled_at(services) -> datetime:
+    with services.db.transaction() as session:
+        (alices,) = session.query(Device).filter_by(user_id="alice").all()
+        return alices.disabled_at
+
+
+def test_a_ring_that_rang_nobody_says_so(world):
+    services, apns, fcm = world
+    event_id = store(services, sample_events.ring_event("alice", ["erin", "frank"]))
+    assert process_event(services, event_id) == "processed"
+    assert apns.sent == [] and fcm.sent == []
+    with services.db.transaction() as session:
+        row = session.get(WebhookEvent, event_id)
+    assert row.status_reason == "rang nobody (2 recipients): 2 skipped"
+    assert {d.user_id for d in recipient_rows(services, event_id)} == {"erin", "frank"}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_replay_rings_a_skipped_callee_only_once_their_situation_changed(world, force):
+    services, apns, _fcm = world
+    with services.db.transaction() as session:
+        preferences.set_preference(session, "k", "bob", True)
+    event_id = store(services, sample_events.ring_event("alice", ["bob"]))
+    process_event(services, event_id)
+    assert apns.sent == []
+
+    # Still muted: the replay sends nothing and records bob skipped again, once.
+    with services.db.transaction() as session:
+        assert reopen_for_replay(session, event_id, force=force)
+    process_event(services, event_id)
+    assert apns.sent == []
+    (again,) = recipient_rows(services, event_id)
+    assert (again.user_id, again.reason) == ("bob", "call pushes muted")
+
+    # Unmuted since: the next replay rings him, and his skipped row is gone.
+    with services.db.transaction() as session:
+        preferences.set_preference(session, "k", "bob", False)
+        assert reopen_for_replay(session, event_id, force=force)
+    process_event(services, event_id)
+    assert apns.tokens() == [BOB_VOIP]
+    assert recipient_rows(services, event_id) == []
+    with services.db.transaction() as session:
+        assert session.get(WebhookEvent, event_id).status_reason.startswith(
+            "reached 1 of 1 recipient: "
+        )
 
 
 # --- named push providers -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ import click
 from worker import event_log, retention
 from worker.commands import app_option, check_app, cli_settings, open_database
 from worker.event_import import DispatchEvent, import_lines, max_line_bytes, read_lines
+from worker.recipient_outcomes import Reach
 from worker.replay_jobs import (
     Dispatch,
     ReplayPlan,
@@ -193,10 +194,13 @@ def list_(
     )
     for e in found:
         replayed = f"  (replayed {e.replays}x)" if e.replays else ""
-        echo_line(
+        reach = f"{e.reach.summary}: " if e.reach else ""
+        line = (
             f"{e.id:>7}  {_time(e.received_at):<19}  {e.event_type:<22} {e.status:<10} "
-            f"{e.call_cid or '-':<32} {event_log.format_pushes(e.pushes)}{replayed}"
+            f"{e.call_cid or '-':<32} {reach}{event_log.format_pushes(e.pushes)}{replayed}"
         )
+        # A push event that reached nobody is a problem even when it was "processed".
+        click.echo(click.style(escape_controls(line), fg=_nobody_style(e.reach)))
     if not found:
         click.echo("(no events)")
     elif api_key is None and len({e.api_key for e in found}) > 1:
@@ -217,7 +221,8 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
         echo_json(detail)
         return
     reason = f": {detail.status_reason}" if detail.status_reason else ""
-    echo_line(f"event {detail.id}  {detail.event_type}  {detail.status}{reason}")
+    head = f"event {detail.id}  {detail.event_type}  {detail.status}{reason}"
+    click.echo(click.style(escape_controls(head), fg=_nobody_style(detail.reach)))
     rows = [
         ("app", detail.api_key),
         ("call", f"{detail.call_cid or '-'}  (session {detail.session_id or '-'})"),
@@ -226,6 +231,7 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
         ("processed", f"{_time(detail.processed_at)}  ({detail.processing_attempts} run(s))"),
         ("replays", f"{detail.replays}{' (last with --force)' if detail.replay_force else ''}"),
         ("recipients", _recipients_text(detail.recipients)),
+        ("reach", detail.reach.summary if detail.reach else "-"),
         ("pushes", event_log.format_pushes(detail.pushes)),
     ]
     for label, value in rows:
@@ -238,7 +244,8 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
         f"{'ANSWERED (UTC)':<19}  REASON"
     )
     for d in detail.deliveries:
-        device = f"{d.platform} {d.kind} {d.token_hint}"
+        # A recipient who got no push has a row without a device.
+        device = " ".join(part for part in (d.platform, d.kind, d.token_hint) if part) or "-"
         latency = event_log.format_latency(d.latency_ms)
         code = f" [{d.status_code}]" if d.status_code else ""
         phone = (
@@ -250,6 +257,10 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
             f"  {d.user_id:<16} {device:<22} {d.status:<13} {d.attempts:>5} {latency:>9}  "
             f"{_time(d.finished_at):<19}  {d.reason or ''}{code}{phone}"
         )
+
+
+def _nobody_style(reach: Reach | None) -> str | None:
+    return "yellow" if reach is not None and not reach.reached else None
 
 
 def _recipients_text(recipients: tuple[str, ...] | None) -> str:

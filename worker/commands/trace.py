@@ -110,7 +110,10 @@ def trace(
             f"{_clock(entry.at)}  +{offset:8.3f}s  {marker} #{entry.event_id:<6} "
             f"{app}{entry.summary}"
         )
-        click.echo(click.style(escape_controls(line), fg=_STYLE.get(entry.status or "")))
+        # A push event that reached nobody is a problem whatever its status says.
+        unreached = entry.reach is not None and not entry.reach.reached
+        style = "yellow" if unreached else _STYLE.get(entry.status or "")
+        click.echo(click.style(escape_controls(line), fg=style))
 
 
 def _user_trace(

@@ -1,17 +1,22 @@
-"""Delivery records: one row per (event, device), claimed before the push and settled after.
+"""Delivery records: one row per (event, device), claimed before the push and settled after,
+and one per recipient who got no push at all (``skipped``, with the reason).
 
 The unique (event_id, device_id) key is what makes a redelivered task or a retried webhook send
-nothing twice: whoever inserts the row owns the push.
+nothing twice: whoever inserts the row owns the push.  A recipient's row has no device
+(``device_id`` NULL, which the key does not constrain) and an empty kind: the column is
+nullable already (a deleted device's rows keep their history), so it needs no migration, and
+the empty kind tells it apart from a deleted device's row.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker.push.base import PushKind, PushOutcome, PushResult, redact_token
@@ -30,6 +35,10 @@ RESULT_STATUS = {
 NOT_RESENT = "answer lost, not re-sent to avoid a second ring"
 # A ring claim whose worker died mid-send: its request may have been written.
 ABANDONED_MID_SEND = "worker stopped mid-send"
+# The kind of a recipient's own row (no device, no push): see the module docstring.
+RECIPIENT_ROW_KIND = ""
+# Bound parameters per IN (...) list, well under every backend's limit.
+_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,3 +224,77 @@ def count_failed(session: Session, event_id: int, user_ids: Sequence[str]) -> in
         )
         or 0
     )
+
+
+def record_skipped_recipients(
+    session: Session, event_id: int, reasons: Mapping[str, str], users: Sequence[str]
+) -> None:
+    """Record each user of ``reasons`` as ``skipped`` with its reason, replacing the recipient
+    rows an earlier run of the event (a replay, a redelivered task) left for ``users``: a row
+    tells the recipient's situation at the latest run, and one who has a push now has no row."""
+    ids = list(dict.fromkeys(users))
+    for start in range(0, len(ids), _CHUNK):
+        session.execute(
+            delete(Delivery).where(
+                Delivery.event_id == event_id,
+                Delivery.device_id.is_(None),
+                Delivery.kind == RECIPIENT_ROW_KIND,
+                Delivery.user_id.in_(ids[start : start + _CHUNK]),
+            )
+        )
+    if not reasons:
+        return
+    now = utcnow()
+    session.execute(
+        insert(Delivery),
+        [
+            {
+                "event_id": event_id,
+                "device_id": None,
+                "user_id": user_id,
+                "platform": "",
+                "kind": RECIPIENT_ROW_KIND,
+                "token_hint": "",
+                "provider": "",
+                "status": DeliveryStatus.SKIPPED,
+                "reason": reason[:255],
+                "attempts": 0,
+                "created_at": now,
+                "claimed_at": now,
+                "finished_at": now,
+            }
+            for user_id, reason in reasons.items()
+        ],
+    )
+
+
+def is_recipient_row(delivery: Delivery) -> bool:
+    """A recipient who got no push (no device), rather than one device's push."""
+    return delivery.device_id is None and delivery.kind == RECIPIENT_ROW_KIND
+
+
+def recipient_reach(session: Session, event_ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+    """Per event: (recipients, reached, unconfirmed), the distinct users with a recorded
+    outcome, those of them with a push the provider accepted (``sent``), and those with a push
+    whose answer was lost (``unconfirmed``).  Every recipient has a row (a push, or a
+    ``skipped`` row of their own), so the first is the event's recipient count."""
+    if not event_ids:
+        return {}
+
+    def users_with(status: str) -> Any:
+        return func.count(func.distinct(case((Delivery.status == status, Delivery.user_id))))
+
+    rows = session.execute(
+        select(
+            Delivery.event_id,
+            func.count(func.distinct(Delivery.user_id)),
+            users_with(DeliveryStatus.SENT),
+            users_with(DeliveryStatus.UNCONFIRMED),
+        )
+        .where(Delivery.event_id.in_(list(event_ids)))
+        .group_by(Delivery.event_id)
+    ).all()
+    return {
+        event_id: (int(users), int(reached), int(unconfirmed))
+        for event_id, users, reached, unconfirmed in rows
+    }

@@ -224,6 +224,27 @@ def active_devices_for(
     return [target_of(d) for d in found]
 
 
+def disabled_devices_for(
+    session: Session, api_key: str, user_ids: Iterable[str]
+) -> dict[str, list[Device]]:
+    """The users' disabled devices in the app, the most recently disabled first: why a user
+    without an active token got no push."""
+    ids = list(dict.fromkeys(user_ids))
+    found: dict[str, list[Device]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        for device in session.scalars(
+            select(Device)
+            .where(
+                Device.api_key == api_key,
+                Device.user_id.in_(ids[start : start + _CHUNK]),
+                Device.disabled_at.is_not(None),
+            )
+            .order_by(Device.disabled_at.desc(), Device.id.desc())
+        ):
+            found.setdefault(device.user_id, []).append(device)
+    return found
+
+
 def target_of(device: Device) -> DeviceTarget:
     return DeviceTarget(
         device.id,

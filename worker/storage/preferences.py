@@ -87,12 +87,21 @@ def set_preference(
 
 def muted_users(session: Session, api_key: str, user_ids: Iterable[str], now: datetime) -> set[str]:
     """The users among ``user_ids`` whose call pushes are off at ``now`` in the app."""
+    return set(muted_until(session, api_key, user_ids, now))
+
+
+def muted_until(
+    session: Session, api_key: str, user_ids: Iterable[str], now: datetime
+) -> dict[str, datetime | None]:
+    """The users among ``user_ids`` whose call pushes are off at ``now`` in the app, each with
+    the end of the mute (None: until unmuted); a skipped push's reason says which."""
     ids = list(dict.fromkeys(user_ids))
-    muted: set[str] = set()
+    muted: dict[str, datetime | None] = {}
     for start in range(0, len(ids), _CHUNK):
         muted.update(
-            session.scalars(
-                select(UserPreference.user_id).where(
+            (user_id, until)
+            for user_id, until in session.execute(
+                select(UserPreference.user_id, UserPreference.muted_until).where(
                     UserPreference.api_key == api_key,
                     UserPreference.user_id.in_(ids[start : start + _CHUNK]),
                     UserPreference.muted.is_(True),

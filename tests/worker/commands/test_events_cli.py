@@ -106,8 +106,8 @@ def production(postgres_url, redis_url, tmp_path, monkeypatch):
     runner = CliRunner()
     broker = redis.Redis.from_url(redis_url)
 
-    def run(*args: str, command=events):
-        return runner.invoke(command, list(args), env=env, catch_exceptions=False)
+    def run(*args: str, command=events, color: bool = False):
+        return runner.invoke(command, list(args), env=env, catch_exceptions=False, color=color)
 
     yield run, db, ids, broker
     broker.close()
@@ -239,6 +239,38 @@ def test_trace_prints_the_calls_timeline(production):
 
     unknown = run("default:nope", command=trace)
     assert unknown.exit_code == 1 and "no events for call default:nope" in unknown.output
+
+
+@pytest.mark.services
+def test_a_ring_that_rang_nobody_is_shown_as_a_problem(production):
+    run, db, _, _ = production
+    seed = Seeder(db)
+    ring = seed.event(
+        ring_body("default:c5", "alice", ["bob"]), reason="rang nobody (1 recipient): 1 skipped"
+    )
+    seed.skipped_recipient(ring, "bob", "call pushes muted")
+    listed = run("list", "--call", "default:c5")
+    line = next(line for line in listed.output.splitlines() if line.startswith(f"{ring:>7}"))
+    assert line.endswith("rang nobody (1 recipient): 1 skipped")
+    coloured = run("list", "--call", "default:c5", color=True).output
+    assert "\x1b[33m" in coloured  # yellow: a warning, even though it was processed
+
+    shown = run("show", str(ring)).output
+    assert "reach       rang nobody (1 recipient)" in shown
+    bob = next(line for line in shown.splitlines() if line.lstrip().startswith("bob "))
+    assert bob.split()[:3] == ["bob", "-", "skipped"] and bob.endswith("call pushes muted")
+    document = json.loads(run("show", str(ring), "--json").output)
+    assert document["reach"] == {
+        "recipients": 1,
+        "reached": 0,
+        "unconfirmed": 0,
+        "summary": "rang nobody (1 recipient)",
+    }
+
+    traced = run("default:c5", command=trace).output
+    assert "rang nobody (1 recipient)" in traced.splitlines()[1]
+    assert any(line.endswith("skipped (call pushes muted): bob") for line in traced.splitlines())
+    assert "\x1b[33m" in run("default:c5", command=trace, color=True).output
 
 
 # --- replay -----------------------------------------------------------------------------------
