@@ -149,6 +149,9 @@ def _user_trace(
             f"{e.call_cid or '-'}  as {'/'.join(e.roles)}; {e.status}{reason}"
         )
         for d in e.pushes:
+            if not d.kind:  # the recipient's own row: no push at all, and why
+                echo_line(f"     x no push: {d.reason or d.status}")
+                continue
             why = f" ({d.reason})" if d.reason else ""
             took = event_log.format_latency(d.latency_ms)
             latency = f" after {took}" if d.latency_ms is not None else ""

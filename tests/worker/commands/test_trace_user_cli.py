@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from click.testing import CliRunner
 
-from tests.ops_data import API_KEY, SECRET, now
+from tests.ops_data import API_KEY, SECRET, Seeder, now, ring_body
 from tests.worker.test_user_activity import OTHER_APP, seed_bob
 from worker.commands.events import events
 from worker.commands.trace import trace
@@ -61,6 +61,30 @@ def test_trace_user_shows_each_event_and_each_push_to_each_device(cli):
     assert f"[{OTHER_APP}] call.ring" in result.output  # every app's bob, each named
     assert f"#{ids['named_bob']} " not in result.output  # a call named bob is not about him
     assert f"#{ids['old']} " not in result.output  # three days ago: outside --since 2h
+
+
+def test_trace_user_shows_a_recipient_who_got_no_push_by_the_recorded_reason(cli, postgres_url):
+    """A recipient's own ``skipped`` row (no device, no push kind) reads as "no push" and its
+    reason, not as a push with empty fields."""
+    run, _ = cli
+    db = Database(postgres_url)
+    seed = Seeder(db)
+    muted = seed.event(ring_body("default:c9", "alice", ["bob"]))
+    seed.delivery(
+        muted,
+        None,  # type: ignore[arg-type]  # the recipient's row has no device
+        "skipped",
+        user_id="bob",
+        platform="",
+        kind="",
+        token_hint="",
+        reason="call pushes muted",
+        latency_ms=None,
+    )
+    db.dispose()
+    lines = run(trace, "--user", "bob", "--since", "2h").output.splitlines()
+    at = next(i for i, line in enumerate(lines) if f"#{muted} " in line)
+    assert lines[at + 1] == "     x no push: call pushes muted"
 
 
 def test_trace_user_scoped_to_an_app_paged_and_as_json(cli):
