@@ -68,6 +68,12 @@ def celery_config(timeout: float, publisher: bool) -> dict[str, Any]:
         # Quorum queues refuse a global QoS: the worker's prefetch becomes per consumer and
         # static (worker_prefetch_multiplier x concurrency), which is what we ask for anyway.
         "worker_detect_quorum_queues": True,
+        # `callpush worker` names its node after its queues and host (docker/healthcheck.py
+        # pings that name), so two workers of the same queues on one host share a name.  On
+        # Redis they share its remote-control mailbox; on RabbitMQ that mailbox is an
+        # exclusive queue by default, and the second worker stopped at start with 405
+        # RESOURCE_LOCKED.  Shared here too: a control command reaches one of them.
+        "control_queue_exclusive": False,
     }
 
 
