@@ -125,12 +125,16 @@ def rabbitmq_server_url() -> str:
 
 
 def _delete_rabbitmq_queues(url: str) -> None:
-    from kombu import Connection
+    from kombu import Connection, pools
 
     with Connection(url, connect_timeout=2) as connection:
         for name in RABBITMQ_QUEUES:
             # Deleting a queue that does not exist is not an error in AMQP 0-9-1.
             connection.default_channel.queue_delete(name)
+    # Celery publishes through kombu's process-wide producer pools, whose connections remember
+    # the queues they declared: a later test's publish would not declare the queue again, and
+    # RabbitMQ would drop the message as unroutable.
+    pools.reset()
 
 
 @pytest.fixture
