@@ -109,3 +109,56 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.upper().startswith("CALLPUSH_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+# RabbitMQ tests use the one virtual host named in ``CALLPUSH_TEST_RABBITMQ_URL`` and delete
+# callpush's queues in it before and after each test (the broker's counterpart of FLUSHDB), so
+# point that at a vhost nothing else uses (``rabbitmqctl add_vhost callpush_test`` and
+# ``rabbitmqctl set_permissions -p callpush_test guest '.*' '.*' '.*'``).
+RABBITMQ_URL = os.environ.get(
+    "CALLPUSH_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/callpush_test"
+)
+# What a worker declares: the two task queues and native delayed delivery's 28 level queues.
+RABBITMQ_QUEUES = ("ring", "bulk", *(f"celery_delayed_{level}" for level in range(28)))
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server_url() -> str:
+    from kombu import Connection
+
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+    except Exception as error:
+        _unavailable("RabbitMQ at " + RABBITMQ_URL, error)
+    return RABBITMQ_URL
+
+
+def _delete_rabbitmq_queues(url: str) -> None:
+    from kombu import Connection, pools
+
+    with Connection(url, connect_timeout=2) as connection:
+        for name in RABBITMQ_QUEUES:
+            # Deleting a queue that does not exist is not an error in AMQP 0-9-1.
+            connection.default_channel.queue_delete(name)
+    # Celery publishes through kombu's process-wide producer pools, whose connections remember
+    # the queues they declared: a later test's publish would not declare the queue again, and
+    # RabbitMQ would drop the message as unroutable.
+    pools.reset()
+
+
+@pytest.fixture
+def rabbitmq_url(rabbitmq_server_url: str) -> Iterator[str]:
+    """The suite's own RabbitMQ vhost (``CALLPUSH_TEST_RABBITMQ_URL``), without callpush's
+    queues before and after the test."""
+    _delete_rabbitmq_queues(rabbitmq_server_url)
+    try:
+        yield rabbitmq_server_url
+    finally:
+        _delete_rabbitmq_queues(rabbitmq_server_url)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """The same test on each broker callpush supports: Redis, then RabbitMQ."""
+    return str(request.getfixturevalue(f"{request.param}_url"))

@@ -36,11 +36,13 @@ def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
     operation gets the short ``broker.publish_timeout_seconds``.  A worker's connections keep
     longer ones: its consumer blocks in BRPOP for up to a second (kombu's ``brpop_timeout``),
     which a shorter socket timeout would cut."""
-    from worker import broker_transport, tasks
+    from worker import amqp_broker, broker_transport, tasks
 
     broker = settings.broker_url or EMBEDDED_BROKER
     app = Celery("callpush", broker=broker, set_as_current=False)
     transport_options: dict[str, Any] = {}
+    queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (RING_QUEUE, BULK_QUEUE)]
+    amqp_config: dict[str, Any] = {}
     if broker.startswith("redis"):
         # A message not acked within this time is delivered again (a worker lost mid-task).
         # It must exceed the longest countdown a bulk retry may use.
@@ -53,14 +55,19 @@ def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         if broker.startswith("redis://"):
             # kombu's Redis transport with the reconnect race fixed (worker/broker_transport.py).
             app.conf.broker_transport = broker_transport.TRANSPORT
+    elif amqp_broker.is_amqp(broker):
+        # RabbitMQ: quorum queues, publisher confirms, bounded sockets (worker/amqp_broker.py).
+        queues = amqp_broker.queues((RING_QUEUE, BULK_QUEUE))
+        amqp_config = amqp_broker.celery_config(
+            settings.broker.publish_timeout_seconds, publisher=publisher
+        )
+        transport_options = amqp_config.pop("broker_transport_options")
     elif broker == EMBEDDED_BROKER:
         # The in-memory transport polls; the default 1 s would add up to 1 s to every ring.
         transport_options = {"polling_interval": 0.002}
     app.conf.update(
         # Each queue with its own exchange and key, so a message lands in exactly one queue.
-        task_queues=[
-            Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (RING_QUEUE, BULK_QUEUE)
-        ],
+        task_queues=queues,
         task_default_queue=BULK_QUEUE,
         task_default_exchange=BULK_QUEUE,
         task_default_routing_key=BULK_QUEUE,
@@ -92,6 +99,7 @@ def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
                 "schedule": settings.retention.interval_seconds,
             },
         },
+        **amqp_config,
     )
     services = ProcessLocalServices(
         lambda: build_services(

@@ -22,6 +22,7 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import SecretStr, ValidationError
 from pydantic_core import to_jsonable_python
 
+from worker.amqp_broker import is_amqp
 from worker.apns_topics import bundle_id_problem
 from worker.secret_sources import FileSecret, from_file, secret_values
 from worker.settings import (
@@ -430,6 +431,8 @@ def check_broker(settings: Settings) -> list[Check]:
                 client.ping()
             finally:
                 client.close()
+        elif is_amqp(url):
+            return _check_amqp_broker(url, shown)
         else:
             from kombu import Connection
 
@@ -438,6 +441,37 @@ def check_broker(settings: Settings) -> list[Check]:
     except Exception as error:
         return [_fail("broker", f"broker_url {shown}: unreachable: {describe_error(error)}")]
     return [_ok("broker", f"reachable at {shown}")]
+
+
+def _check_amqp_broker(url: str, shown: str) -> list[Check]:
+    """RabbitMQ: reachable (the vhost and credentials accepted), and the ring and bulk queues,
+    where they exist already, the quorum queues callpush declares: a classic queue of the same
+    name (left by an older setup) makes every worker fail to start (README: choosing a
+    broker).  Queues not declared yet are fine; the first worker or publish declares them."""
+    from worker.amqp_broker import queue_depths, queue_type_problems
+    from worker.celery_app import BULK_QUEUE, RING_QUEUE
+
+    names = (RING_QUEUE, BULK_QUEUE)
+    depths = queue_depths(url, names, CONNECT_TIMEOUT_SECONDS)
+    problems = queue_type_problems(url, names, CONNECT_TIMEOUT_SECONDS)
+    checks = [_ok("broker", f"reachable at {shown}")]
+    for name in names:
+        if depths[name] is None:
+            detail = f"{name}: not declared yet (the first worker declares it)"
+        else:
+            detail = f"{name}: quorum queue, {depths[name]} messages waiting"
+        mismatch = [p for p in problems if p.startswith(f"{name}:")]
+        if mismatch:
+            checks.append(
+                _fail(
+                    "broker queues",
+                    f"{mismatch[0]}; callpush declares it a durable quorum queue: "
+                    "drain and delete the old queue (or use a new vhost)",
+                )
+            )
+        else:
+            checks.append(_ok("broker queues", detail))
+    return checks
 
 
 def check_deprecated(settings: Settings) -> list[Check]:

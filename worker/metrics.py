@@ -312,18 +312,26 @@ class QueueDepthCollector:
     has waited since it was due (0 for an empty queue), from the time callpush stamped on it
     when queuing it (kombu pushes at the list's head and workers pop its tail, so the tail is
     the oldest).
-    Nothing for the embedded in-memory broker or a non-Redis broker, and nothing (logged)
-    when Redis does not answer: a scrape must never fail or hang because the broker is down."""
+    On RabbitMQ only the depth, from a passive ``queue.declare`` on a short-lived connection
+    (its ``message_count``: ready messages, not those a worker holds unacked); AMQP has no way
+    to look at a queue's next message without taking it (worker/amqp_broker.py).
+    Nothing for the embedded in-memory broker or another broker, and nothing (logged) when the
+    broker does not answer: a scrape must never fail or hang because the broker is down."""
 
     def __init__(self, broker_url: str | None, queues: Sequence[str]) -> None:
+        from worker.amqp_broker import is_amqp
+
         self._queues = tuple(queues)
         self._client = redis_client(broker_url) if broker_url else None
+        self._amqp_url = broker_url if is_amqp(broker_url) else None
 
     def describe(self) -> Iterable[Metric]:
         # Registering must not talk to Redis (CollectorRegistry.register asks for the names).
         return []
 
     def collect(self) -> Iterable[Metric]:
+        if self._amqp_url is not None:
+            return self._collect_amqp(self._amqp_url)
         if self._client is None:
             return []
         from prometheus_client.core import GaugeMetricFamily
@@ -353,6 +361,23 @@ class QueueDepthCollector:
             if waited is not None:  # None: a message without the stamp (left unmeasured)
                 age.add_metric([queue], waited)
         return [gauge, age]
+
+    def _collect_amqp(self, url: str) -> Iterable[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from worker.amqp_broker import queue_depths
+
+        try:
+            depths = queue_depths(url, self._queues, timeout=SCRAPE_BROKER_TIMEOUT_SECONDS)
+        except Exception as error:  # amqp's own errors and OSError subclasses
+            log.warning("queue depth not collected: %s: %s", error.__class__.__name__, error)
+            return []
+        gauge = GaugeMetricFamily(
+            "callpush_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
+        )
+        for queue, depth in depths.items():
+            gauge.add_metric([queue], float(depth or 0))  # not declared yet: nothing waits
+        return [gauge]
 
 
 def queued_seconds(raw_message: bytes, now: float) -> float | None:
@@ -396,6 +421,10 @@ class BuildInfoCollector:
         )
         gauge.add_metric(self._labels, 1.0)
         return [gauge]
+
+
+# Every wait of a scrape's broker round trip (connect, each read and write).
+SCRAPE_BROKER_TIMEOUT_SECONDS = 1.0
 
 
 def redis_client(broker_url: str, timeout: float = 1.0) -> redis.Redis | None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 
+from worker.amqp_broker import countdown_for
 from worker.event_processing import process_event
 from worker.metrics import enqueue_headers
 from worker.notifications import RetryLater, deliver_chunk
@@ -43,7 +44,8 @@ def process_bulk_event(self: Task, event_id: int) -> str:
         # max_retries=None to retry() does not do that: Celery reads it as "the task's
         # default", 3, and then fails the task with the event left "processing".)
         # A fresh stamp: the queue's age counts from when the retry is due (worker/metrics.py).
-        raise self.retry(countdown=later.delay, headers=enqueue_headers(later.delay)) from later
+        delay = countdown_for(self.app.conf.broker_url, later.delay)
+        raise self.retry(countdown=delay, headers=enqueue_headers(delay)) from later
 
 
 def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
@@ -51,7 +53,8 @@ def deliver_fanout_chunk(self: Task, event_id: int, chunk_index: int) -> None:
 
     run = deliver_chunk(services_of(self.app), event_id, chunk_index, self.request.retries)
     if run.retry_in is not None:  # the domain bounds the attempts and picks the delay
-        raise self.retry(countdown=run.retry_in, headers=enqueue_headers(run.retry_in))
+        delay = countdown_for(self.app.conf.broker_url, run.retry_in)
+        raise self.retry(countdown=delay, headers=enqueue_headers(delay))
 
 
 def sweep_inbox(self: Task) -> int:

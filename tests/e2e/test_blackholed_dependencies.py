@@ -1,5 +1,5 @@
 """`callpush web` (gunicorn) against a database and a broker that accept connections and never
-answer (tests/fakes/blackhole.py), on real PostgreSQL and Redis:
+answer (tests/fakes/blackhole.py), on real PostgreSQL and Redis (the broker case on RabbitMQ too):
 
 - database: webhooks are answered 503 within the stated bound (Stream retries), then at once
   while the circuit is open; /healthz answers; /readyz is 503 within its bound; when the
@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -36,6 +37,7 @@ SECRET = "blackhole-secret-0123456789abcdef0123456789ab"
 # The stated bound with the defaults: max(pool 2 s, connect 2 s) + the web statement
 # timeout 2 s + 1 s grace (`callpush config check` prints it).
 DATABASE_BOUND = 5.0
+DEFAULT_PORTS = {"redis": 6379, "amqp": 5672}
 
 
 def post(port: int, event: dict, timeout: float = 15) -> tuple[int, float]:
@@ -143,10 +145,10 @@ def test_a_database_that_comes_back_is_used_again(tmp_path, postgres_url, redis_
 
 
 def test_a_broker_that_hangs_costs_webhooks_nothing_and_rings_go_out_when_it_is_back(
-    tmp_path, postgres_url, redis_url, blackhole, fake_fcm, fcm_settings, apns_settings
+    tmp_path, postgres_url, broker_url, blackhole, fake_fcm, fcm_settings, apns_settings
 ):
-    redis = make_url(redis_url)
-    run_cli(["db", "upgrade"], web_env(postgres_url, redis_url), tmp_path)
+    broker = urlsplit(broker_url)
+    run_cli(["db", "upgrade"], web_env(postgres_url, broker_url), tmp_path)
     callees = [f"callee{i:02d}" for i in range(50)]
     db = Database(postgres_url)
     with db.transaction() as session:
@@ -163,16 +165,19 @@ def test_a_broker_that_hangs_costs_webhooks_nothing_and_rings_go_out_when_it_is_
                 for u in callees
             ],
         )
-    # The web process reaches Redis only through the blackhole, which never answers.
-    broker_through_hole = redis.set(port=blackhole.port).render_as_string(hide_password=False)
+    # The web process reaches the broker only through the blackhole, which never answers.
+    credentials = broker.netloc.rpartition("@")[0]
+    broker_through_hole = broker._replace(
+        netloc=f"{credentials}@{blackhole.host_port}" if credentials else blackhole.host_port
+    ).geturl()
     env = web_env(postgres_url, broker_through_hole) | provider_env(apns_settings, fcm_settings)
     # The probe waits longer than the default 1 s, so that a loaded machine posting the 50
     # webhooks slowly still finds the circuit open (no probe) until the broker is back.
     env["CALLPUSH_BROKER__BREAKER_RESET_SECONDS"] = "5"
-    # The ring worker consumes from the real Redis, in this process.
+    # The ring worker consumes from the real broker, in this process.
     worker_settings = load_settings(
         database_url=postgres_url,
-        broker_url=redis_url,
+        broker_url=broker_url,
         apps=[{"api_key": API_KEY, "api_secret": SECRET}],
         apns=apns_settings.model_dump(),
         fcm=fcm_settings.model_dump(),
@@ -195,7 +200,9 @@ def test_a_broker_that_hangs_costs_webhooks_nothing_and_rings_go_out_when_it_is_
         assert fake_fcm.received == []
 
         back_at = time.monotonic()
-        blackhole.forward_to(redis.host or "127.0.0.1", redis.port or 6379)
+        blackhole.forward_to(
+            broker.hostname or "127.0.0.1", broker.port or DEFAULT_PORTS[broker.scheme]
+        )
         wait_until(lambda: len(fake_fcm.received) >= 50, 20, message="every ring pushed")
         delivered_after = time.monotonic() - back_at
 

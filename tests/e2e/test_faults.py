@@ -1,8 +1,8 @@
-"""Fault injection (issue: delivery guarantees), on real Redis and PostgreSQL with the fake APNs
-and FCM driven by the real clients:
+"""Fault injection (issue: delivery guarantees), on real Redis (and RabbitMQ) and PostgreSQL with
+the fake APNs and FCM driven by the real clients:
 
 - a worker child killed with SIGKILL in the middle of a 1,000-device fan-out;
-- Redis stopped and started again while webhooks keep arriving;
+- Redis stopped and started again while webhooks keep arriving; RabbitMQ going away the same way;
 - a 410 from APNs: the token is disabled and never pushed again;
 - a stalled provider: the timeout fires, the other pushes still go out.
 """
@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -247,12 +248,65 @@ def test_redis_restarted_during_ingest_every_accepted_event_delivered_once(
     db.dispose()
 
 
+def test_rabbitmq_restarted_during_ingest_every_accepted_event_delivered_once(
+    postgres_url, rabbitmq_url, blackhole, fake_fcm, fcm_settings, apns_settings, monkeypatch
+):
+    """RabbitMQ going away mid-ingest, as a restart looks to its clients: every connection
+    closed, new ones refused, then accepted again.  Through a relay we can cut
+    (tests/fakes/blackhole.py), so the shared broker itself is never restarted.  What was in
+    the quorum queues stays there; what a worker held unacked goes back when its connection
+    drops; what the web could not publish stays in the inbox for the sweeper."""
+    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+    real = urlsplit(rabbitmq_url)
+    blackhole.forward_to(real.hostname or "127.0.0.1", real.port or 5672)
+    broker_url = real._replace(netloc=f"{real.username}:{real.password}@{blackhole.host_port}")
+    settings = load_settings(
+        database_url=postgres_url,
+        broker_url=broker_url.geturl(),
+        apps=[{"api_key": API_KEY, "api_secrets": [SECRET]}],
+        apns=apns_settings.model_dump(),
+        fcm=fcm_settings.model_dump(),
+    )
+    upgrade_to_head(postgres_url)
+    db = Database(postgres_url)
+    users = [f"u{i:03d}" for i in range(60)]
+    add_devices(db, [{"user_id": u, "platform": "fcm", "token": f"fcm-{u}"} for u in users])
+    celery = create_celery(settings)
+    port = free_port()
+    server = create_server(create_app(settings, db=db, celery=celery), host="127.0.0.1", port=port)
+    threading.Thread(target=server.run, daemon=True).start()
+    accepted = []
+    with inprocess_worker(celery, concurrency=2):
+        for index, user in enumerate(users):
+            if index == 20:
+                blackhole.drop()  # RabbitMQ stops: every connection closed
+                connections_before_the_restart = blackhole.accepted
+            if index == 40:
+                blackhole.forward_to(real.hostname or "127.0.0.1", real.port or 5672)
+            response = post(port, sample_events.member_event("call.missed", "caller", [user]))
+            assert response.status_code in (200, 202), response.text  # stored, even with no broker
+            accepted.append(response.json()["event_id"])
+
+        def swept_and_done() -> bool:
+            requeue_unfinished(db, celery, older_than=timedelta(seconds=1))
+            return statuses(db).get("processed") == len(users)
+
+        wait_until(swept_and_done, 90, interval=1.0, message="every accepted event processed")
+    server.close()
+    fcm = Counter(r["message"]["token"] for r in fake_fcm.received)
+    assert set(fcm) == {f"fcm-{u}" for u in users}
+    assert max(fcm.values()) == 1, "no push went out twice"
+    assert len(accepted) == len(set(accepted)) == len(users)
+    assert blackhole.accepted > connections_before_the_restart, "the clients reconnected"
+    db.dispose()
+
+
 @pytest.fixture
-def stack(postgres_url, redis_url, apns_settings, fcm_settings, monkeypatch):
+def stack(postgres_url, broker_url, apns_settings, fcm_settings, monkeypatch):
     monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
     settings = load_settings(
         database_url=postgres_url,
-        broker_url=redis_url,
+        broker_url=broker_url,
         apps=[{"api_key": API_KEY, "api_secrets": [SECRET]}],
         apns=apns_settings.model_dump() | {"timeout_seconds": 0.5},
         fcm=fcm_settings.model_dump(),

@@ -1,8 +1,9 @@
 """A rolling restart under a steady stream of signed rings loses nothing that was accepted.
 
 Two `callpush web` (gunicorn) and two `callpush worker` (Celery prefork) processes on real Redis
-and PostgreSQL, as behind a load balancer.  Each is stopped the way an orchestrator stops it
-(SIGTERM to the main process only) and started again, one at a time, while rings keep coming.
+(and again on RabbitMQ) and PostgreSQL, as behind a load balancer.  Each is stopped the way an
+orchestrator stops it (SIGTERM to the main process only) and started again, one at a time, while
+rings keep coming.
 The sender behaves like Stream: a ring that gets no 2xx is sent again (same X-Webhook-Id) to the
 other web process.  Every ring that got a 2xx must reach every device of its callees (README:
 at-least-once intake, one push per device).  One push is held by the fake APNs across a worker's
@@ -177,7 +178,7 @@ def expected_pushes(event: dict) -> set[tuple[str, str]]:
 def test_rolling_restart_delivers_every_accepted_ring(
     tmp_path,
     postgres_url,
-    redis_url,
+    broker_url,
     push_credentials,
     fake_apns_factory,
     fake_fcm_factory,
@@ -190,7 +191,7 @@ def test_rolling_restart_delivers_every_accepted_ring(
     env = provider_env(apns, fcm) | {
         "CALLPUSH_APNS__TIMEOUT_SECONDS": str(apns.timeout_seconds),  # not in provider_env
         "CALLPUSH_DATABASE_URL": postgres_url,
-        "CALLPUSH_BROKER_URL": redis_url,
+        "CALLPUSH_BROKER_URL": broker_url,
         "CALLPUSH_STREAM_API_KEY": API_KEY,
         "CALLPUSH_STREAM_API_SECRET": SECRET,
     }

@@ -1,5 +1,6 @@
-"""Retries end where `fanout.max_retries` says, through a real Celery worker on Redis: the event
-ends failed with the reason, never left "processing".
+"""Retries end where `fanout.max_retries` says, through a real Celery worker on Redis and on
+RabbitMQ (where a retry's countdown goes through native delayed delivery, in whole seconds):
+the event ends failed with the reason, never left "processing".
 
 The bulk task used to pass ``max_retries=None`` to ``Task.retry``, which Celery reads as "the
 task's default", 3: with fanout.max_retries above 3, Celery gave up first and the event stayed
@@ -76,14 +77,14 @@ class Stack:
 
 @pytest.fixture
 def stack(
-    postgres_url, redis_url, apns_settings, fcm_settings, fake_stream_api, monkeypatch
+    postgres_url, broker_url, apns_settings, fcm_settings, fake_stream_api, monkeypatch
 ) -> Iterator[Stack]:
     monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
     app = stream_app_for(fake_stream_api)
     secret = app.signing_secret
     settings = load_settings(
         database_url=postgres_url,
-        broker_url=redis_url,
+        broker_url=broker_url,
         apps=[{"api_key": app.api_key, "api_secrets": [secret], "base_url": app.base_url}],
         apns=apns_settings.model_dump(),
         fcm=fcm_settings.model_dump(),

@@ -1,8 +1,9 @@
 """A signed call.ring over real HTTP, through the real processes, to the fake APNs and FCM.
 
-Production: `callpush web` (gunicorn) + `callpush worker` (Celery prefork) on real Redis and
-PostgreSQL.  Embedded: `callpush run` on SQLite with the in-memory broker.  Both deliver through
-the real aioapns (TLS + HTTP/2) and the real pyfcm (with its service-account OAuth flow).
+Production: `callpush web` (gunicorn) + `callpush worker` (Celery prefork) on real PostgreSQL,
+with Redis and with RabbitMQ as the broker.  Embedded: `callpush run` on SQLite with the
+in-memory broker.  Both deliver through the real aioapns (TLS + HTTP/2) and the real pyfcm
+(with its service-account OAuth flow).
 """
 
 from __future__ import annotations
@@ -97,12 +98,12 @@ def assert_exact_pushes(fake_apns, fake_fcm, event):
 
 @pytest.mark.services
 def test_production_stack_rings_bob_once(
-    tmp_path, postgres_url, redis_url, fake_apns, apns_settings, fake_fcm, fcm_settings
+    tmp_path, postgres_url, broker_url, fake_apns, apns_settings, fake_fcm, fcm_settings
 ):
     port = free_port()
     env = provider_env(apns_settings, fcm_settings) | {
         "CALLPUSH_DATABASE_URL": postgres_url,
-        "CALLPUSH_BROKER_URL": redis_url,
+        "CALLPUSH_BROKER_URL": broker_url,
         "CALLPUSH_STREAM_API_KEY": API_KEY,
         "CALLPUSH_STREAM_API_SECRET": f"rotated-out-secret-xyz,{SECRET}",
     }

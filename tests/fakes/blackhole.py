@@ -5,7 +5,8 @@ socket whose peer just never writes: only the client's own timeouts can save it.
 forwarding (``forward_to(host, port)``), it relays new connections to a real server, so a test can
 bring a dependency "back"; ``blackhole()`` switches it back, and connections relayed until then
 stop moving in both directions (as when a server process freezes): the client's established,
-pooled connections hang too.
+pooled connections hang too.  ``drop()`` closes every connection instead, relayed or new (as
+when a server process stops), until ``forward_to`` brings it back.
 
 Use the ``blackhole`` fixture (tests/fakes/pytest_plugin.py) or :func:`running_blackhole`.
 """
@@ -25,6 +26,7 @@ class Blackhole:
         self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
         self._target: tuple[str, int] | None = None
+        self._dropping = False  # drop(): every connection is closed at once
         self._generation = 0  # bumped by every switch: relays of an older one stop moving
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -37,6 +39,10 @@ class Blackhole:
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
     def url(self, template: str) -> str:
         """``template`` with ``{port}`` filled in, e.g. ``"redis://127.0.0.1:{port}/3"``."""
         return template.format(port=self.port)
@@ -45,13 +51,26 @@ class Blackhole:
         """From now on, relay new connections to ``host:port``."""
         with self._lock:
             self._target = (host, port)
+            self._dropping = False
             self._generation += 1
 
     def blackhole(self) -> None:
         """From now on, accept and never answer; connections relayed so far freeze."""
         with self._lock:
             self._target = None
+            self._dropping = False
             self._generation += 1
+
+    def drop(self) -> None:
+        """From now on, close every connection: those relayed so far and each new one at
+        once, as a server process that stopped (its clients see the connection reset)."""
+        with self._lock:
+            self._target = None
+            self._dropping = True
+            self._generation += 1
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
 
     def close(self) -> None:
         self._stop.set()
@@ -73,6 +92,9 @@ class Blackhole:
                 return
             with self._lock:
                 self.accepted += 1
+                if self._dropping:
+                    client.close()
+                    continue
                 self._sockets.append(client)
                 target, generation = self._target, self._generation
             if target is not None:
@@ -88,6 +110,10 @@ class Blackhole:
             client.close()
             return
         with self._lock:
+            if self._generation != generation and self._dropping:  # dropped meanwhile
+                client.close()
+                upstream.close()
+                return
             self._sockets.append(upstream)
         peers = {client: upstream, upstream: client}
         with selectors.DefaultSelector() as selector:

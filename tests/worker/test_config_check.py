@@ -325,6 +325,38 @@ def test_reachable_redis(redis_url: str) -> None:
     assert checks[0].ok, checks
 
 
+def test_unreachable_rabbitmq_fails() -> None:
+    url = f"amqp://callpush:{BROKER_PASSWORD}@127.0.0.1:1/callpush"
+    checks = config_check.check_broker(Settings(broker_url=url))
+    assert_fails_with(checks, "broker", "broker_url amqp://callpush:***@127.0.0.1:1/callpush")
+    assert BROKER_PASSWORD not in checks[0].detail
+
+
+@pytest.mark.services
+def test_rabbitmq_reachable_and_its_queues_checked(rabbitmq_url: str) -> None:
+    from kombu import Connection, Queue
+
+    from worker import tasks
+    from worker.celery_app import create_celery
+
+    settings = Settings(broker_url=rabbitmq_url)
+    checks = config_check.check_broker(settings)
+    assert all(check.ok for check in checks), checks
+    assert "ring: not declared yet" in " | ".join(c.detail for c in checks)
+
+    tasks.enqueue_event(create_celery(settings, publisher=True), 1, "call.ring")
+    checks = config_check.check_broker(settings)
+    assert all(check.ok for check in checks), checks
+    details = " | ".join(c.detail for c in by_name(checks, "broker queues"))
+    assert "ring: quorum queue, 1 messages waiting" in details
+
+    # A classic "bulk" queue left by an older setup: every worker would fail to declare it.
+    with Connection(rabbitmq_url) as connection:
+        Queue("bulk", durable=True).bind(connection.default_channel).declare()
+    checks = config_check.check_broker(settings)
+    assert_fails_with(checks, "broker queues", "bulk:", "quorum", "x-queue-type")
+
+
 # --------------------------------------------------------------------------------------------
 # Stream apps
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -551,3 +552,36 @@ def test_a_retry_is_stamped_with_the_time_it_is_due(redis_url):
     assert headers[metrics.READY_AT_HEADER] > time.time() + 25
     assert metrics.queued_seconds(raw, time.time()) == 0  # not due yet: not waiting
     assert metrics.queued_seconds(raw, time.time() + 40) >= 9
+
+
+@pytest.mark.services
+def test_queue_depth_is_read_from_rabbitmq_and_the_age_is_not(rabbitmq_url):
+    """On RabbitMQ a scrape reads each queue's ready messages (a passive queue.declare);
+    the oldest message's age would need the message taken off the queue, so it is left out.
+    A queue no worker or publisher has declared yet holds nothing."""
+    from worker import tasks
+    from worker.celery_app import BULK_QUEUE, RING_QUEUE
+
+    registry = metrics.build_registry(rabbitmq_url, (RING_QUEUE, BULK_QUEUE), path=None)
+    values = families(generate_latest(registry).decode())
+    assert values[("callpush_queue_depth", (("queue", "ring"),))] == 0  # not declared yet
+
+    app = create_celery(load_settings(broker_url=rabbitmq_url), publisher=True)
+    for event_id in (1, 2):
+        tasks.enqueue_event(app, event_id, "call.ring")
+    tasks.enqueue_event(app, 3, "call.missed")
+
+    values = families(generate_latest(registry).decode())
+    assert values[("callpush_queue_depth", (("queue", "ring"),))] == 2
+    assert values[("callpush_queue_depth", (("queue", "bulk"),))] == 1
+    assert not any(name == "callpush_queue_oldest_message_age_seconds" for name, _ in values)
+
+
+def test_an_unreachable_rabbitmq_leaves_the_depth_out_of_the_scrape():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    registry = metrics.build_registry(f"amqp://guest:guest@127.0.0.1:{port}//", ("ring",))
+    text = generate_latest(registry).decode()
+    assert "callpush_queue_depth" not in text
+    assert "callpush_build_info" in text

@@ -84,11 +84,16 @@ def _is_missing_table(detail: str) -> bool:
 
 
 def _broker_problem(error: BaseException, settings: Settings | None) -> str | None:
+    from amqp.exceptions import ConnectionError as AmqpConnectionError
     from kombu.exceptions import OperationalError as KombuOperationalError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    if not isinstance(error, KombuOperationalError | RedisConnectionError | RedisTimeoutError):
+    # RabbitMQ's (py-amqp) counterpart of Redis's: a connection refused, closed or forced.
+    broker_down = (
+        KombuOperationalError | RedisConnectionError | RedisTimeoutError | AmqpConnectionError
+    )
+    if not isinstance(error, broker_down):
         return None
     broker = _shown_url(settings.broker_url) if settings and settings.broker_url else "the broker"
     return f"broker_url {broker}: cannot reach the broker: {_first_line(error)}"

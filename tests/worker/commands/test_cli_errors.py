@@ -217,3 +217,29 @@ def test_event_ids_out_of_range_are_usage_errors(embedded_url):
         assert_clear_failure(
             invoke(*args, database_url=embedded_url), "is not in the range", code=2
         )
+
+
+@pytest.mark.services
+def test_a_rabbitmq_that_refuses_the_connection_is_a_broker_message(rabbitmq_server_url):
+    """py-amqp's connection errors (here RabbitMQ's 530 for a vhost it does not have) are the
+    broker's problem, as Redis's connection errors are."""
+    import amqp
+    from kombu.utils.url import url_to_parts
+
+    from worker.commands.errors import describe_error
+    from worker.settings import Settings
+
+    parts = url_to_parts(rabbitmq_server_url)
+    url = f"amqp://{parts.username}:{parts.password}@{parts.hostname}:{parts.port}/no_such_vhost"
+    connection = amqp.Connection(
+        f"{parts.hostname}:{parts.port}",
+        userid=parts.username,
+        password=parts.password,
+        virtual_host="no_such_vhost",
+        connect_timeout=2,
+    )
+    with pytest.raises(amqp.exceptions.ConnectionError) as refused:
+        connection.connect()
+    message = describe_error(refused.value, Settings(broker_url=url))
+    assert message.startswith("broker_url amqp://guest:***@127.0.0.1:5672/no_such_vhost: ")
+    assert "cannot reach the broker" in message and "no_such_vhost not found" in message
