@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from sqlalchemy.engine import make_url
 
-from worker.commands import check_app, cli_settings, served_apps
+from worker.commands import check_app, cli_settings, require_sqlite_file, served_apps
 from worker.storage.migrations import current_revision, head_revision, upgrade_to_head
 
 
@@ -47,6 +47,7 @@ def upgrade(ctx: click.Context, owner_app: str | None) -> None:
 def current(ctx: click.Context) -> None:
     """Print the database's revision; exit 1 when it is behind the newest one."""
     url = cli_settings(ctx).database_url
+    require_sqlite_file(url)
     try:
         revision = current_revision(url)
     except Exception as error:

@@ -18,7 +18,15 @@ from typing import Any, BinaryIO
 import click
 
 from worker import event_log, retention
-from worker.commands import app_option, check_app, cli_settings, open_database
+from worker.commands import (
+    app_option,
+    check_app,
+    cli_settings,
+    open_database,
+    open_existing_database,
+)
+from worker.commands.tables import echo_table, format_table
+from worker.durations import format_duration
 from worker.event_import import DispatchEvent, import_lines, max_line_bytes, read_lines
 from worker.replay_jobs import (
     Dispatch,
@@ -72,8 +80,9 @@ APP_FILTER_HELP = "only this Stream app's (its API key)"
 
 
 @contextmanager
-def database(ctx: click.Context) -> Iterator[Database]:
-    db = open_database(ctx)
+def database(ctx: click.Context, *, create: bool = False) -> Iterator[Database]:
+    """The database, named on stderr; a missing SQLite file is an error unless ``create``."""
+    db = open_database(ctx) if create else open_existing_database(ctx)
     try:
         yield db
     finally:
@@ -173,18 +182,26 @@ def list_(
     if as_json:
         echo_json({"events": found})
         return
-    click.echo(
-        f"{'ID':>7}  {'RECEIVED (UTC)':<19}  {'TYPE':<22} {'STATUS':<10} {'CALL':<32} PUSHES"
-    )
-    for e in found:
-        replayed = f"  (replayed {e.replays}x)" if e.replays else ""
-        echo_line(
-            f"{e.id:>7}  {_time(e.received_at):<19}  {e.event_type:<22} {e.status:<10} "
-            f"{e.call_cid or '-':<32} {event_log.format_pushes(e.pushes)}{replayed}"
-        )
     if not found:
         click.echo("(no events)")
-    elif api_key is None and len({e.api_key for e in found}) > 1:
+    else:
+        echo_table(
+            ["ID", "RECEIVED (UTC)", "TYPE", "STATUS", "CALL", "PUSHES"],
+            [
+                [
+                    str(e.id),
+                    _time(e.received_at),
+                    e.event_type,
+                    e.status,
+                    e.call_cid or "-",
+                    event_log.format_pushes(e.pushes)
+                    + (f"  (replayed {e.replays}x)" if e.replays else ""),
+                ]
+                for e in found
+            ],
+            right=frozenset({0}),
+        )
+    if found and api_key is None and len({e.api_key for e in found}) > 1:
         click.echo("(several Stream apps: narrow with --app)")
 
 
@@ -218,18 +235,25 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
     if not detail.deliveries:
         click.echo("\nno pushes recorded for this event")
         return
-    click.echo(
-        f"\n  {'USER':<16} {'DEVICE':<22} {'STATUS':<13} {'TRIES':>5} {'LATENCY':>9}  "
-        f"{'ANSWERED (UTC)':<19}  REASON"
+    click.echo()
+    lines = format_table(
+        ["USER", "DEVICE", "STATUS", "TRIES", "LATENCY", "ANSWERED (UTC)", "REASON"],
+        [
+            [
+                d.user_id,
+                f"{d.platform} {d.kind} {d.token_hint}",
+                d.status,
+                str(d.attempts),
+                event_log.format_latency(d.latency_ms),
+                _time(d.finished_at),
+                (d.reason or "") + (f" [{d.status_code}]" if d.status_code else ""),
+            ]
+            for d in detail.deliveries
+        ],
+        right=frozenset({3, 4}),
     )
-    for d in detail.deliveries:
-        device = f"{d.platform} {d.kind} {d.token_hint}"
-        latency = event_log.format_latency(d.latency_ms)
-        code = f" [{d.status_code}]" if d.status_code else ""
-        echo_line(
-            f"  {d.user_id:<16} {device:<22} {d.status:<13} {d.attempts:>5} {latency:>9}  "
-            f"{_time(d.finished_at):<19}  {d.reason or ''}{code}"
-        )
+    for line in lines:
+        click.echo(f"  {line}")
 
 
 def _recipients_text(recipients: tuple[str, ...] | None) -> str:
@@ -415,7 +439,7 @@ def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale
         raise click.BadParameter(
             "not the API key of a configured Stream app", param_hint="--api-key"
         )
-    with database(ctx) as db, _dispatchers(settings) as dispatch:
+    with database(ctx, create=True) as db, _dispatchers(settings) as dispatch:
         lines = read_lines(file, max_line_bytes(settings.max_body_bytes))
         intake = settings.intake
         report = import_lines(
@@ -471,10 +495,10 @@ def purge(ctx: click.Context, age: timedelta, dry_run: bool) -> None:
         if dry_run:
             with db.transaction() as session:
                 n = retention.count_older_than(session, age)
-            click.echo(f"dry run: {n} event(s) older than {age} would be deleted")
+            click.echo(f"dry run: {n} event(s) older than {format_duration(age)} would be deleted")
             return
         counts = retention.purge_in_batches(db, age)
     click.echo(
         f"deleted {counts.events} event(s), {counts.deliveries} delivery record(s), "
-        f"{counts.chunks} fan-out chunk(s) older than {age}"
+        f"{counts.chunks} fan-out chunk(s) older than {format_duration(age)}"
     )

@@ -113,6 +113,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypat
 
     monkeypatch.setattr(event_log, "list_events", broken)
     url = f"sqlite:///{tmp_path / 'callpush.db'}"
+    upgrade_to_head(url)
     result = invoke("events", "list", database_url=url)
     assert_clear_failure(result, "unexpected error (KeyError", "callpush --debug")
     debug = CliRunner().invoke(
@@ -199,14 +200,14 @@ def test_events_show_and_trace_render_odd_stored_text(tmp_path, embedded_url):
     as_json = invoke("events", "show", str(lone), "--json", database_url=embedded_url)
     assert as_json.exit_code == 0, as_json.output
     assert "\\ud800\\u2028" in as_json.output
-    assert json.loads(as_json.output)["body"]["x"] == "\ud800\u2028"
+    assert json.loads(as_json.stdout)["body"]["x"] == "\ud800\u2028"
 
     too_deep = invoke("events", "show", str(deep), "--json", database_url=embedded_url)
-    assert too_deep.exit_code == 0 and json.loads(too_deep.output)["body"].startswith("[[[")
+    assert too_deep.exit_code == 0 and json.loads(too_deep.stdout)["body"].startswith("[[[")
 
     trace = invoke("trace", "default:odd\u202e", database_url=embedded_url)
     assert trace.exit_code == 0, trace.output
-    assert trace.output.count("\n") == 4  # the header and three webhooks, one line each
+    assert trace.stdout.count("\n") == 4  # the header and three webhooks, one line each
     assert "\x1b" not in trace.output and "default:odd\\u202e" in trace.output
 
 

@@ -184,7 +184,7 @@ def test_list_shows_push_outcomes_and_json(production):
     result = run("list", "--status", "failed")
     assert "call.ring" in result.output and "default:c1" in result.output
     assert "2 sent, 1 failed" in result.output
-    document = json.loads(run("list", "--call", "default:c1", "--json").output)
+    document = json.loads(run("list", "--call", "default:c1", "--json").stdout)
     assert [e["id"] for e in document["events"]] == [ids["accepted"], ids["ring"]]
     assert document["events"][1]["pushes"] == {"sent": 2, "failed": 1}
 
@@ -212,7 +212,7 @@ def test_show_an_event_with_recipients_and_outcomes(production):
     for token in (BOB_VOIP, BOB_FCM, CAROL_FCM):
         assert token not in out
 
-    document = json.loads(run("show", str(ids["ring"]), "--json").output)
+    document = json.loads(run("show", str(ids["ring"]), "--json").stdout)
     assert document["recipients"] == ["bob", "carol"]
     assert {d["status"] for d in document["deliveries"]} == {"sent", "failed"}
 
@@ -225,7 +225,7 @@ def test_trace_prints_the_calls_timeline(production):
     run, _, ids, _ = production
     result = run("default:c1", command=trace)
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0].startswith("call default:c1, from ")
     assert f"<- #{ids['ring']}" in lines[1] and "call.ring received; failed" in lines[1]
     assert "3 device(s) of 2 user(s): bob, carol" in lines[2]
@@ -234,7 +234,7 @@ def test_trace_prints_the_calls_timeline(production):
     assert any("failed (INTERNAL) after 250 ms: bob fcm data bob-fc…xxxx" in p for p in pushes)
     assert "call.accepted received" in lines[-1]
 
-    document = json.loads(run("default:c1", "--json", command=trace).output)
+    document = json.loads(run("default:c1", "--json", command=trace).stdout)
     assert [e["kind"] for e in document["entries"]].count("push") == 3
 
     unknown = run("default:nope", command=trace)
