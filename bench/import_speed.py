@@ -15,6 +15,7 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import pstats
 import tempfile
 import time
@@ -77,7 +78,9 @@ def timed_import(url: str, path: Path, profile: bool) -> tuple[float, str]:
     )
     if profiler:
         text_out = io.StringIO()
-        pstats.Stats(profiler, stream=text_out).sort_stats("cumulative").print_stats(18)
+        pstats.Stats(profiler, stream=text_out).sort_stats(
+            os.environ.get("BENCH_SORT", "cumulative")
+        ).print_stats(18)
         print(text_out.getvalue())
     return elapsed, summary
 

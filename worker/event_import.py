@@ -227,14 +227,14 @@ def import_lines(
     rules: IntakeRules = DEFAULT_RULES,
     dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW,
     progress: Callable[[int], None] | None = None,
-    dispatched: Callable[[int], None] | None = None,
+    dispatched: Callable[[int, int], None] | None = None,
     batch_lines: int = BATCH_LINES,
 ) -> ImportReport:
     """Store every valid line (a transaction per ``batch_lines`` lines), then dispatch the new
     events that need processing, in the file's order.  ``progress(n)`` is called as lines are
-    stored (n lines at a time), ``dispatched(n)`` as events are dispatched.  A push event
-    Stream created longer than ``rules.max_event_age`` ago is stored as ignored unless
-    ``rules.allow_stale``."""
+    stored (n lines at a time), ``dispatched(done, total)`` after each event dispatched.  A
+    push event Stream created longer than ``rules.max_event_age`` ago is stored as ignored
+    unless ``rules.allow_stale``."""
     report = ImportReport()
     to_process: list[tuple[int, str]] = []
     batch: list[NewWebhook] = []
@@ -269,16 +269,27 @@ def import_lines(
         if len(batch) >= batch_lines or batch_bytes >= BATCH_BYTES:
             flush()
     flush()
-    for event_id, event_type in to_process:
+    for done, (event_id, event_type) in enumerate(to_process, start=1):
         try:
             dispatch(event_id, event_type)
             report.queued += 1
-        except Exception:
-            # Stored already: the inbox sweeper (or `callpush run` at start-up) queues it.
-            log.exception("imported event %s stored but not queued", event_id)
-            report.not_queued.append(event_id)
+        except Exception as error:
+            # Stored already: the inbox sweeper (or `callpush run` at start-up) queues them.
+            # A broker that refused one will refuse the next too (each after its timeout),
+            # so the rest are left to the sweeper as well.  An expected situation (the broker
+            # is down): one line, no traceback.
+            left = [event_id for event_id, _ in to_process[done - 1 :]]
+            log.warning(
+                "%d imported event(s) stored but not queued (%s: %s); the inbox sweeper "
+                "queues them later",
+                len(left),
+                type(error).__name__,
+                error,
+            )
+            report.not_queued.extend(left)
+            break
         if dispatched is not None:
-            dispatched(1)
+            dispatched(done, len(to_process))
     return report
 
 

@@ -24,13 +24,23 @@ from worker.commands import (
     cli_settings,
     open_database,
     open_existing_database,
+    shown_database_url,
 )
+from worker.commands.progress import ProgressLine, progress_wanted
 from worker.commands.tables import echo_table, format_table
 from worker.durations import format_duration
-from worker.event_import import DispatchEvent, import_lines, max_line_bytes, read_lines
+from worker.event_import import (
+    DispatchEvent,
+    count_lines,
+    import_lines,
+    max_line_bytes,
+    read_lines,
+)
 from worker.replay_jobs import (
+    MAX_SELECTED,
     Dispatch,
     ReplayPlan,
+    count_failed_events,
     describe_replay,
     failed_event_ids,
     final_statuses,
@@ -82,7 +92,11 @@ APP_FILTER_HELP = "only this Stream app's (its API key)"
 @contextmanager
 def database(ctx: click.Context, *, create: bool = False) -> Iterator[Database]:
     """The database, named on stderr; a missing SQLite file is an error unless ``create``."""
-    db = open_database(ctx) if create else open_existing_database(ctx)
+    if create:
+        click.echo(f"database: {shown_database_url(cli_settings(ctx).database_url)}", err=True)
+        db = open_database(ctx)
+    else:
+        db = open_existing_database(ctx)
     try:
         yield db
     finally:
@@ -272,6 +286,13 @@ def _recipients_text(recipients: tuple[str, ...] | None) -> str:
 @click.option("--until", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")
 @click.option("--type", "event_type", default=None, metavar="TYPE", help="with --failed")
 @app_option("with --failed: only this Stream app's (its API key)")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_SELECTED),
+    default=MAX_SELECTED,
+    show_default=True,
+    help="with --failed: at most this many events, the oldest first",
+)
 @click.option("--dry-run", is_flag=True, help="print what would be re-sent; change nothing")
 @click.option(
     "--force",
@@ -292,6 +313,7 @@ def replay(
     until: datetime | None,
     event_type: str | None,
     app: str | None,
+    limit: int,
     dry_run: bool,
     force: bool,
     allow_stale: bool,
@@ -313,18 +335,33 @@ def replay(
         raise click.UsageError("give event ids, or --failed --since … (not both)")
     if failed and since is None:
         raise click.UsageError("--failed needs --since (e.g. --since 12h)")
-    if not failed and (since or until or event_type or app):
-        raise click.UsageError("--since/--until/--type/--app select events for --failed only")
+    if not failed and (since or until or event_type or app or limit != MAX_SELECTED):
+        raise click.UsageError(
+            "--since/--until/--type/--app/--limit select events for --failed only"
+        )
     api_key = check_app(ctx, app)
     settings = cli_settings(ctx)
     with database(ctx) as db:
         if failed:
             assert since is not None
             with db.transaction() as session:
-                event_ids = failed_event_ids(session, since, until, event_type, api_key)
+                event_ids = failed_event_ids(
+                    session, since, until, event_type, api_key, limit=limit
+                )
+                left = 0
+                if len(event_ids) >= limit:
+                    left = count_failed_events(session, since, until, event_type, api_key)
+                    left -= len(event_ids)
             if not event_ids:
                 click.echo("no failed events in that window")
                 return
+            if left > 0:
+                click.echo(
+                    f"stopping at the limit of {limit:,} events (the oldest, up to event "
+                    f"{event_ids[-1]}): {left:,} more failed event(s) in the window are left "
+                    "out; replay them with a later --since, or another run once these are done",
+                    err=True,
+                )
         with db.transaction() as session:
             plan = describe_replay(
                 session,
@@ -419,15 +456,26 @@ def _ids(ids: Sequence[int]) -> str:
     is_flag=True,
     help="push even events Stream created longer than intake.max_event_age_seconds ago",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="a progress line with an ETA on stderr (default: when stderr is a terminal)",
+)
 @click.pass_context
-def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale: bool) -> None:
+def import_(
+    ctx: click.Context,
+    file: BinaryIO,
+    api_key: str | None,
+    allow_stale: bool,
+    progress: bool | None,
+) -> None:
     """Re-ingest saved webhook bodies: JSON lines, one Stream event per line (or
     {"webhook_id": …, "body": …}; FILE may be - for stdin).  No signature is needed; events
     already in the inbox (same webhook id or same body) are skipped.  New events are queued
     like webhooks (processed here in the embedded mode).  Push events Stream created longer
     than intake.max_event_age_seconds ago are stored as ignored, not pushed, unless
     --allow-stale.  Lines that are not UTF-8 JSON, or longer than four times max_body_bytes,
-    are reported by number and skipped."""
+    are reported by number and skipped, and the command then exits with status 1."""
     settings = cli_settings(ctx)
     if settings.embedded:
         settings = settings.with_dev_app()  # the key `callpush run` accepts
@@ -439,9 +487,12 @@ def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale
         raise click.BadParameter(
             "not the API key of a configured Stream app", param_hint="--api-key"
         )
+    shown = progress_wanted(progress)
+    total = count_lines(file) if shown else None
     with database(ctx, create=True) as db, _dispatchers(settings) as dispatch:
         lines = read_lines(file, max_line_bytes(settings.max_body_bytes))
         intake = settings.intake
+        bars = _ImportProgress(shown, total, "processing here" if dispatch.inline else "queuing")
         report = import_lines(
             db,
             lines,
@@ -450,7 +501,10 @@ def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale
             max_bytes=settings.max_body_bytes,
             rules=IntakeRules.from_settings(intake, allow_stale),
             dedupe_window=timedelta(seconds=intake.dedupe_window_seconds),
+            progress=bars.stored if shown else None,
+            dispatched=bars.dispatched if shown else None,
         )
+        bars.finish()
     for number, reason in report.problems:
         click.echo(f"line {number}: {reason}", err=True)
     if report.invalid > len(report.problems):
@@ -479,6 +533,34 @@ def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale
             "the inbox sweeper queues them later",
             err=True,
         )
+    if report.invalid:
+        click.echo(f"{report.invalid} line(s) rejected (not imported)", err=True)
+    if report.invalid or report.not_queued:
+        ctx.exit(1)
+
+
+class _ImportProgress:
+    """The import's two progress lines on stderr: lines stored, then events dispatched."""
+
+    def __init__(self, shown: bool, total_lines: int | None, dispatch_label: str) -> None:
+        self.dispatch_label = dispatch_label
+        self.lines = ProgressLine("importing", total_lines, "lines") if shown else None
+        self.events: ProgressLine | None = None
+
+    def stored(self, n: int) -> None:
+        if self.lines is not None:
+            self.lines.update(n)
+
+    def dispatched(self, done: int, total: int) -> None:
+        if self.events is None:
+            self.finish()
+            self.events = ProgressLine(self.dispatch_label, total, "events")
+        self.events.update(done - self.events.done)
+
+    def finish(self) -> None:
+        for line in (self.lines, self.events):
+            if line is not None and not line.finished:
+                line.finish()
 
 
 @events.command("purge")

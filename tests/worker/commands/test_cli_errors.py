@@ -151,7 +151,7 @@ def test_import_of_a_binary_file_reports_line_numbers(tmp_path, embedded_url):
         + b"\n"
     )
     result = invoke("events", "import", str(binary), database_url=embedded_url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # lines were rejected
     assert "Traceback" not in result.output
     assert "line 1: not UTF-8 text (byte 1 of the line)" in result.output
     assert "line 2: not JSON" in result.output  # "\x1a": text, but not JSON
@@ -168,7 +168,7 @@ def test_import_of_a_huge_line_reports_it_and_goes_on(tmp_path, embedded_url):
     result = invoke(
         "events", "import", str(path), database_url=embedded_url, max_body_bytes="262144"
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the huge line was rejected
     assert f"line 2: longer than {4 * 262144 + 4096} bytes" in result.output
     assert "imported 2, duplicates 0, invalid 1" in result.output
 

@@ -358,10 +358,12 @@ def test_import_stores_queues_and_skips_duplicates(production, tmp_path):
     path.write_text("\n".join(lines) + "\n")
 
     result = run("import", str(path))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # three lines rejected
     assert "imported 4, duplicates 3, invalid 3; 1 queued" in result.output
     assert "line 8: not JSON" in result.output
     assert "line 9: not a JSON object" in result.output
+    assert "3 line(s) rejected (not imported)" in result.stderr
+    assert result.stdout.splitlines() == ["imported 4, duplicates 3, invalid 3; 1 queued"]
     assert "1 imported event(s) cannot be acted on: stored as failed" in result.output
     assert "line 11: the envelope's api_key is not the one imported for" in result.output
     with db.transaction() as session:
