@@ -605,3 +605,39 @@ def test_embedded_replay_lists_a_ring_with_an_absurd_timeout(embedded):
 
 def time_ns_ago(age: timedelta) -> int:
     return int((now() - age).timestamp() * 1e9)
+
+
+def test_replay_failed_says_when_it_stops_at_its_limit(embedded):
+    run, db = embedded
+    seed = Seeder(db)
+    ids = [
+        seed.event(notification_body(f"default:lim{n}", "alice", ["bob"]), status="failed")
+        for n in range(5)
+    ]
+    result = run("replay", "--failed", "--since", "1h", "--limit", "3", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert (
+        f"stopping at the limit of 3 events (the oldest, up to event {ids[2]}): 2 more failed "
+        "event(s) in the window are left out" in result.stderr
+    )
+    assert "dry run: 3 event(s)" in result.stdout
+    assert all(f"event {i} " in result.stdout for i in ids[:3])
+    assert f"event {ids[3]} " not in result.stdout
+
+    everything = run("replay", "--failed", "--since", "1h", "--limit", "5", "--dry-run")
+    assert "left out" not in everything.output and "dry run: 5 event(s)" in everything.stdout
+
+
+@pytest.mark.services
+def test_list_and_show_align_columns_for_long_values(production):
+    run, db, _, _ = production
+    long_cid = "livestream:" + "x" * 45
+    Seeder(db).event(
+        {"type": "call.session_participant_joined", "call_cid": long_cid}, status="ignored"
+    )
+    lines = run("list").stdout.splitlines()
+    header = lines[0]
+    for column in ("TYPE", "STATUS", "CALL", "PUSHES"):
+        start = header.index(column)
+        assert all(line[start - 2 : start] == "  " for line in lines[1:]), (column, lines)
+    assert any(long_cid in line for line in lines)
