@@ -170,3 +170,17 @@ def test_import_with_the_broker_down_stores_says_so_and_exits_1(tmp_path, postgr
     assert result.stdout == "imported 3, duplicates 0, invalid 0; 0 queued\n"
     assert "3 event(s) stored but not queued" in result.stderr
     assert "the inbox sweeper queues them later" in result.stderr
+
+
+def test_run_on_a_port_in_use_says_which(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        url = f"sqlite:///{tmp_path / 'callpush.db'}"
+        result = callpush("run", "--port", str(port), cwd=tmp_path, CALLPUSH_DATABASE_URL=url)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert f"Error: --host 127.0.0.1 --port {port}: the address is already in use" in result.stderr
