@@ -184,3 +184,40 @@ def test_run_on_a_port_in_use_says_which(tmp_path):
     assert result.returncode == 1
     assert_no_traceback(result)
     assert f"Error: --host 127.0.0.1 --port {port}: the address is already in use" in result.stderr
+
+
+def test_import_on_a_terminal_redraws_its_progress_line_on_stderr(tmp_path):
+    import pty
+
+    url = f"sqlite:///{tmp_path / 'callpush.db'}"
+    lines = tmp_path / "events.jsonl"
+    write_import(lines, 600, 0)
+    controller, terminal = pty.openpty()  # stderr is a terminal, stdout a pipe
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CALLPUSH_")}
+    try:
+        process = subprocess.Popen(
+            [*callpush_command(), "events", "import", str(lines)],
+            env=clean | {"CALLPUSH_DATABASE_URL": url},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+        )
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the process closed the terminal (EIO on Linux)
+                break
+            if not chunk:
+                break
+            shown += chunk
+        stdout, _ = process.communicate(timeout=120)
+    finally:
+        os.close(controller)
+    assert process.returncode == 0
+    text = shown.decode()
+    assert "\rimporting  600/600 lines  100%" in text  # redrawn in place
+    assert "Traceback" not in text
+    assert stdout == "imported 600, duplicates 0, invalid 0; 0 processed here\n"
