@@ -148,7 +148,7 @@ def list_(ctx: click.Context, user_id: str | None, app: str | None) -> None:
 @click.pass_context
 def remove(ctx: click.Context, token: str, user_id: str | None, app: str | None) -> None:
     api_key = resolve_app(ctx, app)
-    db = open_database(ctx)
+    db = open_existing_database(ctx)
     try:
         with db.transaction() as session:
             removed = registry.remove_device(session, api_key, token, user_id)

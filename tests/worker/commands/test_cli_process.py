@@ -41,6 +41,7 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
         ["devices", "list"],
         ["users", "show", "--user", "bob"],
         ["db", "current"],
+        ["devices", "remove", "--token", "0123abcd"],  # removes from what is there: nothing
     ],
 )
 def test_a_read_command_never_creates_the_sqlite_file(tmp_path, args):
