@@ -21,3 +21,20 @@ def parse_duration(text: str) -> timedelta:
         return timedelta(seconds=seconds)
     except OverflowError:
         raise ValueError(f"{text!r} is too long a duration") from None
+
+
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def format_duration(duration: timedelta) -> str:
+    """A duration as a person writes it: ``30 days``, ``1 hour 30 minutes``, ``45 seconds``
+    (the two largest units, whole seconds; never ``30 days, 0:00:00``)."""
+    seconds = round(abs(duration.total_seconds()))
+    parts: list[str] = []
+    for name, size in _UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {name}{'' if count == 1 else 's'}")
+    if not parts:
+        return "0 seconds"
+    return ("-" if duration < timedelta(0) else "") + " ".join(parts[:2])

@@ -13,8 +13,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from worker.event_age import stale_reason
@@ -76,10 +77,34 @@ def failed_event_ids(
     until: datetime | None = None,
     event_type: str | None = None,
     api_key: str | None = None,
+    limit: int = MAX_SELECTED,
 ) -> list[int]:
     """Events that failed, received in [since, until), oldest first (of one app's, with
-    ``api_key``)."""
-    query = select(WebhookEvent.id).where(
+    ``api_key``), at most ``limit``."""
+    query = _failed_events(select(WebhookEvent.id), since, until, event_type, api_key)
+    return list(session.scalars(query.order_by(WebhookEvent.id).limit(limit)))
+
+
+def count_failed_events(
+    session: Session,
+    since: datetime,
+    until: datetime | None = None,
+    event_type: str | None = None,
+    api_key: str | None = None,
+) -> int:
+    """How many events :func:`failed_event_ids` would select without its limit."""
+    query = _failed_events(select(func.count()), since, until, event_type, api_key)
+    return session.scalar(query) or 0
+
+
+def _failed_events(
+    query: Select[Any],
+    since: datetime,
+    until: datetime | None,
+    event_type: str | None,
+    api_key: str | None,
+) -> Select[Any]:
+    query = query.select_from(WebhookEvent).where(
         WebhookEvent.status == EventStatus.FAILED, WebhookEvent.received_at >= since
     )
     if api_key is not None:
@@ -88,7 +113,7 @@ def failed_event_ids(
         query = query.where(WebhookEvent.received_at < until)
     if event_type is not None:
         query = query.where(WebhookEvent.event_type == event_type)
-    return list(session.scalars(query.order_by(WebhookEvent.id).limit(MAX_SELECTED)))
+    return query
 
 
 def describe_replay(
@@ -145,9 +170,15 @@ def replay_events(
             reopened.append(event_id)
             try:
                 dispatch(event_id)
-            except Exception:
+            except Exception as error:
                 # Committed as "received": the inbox sweeper queues it once the broker is back.
-                log.exception("replay of event %s reopened but not queued", event_id)
+                # A broker that is down is expected: one line, no traceback.
+                log.warning(
+                    "replay of event %s reopened but not queued (%s: %s)",
+                    event_id,
+                    type(error).__name__,
+                    error,
+                )
                 not_queued.append(event_id)
         if progress is not None:
             progress(event_id)

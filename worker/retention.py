@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from worker.durations import format_duration
 from worker.storage.database import Database
 from worker.storage.models import Delivery, FanoutChunk, WebhookEvent, utcnow
 
@@ -41,7 +42,9 @@ class PurgeCounts:
 
 def cutoff_for(age: timedelta, now: datetime | None = None) -> datetime:
     if age < MIN_AGE:
-        raise ValueError(f"refusing to purge events younger than {MIN_AGE} (the live inbox)")
+        raise ValueError(
+            f"refusing to purge events younger than {format_duration(MIN_AGE)} (the live inbox)"
+        )
     return (now or utcnow()) - age
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import tracemalloc
 
+import pytest
+
 from worker.event_import import InvalidLine, max_line_bytes, read_lines
 
 
@@ -78,3 +80,103 @@ def test_a_huge_line_is_never_held_in_memory():
         tracemalloc.stop()
     assert found == [f"invalid: longer than {cap} bytes", '{"type": "x"}']
     assert peak < 4 * cap, peak  # 200 MB read; never more than a few times the cap held
+
+
+# --- storing in batches: the same outcome as one line at a time --------------------------------
+
+
+def _import_file(url: str, lines: list[str], batch_lines: int):
+    from sqlalchemy import select
+
+    from worker.event_import import import_lines
+    from worker.storage.database import Database
+    from worker.storage.migrations import upgrade_to_head
+    from worker.storage.models import WebhookEvent
+
+    upgrade_to_head(url)
+    db = Database(url)
+    dispatched: list[tuple[int, str]] = []
+    try:
+        report = import_lines(
+            db,
+            iter(lines),
+            "app-key",
+            lambda event_id, event_type: dispatched.append((event_id, event_type)),
+            max_bytes=64 * 1024,
+            batch_lines=batch_lines,
+        )
+        with db.transaction() as session:
+            rows = [
+                (r.id, r.webhook_id, r.event_type, r.call_cid, r.body, r.status)
+                for r in session.scalars(select(WebhookEvent).order_by(WebhookEvent.id))
+            ]
+    finally:
+        db.dispose()
+    return report, rows, dispatched
+
+
+def _tricky_lines() -> list[str]:
+    import json
+
+    from worker import sample_events
+
+    ring = sample_events.ring_event("alice", ["bob"], call_id="c1")
+    accepted = sample_events.call_event("call.accepted", "default:c1", "bob")
+    no_call = {"type": "custom.thing", "n": 1}
+    return [
+        json.dumps(ring),
+        json.dumps(ring, indent=1),  # the same event re-serialised: a duplicate
+        json.dumps({"webhook_id": "wh-1", "body": accepted}),
+        json.dumps({"webhook_id": "wh-1", "body": {**accepted, "x": 1}}),  # same id: duplicate
+        "{not json",
+        json.dumps(no_call),
+        json.dumps(no_call),  # no call: the same text is a duplicate
+        json.dumps({**no_call, "n": 2}),
+        json.dumps(sample_events.call_event("call.ended", "default:c1", "alice")),
+        "",
+        json.dumps({"body": json.dumps(ring)}),  # the ring again, in an envelope
+    ]
+
+
+def test_every_batch_size_stores_what_one_line_at_a_time_stores(tmp_path):
+    outcomes = []
+    lines = _tricky_lines()  # once: the sample events carry the time they were made
+    for size in (1, 2, 3, 500):
+        url = f"sqlite:///{tmp_path / f'b{size}.db'}"
+        report, rows, dispatched = _import_file(url, lines, size)
+        counts = (report.imported, report.duplicates, report.invalid, report.problems)
+        stored = [row[1:] for row in rows]  # without the id
+        outcomes.append((counts, stored, [event_type for _, event_type in dispatched]))
+        # Dispatched in the file's order, each a stored id.
+        assert [event_id for event_id, _ in dispatched] == sorted(
+            event_id for event_id, _ in dispatched
+        )
+    assert all(outcome == outcomes[0] for outcome in outcomes), outcomes
+    counts, stored, _ = outcomes[0]
+    assert counts == (5, 4, 1, [(5, "not JSON (JSONDecodeError)")])
+    assert [(webhook_id[:7], event_type) for webhook_id, event_type, *_ in stored] == [
+        ("sha256:", "call.ring"),
+        ("wh-1", "call.accepted"),
+        ("sha256:", "custom.thing"),
+        ("sha256:", "custom.thing"),
+        ("sha256:", "call.ended"),
+    ]
+
+
+def test_a_second_import_finds_every_line_stored_in_earlier_batches(tmp_path):
+    url = f"sqlite:///{tmp_path / 'again.db'}"
+    lines = _tricky_lines()
+    _import_file(url, lines, 2)
+    report, rows, dispatched = _import_file(url, lines, 3)
+    assert (report.imported, report.duplicates, report.invalid) == (0, 9, 1)
+    assert len(rows) == 5 and dispatched == []
+
+
+@pytest.mark.services
+def test_batches_on_postgresql_store_what_sqlite_stores(tmp_path, postgres_url):
+    lines = _tricky_lines()
+    _, on_sqlite, _ = _import_file(f"sqlite:///{tmp_path / 's.db'}", lines, 3)
+    _, on_postgres, _ = _import_file(postgres_url, lines, 3)
+    assert [row[1:] for row in on_postgres] == [row[1:] for row in on_sqlite]
+    again, _, _ = _import_file(postgres_url, lines, 500)
+    assert (again.imported, again.duplicates) == (0, 9)

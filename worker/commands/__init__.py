@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -49,6 +50,59 @@ def open_database(ctx: click.Context) -> Database:
         except UpgradeRefused as refused:
             raise click.ClickException(str(refused)) from refused
     return Database(settings.database_url, timeouts=settings.database)
+
+
+def shown_database_url(url: str) -> str:
+    """The database URL with its password masked, and a SQLite file's absolute path."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from worker.config_check import redact_url
+
+    path = sqlite_file(url)
+    if path is not None:
+        return f"{url} ({path.resolve()})"
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return redact_url(url)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for another database or an in-memory one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.query.get("uri") or parsed.database.startswith("file:"):
+        return None  # a SQLite URI filename: its options decide; leave it to SQLite
+    return Path(parsed.database)
+
+
+def open_existing_database(ctx: click.Context) -> Database:
+    """The configured database for a command that reads (or changes) what is stored: says on
+    stderr which database it is, and refuses a SQLite file that does not exist, which
+    connecting would create empty in the current directory (the default database_url is the
+    relative ``sqlite:///callpush.db``)."""
+    url = cli_settings(ctx).database_url
+    click.echo(f"database: {shown_database_url(url)}", err=True)
+    require_sqlite_file(url)
+    return open_database(ctx)
+
+
+def require_sqlite_file(url: str) -> None:
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise click.ClickException(
+            f"database_url {url}: there is no database file {path.resolve()}; create it with "
+            "`callpush db upgrade` (or `callpush run`), or set CALLPUSH_DATABASE_URL to the "
+            "database to read"
+        )
 
 
 def app_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import click
 from sqlalchemy.engine import make_url
 
-from worker.commands import check_app, cli_settings, served_apps
-from worker.storage.migrations import current_revision, head_revision, upgrade_to_head
+from worker.commands import check_app, cli_settings, require_sqlite_file, served_apps
+from worker.commands.errors import describe_error
+from worker.storage.migrations import (
+    UpgradeRefused,
+    current_revision,
+    head_revision,
+    upgrade_to_head,
+)
 
 
 def _shown(url: str) -> str:
@@ -35,10 +41,13 @@ def upgrade(ctx: click.Context, owner_app: str | None) -> None:
     try:
         upgrade_to_head(url, owner)
         revision = current_revision(url)
-    except Exception as error:
+    except UpgradeRefused as refused:
         raise click.ClickException(
-            f"database_url {_shown(url)}: upgrade failed: {error}"
-        ) from error
+            f"database_url {_shown(url)}: upgrade failed: {refused}"
+        ) from refused
+    except Exception as error:
+        # The driver's words on one line ("unable to open database file"), password hidden.
+        raise click.ClickException(f"upgrade failed: {describe_error(error, settings)}") from error
     click.echo(f"{_shown(url)}: at revision {revision} (head)")
 
 
@@ -47,6 +56,7 @@ def upgrade(ctx: click.Context, owner_app: str | None) -> None:
 def current(ctx: click.Context) -> None:
     """Print the database's revision; exit 1 when it is behind the newest one."""
     url = cli_settings(ctx).database_url
+    require_sqlite_file(url)
     try:
         revision = current_revision(url)
     except Exception as error:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from worker.apns_topics import bundle_id_problem
-from worker.commands import app_option, cli_settings, open_database, resolve_app
+from worker.commands import (
+    app_option,
+    cli_settings,
+    open_database,
+    open_existing_database,
+    resolve_app,
+)
+from worker.commands.tables import echo_table
 from worker.push.base import Platform, redact_token
 from worker.push_tokens import token_problem
 from worker.settings import Settings
@@ -109,21 +116,27 @@ def list_(ctx: click.Context, user_id: str | None, app: str | None) -> None:
     """The app's devices (one user's with --user), disabled ones with the reason: a provider
     rejected the token, it moved to another user, or it was evicted."""
     api_key = resolve_app(ctx, app)
-    db = open_database(ctx)
+    db = open_existing_database(ctx)
     try:
         with db.transaction() as session:
             found = registry.list_devices(session, api_key, user_id)
             click.echo(f"app {api_key}")
-            click.echo(
-                f"{'ID':>5}  {'USER':<20} {'PLATFORM':<8} {'VOIP':<4} {'TOKEN':<14} "
-                f"{'PROVIDER':<20} STATE"
+            echo_table(
+                ["ID", "USER", "PLATFORM", "VOIP", "TOKEN", "PROVIDER", "STATE"],
+                [
+                    [
+                        str(d.id),
+                        d.user_id,
+                        d.platform,
+                        "yes" if d.voip else "no",
+                        redact_token(d.token),
+                        d.push_provider_name or "(default)",
+                        describe_state(d),
+                    ]
+                    for d in found
+                ],
+                right=frozenset({0}),
             )
-            for d in found:
-                provider = d.push_provider_name or "(default)"
-                click.echo(
-                    f"{d.id:>5}  {d.user_id:<20} {d.platform:<8} {'yes' if d.voip else 'no':<4} "
-                    f"{redact_token(d.token):<14} {provider:<20} {describe_state(d)}"
-                )
     finally:
         db.dispose()
 
@@ -135,7 +148,7 @@ def list_(ctx: click.Context, user_id: str | None, app: str | None) -> None:
 @click.pass_context
 def remove(ctx: click.Context, token: str, user_id: str | None, app: str | None) -> None:
     api_key = resolve_app(ctx, app)
-    db = open_database(ctx)
+    db = open_existing_database(ctx)
     try:
         with db.transaction() as session:
             removed = registry.remove_device(session, api_key, token, user_id)

@@ -18,12 +18,30 @@ from typing import Any, BinaryIO
 import click
 
 from worker import event_log, retention
-from worker.commands import app_option, check_app, cli_settings, open_database
-from worker.event_import import DispatchEvent, import_lines, max_line_bytes, read_lines
+from worker.commands import (
+    app_option,
+    check_app,
+    cli_settings,
+    open_database,
+    open_existing_database,
+    shown_database_url,
+)
+from worker.commands.progress import ProgressLine, progress_wanted
+from worker.commands.tables import format_table
+from worker.durations import format_duration
+from worker.event_import import (
+    DispatchEvent,
+    count_lines,
+    import_lines,
+    max_line_bytes,
+    read_lines,
+)
 from worker.recipient_outcomes import Reach
 from worker.replay_jobs import (
+    MAX_SELECTED,
     Dispatch,
     ReplayPlan,
+    count_failed_events,
     describe_replay,
     failed_event_ids,
     final_statuses,
@@ -76,8 +94,13 @@ APP_FILTER_HELP = "only this Stream app's (its API key)"
 
 
 @contextmanager
-def database(ctx: click.Context) -> Iterator[Database]:
-    db = open_database(ctx)
+def database(ctx: click.Context, *, create: bool = False) -> Iterator[Database]:
+    """The database, named on stderr; a missing SQLite file is an error unless ``create``."""
+    if create:
+        click.echo(f"database: {shown_database_url(cli_settings(ctx).database_url)}", err=True)
+        db = open_database(ctx)
+    else:
+        db = open_existing_database(ctx)
     try:
         yield db
     finally:
@@ -189,21 +212,31 @@ def list_(
     if as_json:
         echo_json({"events": found})
         return
-    click.echo(
-        f"{'ID':>7}  {'RECEIVED (UTC)':<19}  {'TYPE':<22} {'STATUS':<10} {'CALL':<32} PUSHES"
-    )
-    for e in found:
-        replayed = f"  (replayed {e.replays}x)" if e.replays else ""
-        reach = f"{e.reach.summary}: " if e.reach else ""
-        line = (
-            f"{e.id:>7}  {_time(e.received_at):<19}  {e.event_type:<22} {e.status:<10} "
-            f"{e.call_cid or '-':<32} {reach}{event_log.format_pushes(e.pushes)}{replayed}"
-        )
-        # A push event that reached nobody is a problem even when it was "processed".
-        click.echo(click.style(escape_controls(line), fg=_nobody_style(e.reach)))
     if not found:
         click.echo("(no events)")
-    elif api_key is None and len({e.api_key for e in found}) > 1:
+    else:
+        header, *lines = format_table(
+            ["ID", "RECEIVED (UTC)", "TYPE", "STATUS", "CALL", "PUSHES"],
+            [
+                [
+                    str(e.id),
+                    _time(e.received_at),
+                    e.event_type,
+                    e.status,
+                    e.call_cid or "-",
+                    (f"{e.reach.summary}: " if e.reach else "")
+                    + event_log.format_pushes(e.pushes)
+                    + (f"  (replayed {e.replays}x)" if e.replays else ""),
+                ]
+                for e in found
+            ],
+            right=frozenset({0}),
+        )
+        click.echo(header)
+        for e, line in zip(found, lines, strict=True):
+            # A push event that reached nobody is a problem even when it was "processed".
+            click.echo(click.style(line, fg=_nobody_style(e.reach)))
+    if found and api_key is None and len({e.api_key for e in found}) > 1:
         click.echo("(several Stream apps: narrow with --app)")
 
 
@@ -239,24 +272,32 @@ def show(ctx: click.Context, event_id: int, as_json: bool) -> None:
     if not detail.deliveries:
         click.echo("\nno pushes recorded for this event")
         return
-    click.echo(
-        f"\n  {'USER':<16} {'DEVICE':<22} {'STATUS':<13} {'TRIES':>5} {'LATENCY':>9}  "
-        f"{'ANSWERED (UTC)':<19}  REASON"
+    click.echo()
+    lines = format_table(
+        ["USER", "DEVICE", "STATUS", "TRIES", "LATENCY", "ANSWERED (UTC)", "REASON"],
+        [
+            [
+                d.user_id,
+                # A recipient who got no push has a row without a device.
+                " ".join(part for part in (d.platform, d.kind, d.token_hint) if part) or "-",
+                d.status,
+                str(d.attempts),
+                event_log.format_latency(d.latency_ms),
+                _time(d.finished_at),
+                (d.reason or "")
+                + (f" [{d.status_code}]" if d.status_code else "")
+                + (
+                    f"; {event_log.format_phone_receipt(d.phone_latency_ms)}"
+                    if d.phone_received_at is not None
+                    else ""
+                ),
+            ]
+            for d in detail.deliveries
+        ],
+        right=frozenset({3, 4}),
     )
-    for d in detail.deliveries:
-        # A recipient who got no push has a row without a device.
-        device = " ".join(part for part in (d.platform, d.kind, d.token_hint) if part) or "-"
-        latency = event_log.format_latency(d.latency_ms)
-        code = f" [{d.status_code}]" if d.status_code else ""
-        phone = (
-            f"; {event_log.format_phone_receipt(d.phone_latency_ms)}"
-            if d.phone_received_at is not None
-            else ""
-        )
-        echo_line(
-            f"  {d.user_id:<16} {device:<22} {d.status:<13} {d.attempts:>5} {latency:>9}  "
-            f"{_time(d.finished_at):<19}  {d.reason or ''}{code}{phone}"
-        )
+    for line in lines:
+        click.echo(f"  {line}")
 
 
 def _nobody_style(reach: Reach | None) -> str | None:
@@ -279,6 +320,13 @@ def _recipients_text(recipients: tuple[str, ...] | None) -> str:
 @click.option("--until", type=TIME, default=None, help="with --failed: 1h, 2d or ISO 8601")
 @click.option("--type", "event_type", default=None, metavar="TYPE", help="with --failed")
 @app_option("with --failed: only this Stream app's (its API key)")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_SELECTED),
+    default=MAX_SELECTED,
+    show_default=True,
+    help="with --failed: at most this many events, the oldest first",
+)
 @click.option("--dry-run", is_flag=True, help="print what would be re-sent; change nothing")
 @click.option(
     "--force",
@@ -299,6 +347,7 @@ def replay(
     until: datetime | None,
     event_type: str | None,
     app: str | None,
+    limit: int,
     dry_run: bool,
     force: bool,
     allow_stale: bool,
@@ -320,18 +369,33 @@ def replay(
         raise click.UsageError("give event ids, or --failed --since … (not both)")
     if failed and since is None:
         raise click.UsageError("--failed needs --since (e.g. --since 12h)")
-    if not failed and (since or until or event_type or app):
-        raise click.UsageError("--since/--until/--type/--app select events for --failed only")
+    if not failed and (since or until or event_type or app or limit != MAX_SELECTED):
+        raise click.UsageError(
+            "--since/--until/--type/--app/--limit select events for --failed only"
+        )
     api_key = check_app(ctx, app)
     settings = cli_settings(ctx)
     with database(ctx) as db:
         if failed:
             assert since is not None
             with db.transaction() as session:
-                event_ids = failed_event_ids(session, since, until, event_type, api_key)
+                event_ids = failed_event_ids(
+                    session, since, until, event_type, api_key, limit=limit
+                )
+                left = 0
+                if len(event_ids) >= limit:
+                    left = count_failed_events(session, since, until, event_type, api_key)
+                    left -= len(event_ids)
             if not event_ids:
                 click.echo("no failed events in that window")
                 return
+            if left > 0:
+                click.echo(
+                    f"stopping at the limit of {limit:,} events (the oldest, up to event "
+                    f"{event_ids[-1]}): {left:,} more failed event(s) in the window are left "
+                    "out; replay them with a later --since, or another run once these are done",
+                    err=True,
+                )
         with db.transaction() as session:
             plan = describe_replay(
                 session,
@@ -426,15 +490,26 @@ def _ids(ids: Sequence[int]) -> str:
     is_flag=True,
     help="push even events Stream created longer than intake.max_event_age_seconds ago",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="a progress line with an ETA on stderr (default: when stderr is a terminal)",
+)
 @click.pass_context
-def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale: bool) -> None:
+def import_(
+    ctx: click.Context,
+    file: BinaryIO,
+    api_key: str | None,
+    allow_stale: bool,
+    progress: bool | None,
+) -> None:
     """Re-ingest saved webhook bodies: JSON lines, one Stream event per line (or
     {"webhook_id": …, "body": …}; FILE may be - for stdin).  No signature is needed; events
     already in the inbox (same webhook id or same body) are skipped.  New events are queued
     like webhooks (processed here in the embedded mode).  Push events Stream created longer
     than intake.max_event_age_seconds ago are stored as ignored, not pushed, unless
     --allow-stale.  Lines that are not UTF-8 JSON, or longer than four times max_body_bytes,
-    are reported by number and skipped."""
+    are reported by number and skipped, and the command then exits with status 1."""
     settings = cli_settings(ctx)
     if settings.embedded:
         settings = settings.with_dev_app()  # the key `callpush run` accepts
@@ -446,9 +521,12 @@ def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale
         raise click.BadParameter(
             "not the API key of a configured Stream app", param_hint="--api-key"
         )
-    with database(ctx) as db, _dispatchers(settings) as dispatch:
+    shown = progress_wanted(progress)
+    total = count_lines(file) if shown else None
+    with database(ctx, create=True) as db, _dispatchers(settings) as dispatch:
         lines = read_lines(file, max_line_bytes(settings.max_body_bytes))
         intake = settings.intake
+        bars = _ImportProgress(shown, total, "processing here" if dispatch.inline else "queuing")
         report = import_lines(
             db,
             lines,
@@ -457,7 +535,10 @@ def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale
             max_bytes=settings.max_body_bytes,
             rules=IntakeRules.from_settings(intake, allow_stale),
             dedupe_window=timedelta(seconds=intake.dedupe_window_seconds),
+            progress=bars.stored if shown else None,
+            dispatched=bars.dispatched if shown else None,
         )
+        bars.finish()
     for number, reason in report.problems:
         click.echo(f"line {number}: {reason}", err=True)
     if report.invalid > len(report.problems):
@@ -486,6 +567,34 @@ def import_(ctx: click.Context, file: BinaryIO, api_key: str | None, allow_stale
             "the inbox sweeper queues them later",
             err=True,
         )
+    if report.invalid:
+        click.echo(f"{report.invalid} line(s) rejected (not imported)", err=True)
+    if report.invalid or report.not_queued:
+        ctx.exit(1)
+
+
+class _ImportProgress:
+    """The import's two progress lines on stderr: lines stored, then events dispatched."""
+
+    def __init__(self, shown: bool, total_lines: int | None, dispatch_label: str) -> None:
+        self.dispatch_label = dispatch_label
+        self.lines = ProgressLine("importing", total_lines, "lines") if shown else None
+        self.events: ProgressLine | None = None
+
+    def stored(self, n: int) -> None:
+        if self.lines is not None:
+            self.lines.update(n)
+
+    def dispatched(self, done: int, total: int) -> None:
+        if self.events is None:
+            self.finish()
+            self.events = ProgressLine(self.dispatch_label, total, "events")
+        self.events.update(done - self.events.done)
+
+    def finish(self) -> None:
+        for line in (self.lines, self.events):
+            if line is not None and not line.finished:
+                line.finish()
 
 
 @events.command("purge")
@@ -502,10 +611,10 @@ def purge(ctx: click.Context, age: timedelta, dry_run: bool) -> None:
         if dry_run:
             with db.transaction() as session:
                 n = retention.count_older_than(session, age)
-            click.echo(f"dry run: {n} event(s) older than {age} would be deleted")
+            click.echo(f"dry run: {n} event(s) older than {format_duration(age)} would be deleted")
             return
         counts = retention.purge_in_batches(db, age)
     click.echo(
         f"deleted {counts.events} event(s), {counts.deliveries} delivery record(s), "
-        f"{counts.chunks} fan-out chunk(s) older than {age}"
+        f"{counts.chunks} fan-out chunk(s) older than {format_duration(age)}"
     )

@@ -8,6 +8,7 @@ single- or multi-process mode once, when it is first imported.
 from __future__ import annotations
 
 import atexit
+import errno
 import ipaddress
 import os
 import shutil
@@ -127,6 +128,14 @@ def run(ctx: click.Context, host: str, port: int, concurrency: int) -> None:
         run_embedded(settings, host=host, port=port, concurrency=concurrency)
     except UpgradeRefused as refused:  # the SQLite file holds devices of an unknown app
         raise click.ClickException(str(refused)) from refused
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        # Another `callpush run` (or anything else) listens there: say where, not a traceback.
+        raise click.ClickException(
+            f"--host {host} --port {port}: the address is already in use (another "
+            "`callpush run`?); stop it or pass another --port"
+        ) from error
 
 
 @click.command()

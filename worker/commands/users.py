@@ -6,7 +6,7 @@ from datetime import datetime
 
 import click
 
-from worker.commands import app_option, open_database, resolve_app
+from worker.commands import app_option, open_database, open_existing_database, resolve_app
 from worker.durations import parse_duration
 from worker.storage import preferences
 from worker.storage.models import UserPreference, utcnow
@@ -92,7 +92,7 @@ def unmute(ctx: click.Context, user_id: str, app: str | None) -> None:
 def show(ctx: click.Context, user_id: str, app: str | None) -> None:
     """Whether USER's call pushes are on or off."""
     api_key = resolve_app(ctx, app)
-    db = open_database(ctx)
+    db = open_existing_database(ctx)
     try:
         with db.transaction() as session:
             preference = preferences.get_preference(session, api_key, user_id)

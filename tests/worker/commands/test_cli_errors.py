@@ -108,6 +108,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypat
 
     monkeypatch.setattr(event_log, "list_events", broken)
     url = f"sqlite:///{tmp_path / 'callpush.db'}"
+    upgrade_to_head(url)
     result = invoke("events", "list", database_url=url)
     assert_clear_failure(result, "unexpected error (KeyError", "callpush --debug")
     debug = CliRunner().invoke(
@@ -145,7 +146,7 @@ def test_import_of_a_binary_file_reports_line_numbers(tmp_path, embedded_url):
         + b"\n"
     )
     result = invoke("events", "import", str(binary), database_url=embedded_url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # lines were rejected
     assert "Traceback" not in result.output
     assert "line 1: not UTF-8 text (byte 1 of the line)" in result.output
     assert "line 2: not JSON" in result.output  # "\x1a": text, but not JSON
@@ -162,7 +163,7 @@ def test_import_of_a_huge_line_reports_it_and_goes_on(tmp_path, embedded_url):
     result = invoke(
         "events", "import", str(path), database_url=embedded_url, max_body_bytes="262144"
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the huge line was rejected
     assert f"line 2: longer than {4 * 262144 + 4096} bytes" in result.output
     assert "imported 2, duplicates 0, invalid 1" in result.output
 
@@ -194,14 +195,14 @@ def test_events_show_and_trace_render_odd_stored_text(tmp_path, embedded_url):
     as_json = invoke("events", "show", str(lone), "--json", database_url=embedded_url)
     assert as_json.exit_code == 0, as_json.output
     assert "\\ud800\\u2028" in as_json.output
-    assert json.loads(as_json.output)["body"]["x"] == "\ud800\u2028"
+    assert json.loads(as_json.stdout)["body"]["x"] == "\ud800\u2028"
 
     too_deep = invoke("events", "show", str(deep), "--json", database_url=embedded_url)
-    assert too_deep.exit_code == 0 and json.loads(too_deep.output)["body"].startswith("[[[")
+    assert too_deep.exit_code == 0 and json.loads(too_deep.stdout)["body"].startswith("[[[")
 
     trace = invoke("trace", "default:odd\u202e", database_url=embedded_url)
     assert trace.exit_code == 0, trace.output
-    assert trace.output.count("\n") == 4  # the header and three webhooks, one line each
+    assert trace.stdout.count("\n") == 4  # the header and three webhooks, one line each
     assert "\x1b" not in trace.output and "default:odd\\u202e" in trace.output
 
 

@@ -164,9 +164,14 @@ def test_env_secret_is_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_db_upgrade_and_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALLPUSH_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
-    before = _invoke("db", "current")
+    before = _invoke("db", "current")  # no file yet: said so, and not created empty
     assert before.exit_code == 1
-    assert "none (empty database)" in before.output and "callpush db upgrade" in before.output
+    assert "there is no database file" in before.output and "callpush db upgrade" in before.output
+    assert not (tmp_path / "fresh.db").exists()
+    (tmp_path / "fresh.db").touch()  # an empty database: no revision yet
+    empty = _invoke("db", "current")
+    assert empty.exit_code == 1
+    assert "none (empty database)" in empty.output and "callpush db upgrade" in empty.output
 
     upgraded = _invoke("db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output

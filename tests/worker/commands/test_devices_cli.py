@@ -133,7 +133,7 @@ def test_a_moved_token_shows_where_it_went_in_devices_list_and_trace(cli, sqlite
     (line,) = [line for line in trace.output.splitlines() if "no push to alice" in line]
     assert f"apns voip {redact_token(PHONE)} disabled (moved to another user at " in line
     assert "now bob's" in line
-    document = json.loads(cli("trace", "default:after-move", "--app", PROD, "--json").output)
+    document = json.loads(cli("trace", "default:after-move", "--app", PROD, "--json").stdout)
     assert [e["kind"] for e in document["entries"]] == ["webhook", "device"]
     assert cli("trace", "default:after-move", "--app", DEV).exit_code == 1  # not that app's call
 

@@ -184,7 +184,7 @@ def test_list_shows_push_outcomes_and_json(production):
     result = run("list", "--status", "failed")
     assert "call.ring" in result.output and "default:c1" in result.output
     assert "2 sent, 1 failed" in result.output
-    document = json.loads(run("list", "--call", "default:c1", "--json").output)
+    document = json.loads(run("list", "--call", "default:c1", "--json").stdout)
     assert [e["id"] for e in document["events"]] == [ids["accepted"], ids["ring"]]
     assert document["events"][1]["pushes"] == {"sent": 2, "failed": 1}
 
@@ -212,7 +212,7 @@ def test_show_an_event_with_recipients_and_outcomes(production):
     for token in (BOB_VOIP, BOB_FCM, CAROL_FCM):
         assert token not in out
 
-    document = json.loads(run("show", str(ids["ring"]), "--json").output)
+    document = json.loads(run("show", str(ids["ring"]), "--json").stdout)
     assert document["recipients"] == ["bob", "carol"]
     assert {d["status"] for d in document["deliveries"]} == {"sent", "failed"}
 
@@ -225,7 +225,7 @@ def test_trace_prints_the_calls_timeline(production):
     run, _, ids, _ = production
     result = run("default:c1", command=trace)
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0].startswith("call default:c1, from ")
     assert f"<- #{ids['ring']}" in lines[1] and "call.ring received; failed" in lines[1]
     assert "3 device(s) of 2 user(s): bob, carol" in lines[2]
@@ -234,7 +234,7 @@ def test_trace_prints_the_calls_timeline(production):
     assert any("failed (INTERNAL) after 250 ms: bob fcm data bob-fc…xxxx" in p for p in pushes)
     assert "call.accepted received" in lines[-1]
 
-    document = json.loads(run("default:c1", "--json", command=trace).output)
+    document = json.loads(run("default:c1", "--json", command=trace).stdout)
     assert [e["kind"] for e in document["entries"]].count("push") == 3
 
     unknown = run("default:nope", command=trace)
@@ -390,10 +390,12 @@ def test_import_stores_queues_and_skips_duplicates(production, tmp_path):
     path.write_text("\n".join(lines) + "\n")
 
     result = run("import", str(path))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # three lines rejected
     assert "imported 4, duplicates 3, invalid 3; 1 queued" in result.output
     assert "line 8: not JSON" in result.output
     assert "line 9: not a JSON object" in result.output
+    assert "3 line(s) rejected (not imported)" in result.stderr
+    assert result.stdout.splitlines() == ["imported 4, duplicates 3, invalid 3; 1 queued"]
     assert "1 imported event(s) cannot be acted on: stored as failed" in result.output
     assert "line 11: the envelope's api_key is not the one imported for" in result.output
     with db.transaction() as session:
@@ -635,3 +637,39 @@ def test_embedded_replay_lists_a_ring_with_an_absurd_timeout(embedded):
 
 def time_ns_ago(age: timedelta) -> int:
     return int((now() - age).timestamp() * 1e9)
+
+
+def test_replay_failed_says_when_it_stops_at_its_limit(embedded):
+    run, db = embedded
+    seed = Seeder(db)
+    ids = [
+        seed.event(notification_body(f"default:lim{n}", "alice", ["bob"]), status="failed")
+        for n in range(5)
+    ]
+    result = run("replay", "--failed", "--since", "1h", "--limit", "3", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert (
+        f"stopping at the limit of 3 events (the oldest, up to event {ids[2]}): 2 more failed "
+        "event(s) in the window are left out" in result.stderr
+    )
+    assert "dry run: 3 event(s)" in result.stdout
+    assert all(f"event {i} " in result.stdout for i in ids[:3])
+    assert f"event {ids[3]} " not in result.stdout
+
+    everything = run("replay", "--failed", "--since", "1h", "--limit", "5", "--dry-run")
+    assert "left out" not in everything.output and "dry run: 5 event(s)" in everything.stdout
+
+
+@pytest.mark.services
+def test_list_and_show_align_columns_for_long_values(production):
+    run, db, _, _ = production
+    long_cid = "livestream:" + "x" * 45
+    Seeder(db).event(
+        {"type": "call.session_participant_joined", "call_cid": long_cid}, status="ignored"
+    )
+    lines = run("list").stdout.splitlines()
+    header = lines[0]
+    for column in ("TYPE", "STATUS", "CALL", "PUSHES"):
+        start = header.index(column)
+        assert all(line[start - 2 : start] == "  " for line in lines[1:]), (column, lines)
+    assert any(long_cid in line for line in lines)

@@ -36,18 +36,23 @@ def stored(url: str, user_id: str):
         db.dispose()
 
 
-def test_show_unknown_user_is_on(run):
-    # The first command on a fresh embedded database migrates it (as `callpush devices` does).
+def test_show_unknown_user_is_on(run, sqlite_url):
+    # Reading never creates the embedded database: it says how to create it.
+    missing = run("show", "--user", "alice")
+    assert missing.exit_code == 1 and "callpush db upgrade" in missing.stderr
+    assert missing.stdout == ""
+    run("mute", "--user", "bob")  # a change creates the embedded database (as `devices add`)
     result = run("show", "--user", "alice")
     assert result.exit_code == 0, result.output
-    assert result.output == "alice: call pushes on\n"
+    assert result.stdout == "alice: call pushes on\n"
+    assert result.stderr == f"database: {sqlite_url} ({sqlite_url.removeprefix('sqlite:///')})\n"
 
 
 def test_mute_for_good_then_unmute(run, sqlite_url):
     result = run("mute", "--user", "alice")
     assert result.exit_code == 0, result.output
     assert "alice: call pushes off (until unmuted)" in result.output
-    assert run("show", "--user", "alice").output == "alice: call pushes off (until unmuted)\n"
+    assert run("show", "--user", "alice").stdout == "alice: call pushes off (until unmuted)\n"
     preference = stored(sqlite_url, "alice")
     assert preference.muted and preference.muted_until is None
 
