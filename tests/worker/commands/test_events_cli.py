@@ -250,16 +250,16 @@ def test_a_ring_that_rang_nobody_is_shown_as_a_problem(production):
     )
     seed.skipped_recipient(ring, "bob", "call pushes muted")
     listed = run("list", "--call", "default:c5")
-    line = next(line for line in listed.output.splitlines() if line.startswith(f"{ring:>7}"))
+    line = next(line for line in listed.stdout.splitlines() if line.split()[:1] == [str(ring)])
     assert line.endswith("rang nobody (1 recipient): 1 skipped")
     coloured = run("list", "--call", "default:c5", color=True).output
     assert "\x1b[33m" in coloured  # yellow: a warning, even though it was processed
 
-    shown = run("show", str(ring)).output
+    shown = run("show", str(ring)).stdout
     assert "reach       rang nobody (1 recipient)" in shown
     bob = next(line for line in shown.splitlines() if line.lstrip().startswith("bob "))
     assert bob.split()[:3] == ["bob", "-", "skipped"] and bob.endswith("call pushes muted")
-    document = json.loads(run("show", str(ring), "--json").output)
+    document = json.loads(run("show", str(ring), "--json").stdout)
     assert document["reach"] == {
         "recipients": 1,
         "reached": 0,
@@ -267,7 +267,7 @@ def test_a_ring_that_rang_nobody_is_shown_as_a_problem(production):
         "summary": "rang nobody (1 recipient)",
     }
 
-    traced = run("default:c5", command=trace).output
+    traced = run("default:c5", command=trace).stdout
     assert "rang nobody (1 recipient)" in traced.splitlines()[1]
     assert any(line.endswith("skipped (call pushes muted): bob") for line in traced.splitlines())
     assert "\x1b[33m" in run("default:c5", command=trace, color=True).output

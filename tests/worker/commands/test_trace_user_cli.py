@@ -44,7 +44,7 @@ def test_trace_user_shows_each_event_and_each_push_to_each_device(cli):
     run, ids = cli
     result = run(trace, "--user", "bob", "--since", "2h")
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0].startswith("user bob: 4 event(s) from ")
 
     rung = next(i for i, line in enumerate(lines) if f"#{ids['rung']} " in line)
@@ -58,9 +58,9 @@ def test_trace_user_shows_each_event_and_each_push_to_each_device(cli):
     fanout = next(i for i, line in enumerate(lines) if f"#{ids['fanout']} " in line)
     assert "as recipient" in lines[fanout]
     assert lines[fanout + 1].startswith("     x no push: apns voip ")
-    assert f"[{OTHER_APP}] call.ring" in result.output  # every app's bob, each named
-    assert f"#{ids['named_bob']} " not in result.output  # a call named bob is not about him
-    assert f"#{ids['old']} " not in result.output  # three days ago: outside --since 2h
+    assert f"[{OTHER_APP}] call.ring" in result.stdout  # every app's bob, each named
+    assert f"#{ids['named_bob']} " not in result.stdout  # a call named bob is not about him
+    assert f"#{ids['old']} " not in result.stdout  # three days ago: outside --since 2h
 
 
 def test_trace_user_shows_a_recipient_who_got_no_push_by_the_recorded_reason(cli, postgres_url):
@@ -82,7 +82,7 @@ def test_trace_user_shows_a_recipient_who_got_no_push_by_the_recorded_reason(cli
         latency_ms=None,
     )
     db.dispose()
-    lines = run(trace, "--user", "bob", "--since", "2h").output.splitlines()
+    lines = run(trace, "--user", "bob", "--since", "2h").stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if f"#{muted} " in line)
     assert lines[at + 1] == "     x no push: call pushes muted"
 
@@ -91,13 +91,13 @@ def test_trace_user_scoped_to_an_app_paged_and_as_json(cli):
     run, ids = cli
     result = run(trace, "--user", "bob", "--app", API_KEY, "--limit", "2")
     assert result.exit_code == 0, result.output
-    assert OTHER_APP not in result.output
-    assert f"(older events: --before {ids['calling']})" in result.output
+    assert OTHER_APP not in result.stdout
+    assert f"(older events: --before {ids['calling']})" in result.stdout
 
     older = run(trace, "--user", "bob", "--app", API_KEY, "--before", str(ids["calling"]))
-    assert f"#{ids['rung']} " in older.output and f"#{ids['fanout']} " not in older.output
+    assert f"#{ids['rung']} " in older.stdout and f"#{ids['fanout']} " not in older.stdout
 
-    document = json.loads(run(trace, "--user", "bob", "--app", API_KEY, "--json").output)
+    document = json.loads(run(trace, "--user", "bob", "--app", API_KEY, "--json").stdout)
     assert document["user_id"] == "bob" and document["api_key"] == API_KEY
     assert [e["id"] for e in document["events"]] == [ids["fanout"], ids["calling"], ids["rung"]]
     pushes = document["events"][2]["pushes"]
@@ -107,7 +107,7 @@ def test_trace_user_scoped_to_an_app_paged_and_as_json(cli):
     ]
 
     nobody = run(trace, "--user", "nobody")
-    assert nobody.exit_code == 0 and "(no events concerned nobody in that window)" in nobody.output
+    assert nobody.exit_code == 0 and "(no events concerned nobody in that window)" in nobody.stdout
 
 
 @pytest.mark.parametrize(
@@ -130,21 +130,21 @@ def test_trace_of_a_call_still_works(cli):
     run, ids = cli
     result = run(trace, "default:c2", "--app", API_KEY)
     assert result.exit_code == 0, result.output
-    assert f"<- #{ids['calling']}" in result.output
+    assert f"<- #{ids['calling']}" in result.stdout
 
 
 def test_events_list_by_user(cli):
     run, ids = cli
     result = run(events, "list", "--user", "bob", "--app", API_KEY)
     assert result.exit_code == 0, result.output
-    listed = [int(line.split()[0]) for line in result.output.splitlines()[1:]]
+    listed = [int(line.split()[0]) for line in result.stdout.splitlines()[1:]]
     assert listed == [ids["fanout"], ids["calling"], ids["rung"]]
-    assert "1 sent, 1 failed" in result.output  # the event's pushes, everyone's
+    assert "1 sent, 1 failed" in result.stdout  # the event's pushes, everyone's
 
     typed = run(events, "list", "--user", "bob", "--type", "call.notification")
-    assert [int(line.split()[0]) for line in typed.output.splitlines()[1:]] == [ids["fanout"]]
+    assert [int(line.split()[0]) for line in typed.stdout.splitlines()[1:]] == [ids["fanout"]]
 
     # --since widens the default 24 h window.
     since = (now() - timedelta(days=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
     wide = run(events, "list", "--user", "bob", "--since", since, "--app", API_KEY, "--json")
-    assert [e["id"] for e in json.loads(wide.output)["events"]][-1] == ids["old"]
+    assert [e["id"] for e in json.loads(wide.stdout)["events"]][-1] == ids["old"]
