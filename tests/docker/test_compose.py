@@ -1,12 +1,18 @@
 """docker/compose.yaml and docker/Dockerfile: the structure a deployment relies on.
 
 No Docker engine is needed: the files are parsed, and validated by Compose v1 (`docker-compose
-config`, Debian's 1.29: required, `.ci/run` installs it) and by Compose v2 (`docker compose
-config`) where that plugin is installed.
+config`, Debian's 1.29: required, `.ci/run` installs it), by the Compose Specification's JSON
+schema (what Compose v2 validates a file against: always), and by Compose v2 itself (`docker
+compose config`) where that plugin is installed.  No Compose v2 binary is packaged for Debian 12
+or on PyPI, so the schema is the check CI always runs.
+
+``compose-spec.json`` is ``schema/compose-spec.json`` of https://github.com/compose-spec/compose-spec
+(Apache-2.0) at commit 170098b, copied unchanged; refresh it from there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse compose.yaml")
@@ -21,6 +28,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse compose.yam
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
+COMPOSE_SPEC_SCHEMA = Path(__file__).with_name("compose-spec.json")
 
 CALLPUSH_SERVICES = ("web", "worker-ring", "worker-bulk", "beat")
 ALL_SERVICES = (*CALLPUSH_SERVICES, "migrate", "redis", "postgres")
@@ -215,6 +223,15 @@ def test_compose_v1_accepts_it(tmp_path: Path) -> None:
     web = rendered["services"]["web"]["environment"]
     assert web["CALLPUSH_DATABASE_URL"] == "postgresql+psycopg://callpush@postgres:5432/callpush"
     assert web["CALLPUSH_APNS__KEY_ID"] == _env_example()["APNS_KEY_ID"]
+
+
+def test_the_compose_specification_accepts_it(compose: dict[str, Any]) -> None:
+    validator = jsonschema.Draft7Validator(json.loads(COMPOSE_SPEC_SCHEMA.read_text()))
+    problems = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(compose)]
+    assert not problems
+    # The schema does catch a mistake: an unknown service key is refused.
+    broken = {**compose, "services": {**compose["services"], "web": {"restart_polcy": "always"}}}
+    assert any("restart_polcy" in e.message for e in validator.iter_errors(broken))
 
 
 def test_compose_v2_accepts_it(tmp_path: Path) -> None:
