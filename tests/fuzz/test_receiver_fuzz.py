@@ -109,7 +109,7 @@ class Receiver:
             events_command, ["show", str(event_id), "--json"], obj={"settings": cli}
         )
         assert as_json.exit_code == 0, (as_json.output, as_json.exception)
-        detail = json.loads(as_json.output)
+        detail = json.loads(as_json.stdout)
         assert detail["id"] == event_id
         if detail["call_cid"] is not None:
             traced = runner.invoke(trace_command, [detail["call_cid"]], obj={"settings": cli})
@@ -118,7 +118,7 @@ class Receiver:
                 trace_command, [detail["call_cid"], "--json"], obj={"settings": cli}
             )
             assert traced.exit_code == 0, (traced.output, traced.exception)
-            assert event_id in {e["event_id"] for e in json.loads(traced.output)["entries"]}
+            assert event_id in {e["event_id"] for e in json.loads(traced.stdout)["entries"]}
         listed = runner.invoke(events_command, ["list", "--limit", "3"], obj={"settings": cli})
         assert listed.exit_code == 0, (listed.output, listed.exception)
 
