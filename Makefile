@@ -30,8 +30,8 @@ run: ## receiver + worker in one process (SQLite, in-process queue)
 migration: ## autogenerate a migration from the models: make migration MESSAGE="add x"
 	@test -n "$(MESSAGE)" || { echo 'usage: make migration MESSAGE="what changed"'; exit 2; }
 	$(BIN)/python -m worker.storage.migrations revision -m "$(MESSAGE)"
-	$(BIN)/ruff format worker/migrations/versions
-	$(BIN)/ruff check --fix-only --quiet worker/migrations/versions
+	$(BIN)/ruff format worker/storage/alembic_scripts/versions
+	$(BIN)/ruff check --fix-only --quiet worker/storage/alembic_scripts/versions
 	$(BIN)/python -m worker.storage.migrations check
 
 bench: ## the benchmarks

@@ -28,7 +28,7 @@ from typing import Any
 from bench import common
 from bench.common import Fakes, log, metric, ms, pct
 from bench.ring import event_status, fanout_devices, post, start_loadgen
-from worker import sample_events
+from worker.stream import samples as sample_events
 
 SWEEPER = {"CALLPUSH_SWEEPER__INTERVAL_SECONDS": "2", "CALLPUSH_SWEEPER__MIN_AGE_SECONDS": "5"}
 # Non-ring retries: short backoff, so a chaos run ends in seconds.
@@ -392,8 +392,8 @@ def run(quick: bool) -> dict[str, Any]:
             findings.append(
                 f"chaos {name}: {process} exited {len(codes)} time(s) (exit codes {codes}) when "
                 "Redis went away, and was started again as `restart: unless-stopped` would. "
-                "Look for 'Unrecoverable error' in its log: worker/broker_transport.py closes "
-                "the kombu races known to cause one (README: restarting)."
+                "Look for 'Unrecoverable error' in its log: worker/runtime/broker_transport.py "
+                "closes the kombu races known to cause one (README: restarting)."
             )
         if result["duplicated"]:
             findings.append(

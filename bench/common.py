@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from worker import sample_events
+from worker.stream import samples as sample_events
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

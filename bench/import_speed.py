@@ -3,7 +3,7 @@ duplicates), into PostgreSQL and into a SQLite file.
 
     python -m bench.import_speed [--lines 20000] [--profile] [--only postgresql|sqlite]
 
-Drives worker.event_import.import_lines (what the command runs) with a dispatcher that only
+Drives worker.intake.file_import.import_lines (what the command runs) with a dispatcher that only
 counts: the storing and the dedupe are measured, not the broker.  --profile prints the top of
 a cProfile of each run.  Needs PostgreSQL on 127.0.0.1 (CALLPUSH_BENCH_POSTGRES_URL); drops and
 creates the database callpush_bench_import.  Never run by pytest.
@@ -25,10 +25,10 @@ from pathlib import Path
 from sqlalchemy import create_engine, make_url, text
 
 from bench.common import PG_ADMIN_URL
-from worker import sample_events
-from worker.event_import import import_lines, max_line_bytes, read_lines
+from worker.intake.file_import import import_lines, max_line_bytes, read_lines
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
+from worker.stream import samples as sample_events
 
 API_KEY = "bench-key"
 MAX_BODY_BYTES = 64 * 1024

@@ -20,8 +20,8 @@ from typing import Any
 from bench import common
 from bench.common import log, metric, ms, pct
 from bench.profiling import PySpy, describe
-from worker import sample_events
-from worker.webhook_signature import expected_signature
+from worker.stream import samples as sample_events
+from worker.stream.signature import expected_signature
 
 CONNECTIONS = 16
 

@@ -19,7 +19,7 @@ import requests
 from bench import common
 from bench.common import Fakes, log, metric, ms, pct
 from bench.profiling import PySpy, describe
-from worker import sample_events
+from worker.stream import samples as sample_events
 
 RING_USERS = 200
 RATE = 50.0

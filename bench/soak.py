@@ -21,7 +21,7 @@ from bench import common
 from bench.common import RssSampler, log, metric
 from bench.profiling import PySpy, describe
 from bench.ring import start_loadgen
-from worker import sample_events
+from worker.stream import samples as sample_events
 
 RATE = 200.0
 USERS = 1000

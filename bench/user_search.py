@@ -1,4 +1,4 @@
-"""How long the search by user takes on PostgreSQL (worker.user_events): a day of ring events
+"""How long the search by user takes on PostgreSQL (worker.ops.user_events): a day of ring events
 (bodies of about 1.2 kB, two pushes each) among 5,000 users, then `user_activity` (24 h, one
 page of 50) for a user pushed one ring in a hundred, for one found mostly in bodies, and for a
 user with three events, who makes the body search read the whole window; and how long
@@ -21,10 +21,10 @@ from datetime import timedelta
 from sqlalchemy import create_engine, make_url, text
 
 from bench.common import PG_ADMIN_URL
+from worker.ops.user_activity import user_activity
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import utcnow
-from worker.user_activity import user_activity
 
 USERS = 5_000
 RUNS = 5

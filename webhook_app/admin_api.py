@@ -15,7 +15,7 @@ app (each app is a tenant).
 Retry-After once a client has failed too often: webhook_app.access_throttle).  With no admin
 token configured every route answers 404.  JSON in and out; device tokens only redacted; bad
 input is a 400 naming the field (webhook_app.operator_input).  The handlers are thin: the work
-is in worker.event_log and worker.replay_jobs.
+is in worker.ops.event_log and worker.ops.replay_jobs.
 """
 
 from __future__ import annotations
@@ -40,16 +40,16 @@ from webhook_app.operator_input import (
     stored_text,
     user_id_text,
 )
-from worker import event_log, user_activity
-from worker.replay_jobs import (
+from worker.ops import event_log, user_activity
+from worker.ops.replay_jobs import (
     MAX_SELECTED,
     ReplayPlan,
     describe_replay,
     failed_event_ids,
     replay_events,
 )
+from worker.runtime.tasks import enqueue_replay
 from worker.storage.models import utcnow
-from worker.tasks import enqueue_replay
 
 log = logging.getLogger("callpush.admin")
 blueprint = Blueprint("admin_api", __name__, url_prefix="/admin")

@@ -11,10 +11,10 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from worker.publish_breaker import PublishBreaker
-from worker.settings import Settings
+from worker.intake.publish_breaker import PublishBreaker
+from worker.ops.version import callpush_version
+from worker.runtime.settings import Settings
 from worker.storage.database import Database
-from worker.version import callpush_version
 
 
 @dataclass
@@ -34,8 +34,8 @@ def receiver() -> Receiver:
 
 
 def _publisher(settings: Settings, db: Database, celery: Celery) -> PublishBreaker:
-    from worker.inbox_sweeper import requeue_unpublished
-    from worker.tasks import enqueue_event_guarded
+    from worker.runtime.inbox_sweeper import requeue_unpublished
+    from worker.runtime.tasks import enqueue_event_guarded
 
     def drain(events: Mapping[int, str]) -> int:
         def publish(event_id: int, kind: str) -> bool:
@@ -60,7 +60,7 @@ def create_app(
         receipts_api,
         stream_webhook,
     )
-    from worker.celery_app import create_celery
+    from worker.runtime.celery_app import create_celery
 
     app = Flask("callpush")
     # Read once: /healthz and /openapi.json answer it on every request.

@@ -13,7 +13,8 @@
 The cookie names a server-side session and holds no token (see webhook_app.admin_auth); every
 form carries a CSRF token derived from the admin token and the session.  Bad input is a 400 page
 naming the field (webhook_app.operator_input); stored text that cannot be encoded is shown
-escaped.  The pages read through worker.event_log and replay through worker.replay_jobs, like
+escaped.  The pages read through worker.ops.event_log and replay through worker.ops.replay_jobs,
+like
 the CLI and the admin API.
 """
 
@@ -38,11 +39,11 @@ from webhook_app.operator_input import (
     stored_text,
     user_id_text,
 )
-from worker import event_log, user_activity
-from worker.replay_jobs import MAX_SELECTED, describe_replay, failed_event_ids, replay_events
+from worker.ops import event_log, user_activity
+from worker.ops.replay_jobs import MAX_SELECTED, describe_replay, failed_event_ids, replay_events
+from worker.runtime.tasks import enqueue_replay
 from worker.storage import dashboard_sessions
 from worker.storage.models import WebhookEvent, utcnow
-from worker.tasks import enqueue_replay
 
 log = logging.getLogger("callpush.dashboard")
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")

@@ -28,15 +28,15 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_app.app import receiver
-from worker.apns_topics import bundle_id_problem
+from worker.delivery.apns_topics import bundle_id_problem
+from worker.delivery.push_tokens import token_problem
+from worker.ops.text_escaping import unstorable_reason
 from worker.push.base import Platform, redact_token
-from worker.push_tokens import token_problem
-from worker.settings import MAX_PROVIDER_NAME
+from worker.runtime.settings import MAX_PROVIDER_NAME
 from worker.storage import devices as registry
 from worker.storage import preferences
 from worker.storage.models import Device, UserPreference, utcnow
-from worker.text_escaping import unstorable_reason
-from worker.user_tokens import Caller, TokenRejected, verify_authorization
+from worker.stream.user_tokens import Caller, TokenRejected, verify_authorization
 
 log = logging.getLogger("callpush.api")
 blueprint = Blueprint("devices_api", __name__)

@@ -19,8 +19,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from worker import metrics
-from worker.celery_app import BULK_QUEUE, RING_QUEUE
+from worker.ops import metrics
+from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
 from worker.storage.database import Database
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def readyz() -> ResponseReturnValue:
 
 @blueprint.get("/metrics")
 def metrics_endpoint() -> ResponseReturnValue:
-    # Imported here, like everything of prometheus_client (see worker.metrics).
+    # Imported here, like everything of prometheus_client (see worker.ops.metrics).
     from prometheus_client import generate_latest
 
     body = generate_latest(health_of(current_app).registry)

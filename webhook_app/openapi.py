@@ -17,9 +17,9 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from webhook_app.app import receiver
-from worker import push_tokens
-from worker.settings import Settings
-from worker.version import UNKNOWN
+from worker.delivery import push_tokens
+from worker.ops.version import UNKNOWN
+from worker.runtime.settings import Settings
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -50,7 +50,7 @@ def _html(description: str) -> dict[str, Any]:
 
 TIMESTAMP = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP = _nullable("string", format="date-time")
-# What worker.event_log.parse_time takes, as a pattern a generator can follow: a duration ago
+# What worker.ops.event_log.parse_time takes, as a pattern a generator can follow: a duration ago
 # (`30m`, `1h30m`, `2d`, `1w`; the service also takes longer ones up to year 1) or an ISO 8601
 # date or time (UTC unless it has an offset).
 _DURATION = r"[1-9][0-9]{0,3}[smhdw](?:[0-9]{1,4}[smhdw]){0,3}"
@@ -77,7 +77,7 @@ APNS_TOKEN_PATTERN = (
 FCM_TOKEN_PATTERN = f"^[A-Za-z0-9_:-]{{{push_tokens.FCM_MIN_LENGTH},{push_tokens.FCM_MAX_LENGTH}}}$"
 # Two or more components of letters, digits and hyphens, not ending in ".voip" (any case).
 BUNDLE_ID_PATTERN = r"^(?![\s\S]*\.[vV][oO][iI][pP]$)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$"
-# Event ids are 64-bit (worker.event_log.MAX_ID).
+# Event ids are 64-bit (worker.ops.event_log.MAX_ID).
 EVENT_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 EVENT_STATUS = {
     "type": "string",
@@ -955,7 +955,7 @@ OPENAPI: dict[str, Any] = {
                         "if": {"properties": {"voip": {"const": True}}, "required": ["voip"]},
                         "then": {"properties": {"platform": {"const": "apns"}}},
                     },
-                    # What worker/push_tokens.py checks, per platform.
+                    # What worker/delivery/push_tokens.py checks, per platform.
                     {
                         "if": {"properties": {"platform": {"const": "apns"}}},
                         "then": {"properties": {"token": {"pattern": APNS_TOKEN_PATTERN}}},
@@ -964,7 +964,8 @@ OPENAPI: dict[str, Any] = {
                         "if": {"properties": {"platform": {"const": "fcm"}}},
                         "then": {"properties": {"token": {"pattern": FCM_TOKEN_PATTERN}}},
                     },
-                    # And the bundle id rules of worker/apns_topics.py (an FCM app_id is free).
+                    # And the bundle id rules of worker/delivery/apns_topics.py (an FCM app_id is
+                    # free).
                     {
                         "if": {"properties": {"platform": {"const": "apns"}}},
                         "then": {"properties": {"app_id": {"pattern": BUNDLE_ID_PATTERN}}},

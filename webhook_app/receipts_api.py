@@ -28,7 +28,7 @@ from webhook_app.devices_api import (
     json_object,
     storage_error_response,
 )
-from worker import metrics
+from worker.ops import metrics
 from worker.storage.models import utcnow
 from worker.storage.receipts import RECEIPT_ID_LENGTH, Receipt, ReceiptAnswer, record_receipt
 

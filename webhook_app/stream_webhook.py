@@ -19,22 +19,22 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_app.app import receiver
-from worker import metrics
-from worker.event_age import is_stale_reason
-from worker.logging_setup import bind_log_context, log_context
-from worker.storage.database import DatabaseUnavailable
-from worker.storage.db_errors import is_transient_db_error
-from worker.storage.inbox import store_webhook
-from worker.storage.models import EventStatus, utcnow
-from worker.stream_events import InvalidEvent
-from worker.tasks import enqueue_event_guarded
-from worker.webhook_intake import (
+from worker.intake.event_age import is_stale_reason
+from worker.intake.webhooks import (
     IntakeRules,
     attempt_number,
     load_event_json,
     webhook_for_event,
 )
-from worker.webhook_signature import WebhookRejected, verify_webhook
+from worker.ops import metrics
+from worker.runtime.logging_setup import bind_log_context, log_context
+from worker.runtime.tasks import enqueue_event_guarded
+from worker.storage.database import DatabaseUnavailable
+from worker.storage.db_errors import is_transient_db_error
+from worker.storage.inbox import store_webhook
+from worker.storage.models import EventStatus, utcnow
+from worker.stream.events import InvalidEvent
+from worker.stream.signature import WebhookRejected, verify_webhook
 
 log = logging.getLogger("callpush.webhook")
 blueprint = Blueprint("stream_webhook", __name__)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import metrics
-from worker.celery_app import BULK_QUEUE, RING_QUEUE
+from worker.ops import metrics
+from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
 
 # A metric name of ours; rule and dashboard names are CamelCase or contain ":", never this.
 METRIC_NAME = re.compile(r"\bcallpush_[a-z0-9_]+\b")
@@ -20,7 +20,7 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), 
 
 def exposed_series_names(broker_url: str) -> set[str]:
     """Every series name a scrape of callpush can show: the metrics defined in
-    worker/metrics.py and the queue gauges collected from the broker (Redis at ``broker_url``,
+    worker/ops/metrics.py and the queue gauges collected from the broker (Redis at ``broker_url``,
     which holds no message: the gauges are still listed)."""
     registry = metrics.build_registry(broker_url, (RING_QUEUE, BULK_QUEUE), path="")
     names = set()

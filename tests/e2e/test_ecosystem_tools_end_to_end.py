@@ -1,4 +1,4 @@
-"""The ecosystem's own tools attach to callpush: ``celery -A worker.celery_entry`` (inspect,
+"""The ecosystem's own tools attach to callpush: ``celery -A worker.runtime.celery_entry`` (inspect,
 report, events, call) against a real `callpush worker` on Redis and PostgreSQL, and
 ``flask --app webhook_app.flask_entry routes``.  Every command is a real subprocess with a
 bound on its run time."""
@@ -33,7 +33,7 @@ def tool(name: str, args: list[str], env: Mapping[str, str], cwd: Path, timeout:
 
 
 def celery(args: list[str], env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return tool("celery", ["-A", "worker.celery_entry", *args], env, cwd)
+    return tool("celery", ["-A", "worker.runtime.celery_entry", *args], env, cwd)
 
 
 @pytest.mark.services
@@ -69,7 +69,7 @@ def test_celerys_own_tools_watch_the_workers(tmp_path, postgres_url, redis_url):
         dump_path = tmp_path / "events.log"
         with open(dump_path, "wb") as dump:
             monitor = subprocess.Popen(
-                [str(BIN / "celery"), "-A", "worker.celery_entry", "events", "--dump"],
+                [str(BIN / "celery"), "-A", "worker.runtime.celery_entry", "events", "--dump"],
                 env=base_env(env),
                 cwd=tmp_path,
                 stdout=dump,
@@ -107,19 +107,24 @@ def test_the_entry_modules_read_the_settings_only_when_the_app_is_asked_for(tmp_
     matter); asking for the app reads it (and then says what is wrong)."""
     env = {"CALLPUSH_CONFIG": str(tmp_path / "missing.toml")}
     imported = tool(
-        "python", ["-c", "import worker.celery_entry, webhook_app.flask_entry"], env, tmp_path
+        "python",
+        ["-c", "import worker.runtime.celery_entry, webhook_app.flask_entry"],
+        env,
+        tmp_path,
     )
     assert imported.returncode == 0, imported.stderr
-    asked = tool("python", ["-c", "import worker.celery_entry as e; e.app"], env, tmp_path)
+    asked = tool("python", ["-c", "import worker.runtime.celery_entry as e; e.app"], env, tmp_path)
     assert asked.returncode != 0
     assert "missing.toml: no such config file" in asked.stderr
-    missing = tool("python", ["-c", "import worker.celery_entry as e; e.worker"], env, tmp_path)
+    missing = tool(
+        "python", ["-c", "import worker.runtime.celery_entry as e; e.worker"], env, tmp_path
+    )
     assert "has no attribute 'worker'" in missing.stderr
 
 
 def test_task_events_are_off_unless_asked_for(monkeypatch):
-    from worker.celery_app import create_celery
-    from worker.settings import load_settings
+    from worker.runtime.celery_app import create_celery
+    from worker.runtime.settings import load_settings
 
     monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
     monkeypatch.delenv("CALLPUSH_CELERY__TASK_EVENTS", raising=False)

@@ -29,14 +29,14 @@ from waitress.server import create_server
 from tests.conftest import IN_CI
 from tests.e2e.processes import free_port, provider_env, run_cli, running, wait_until
 from webhook_app import create_app
-from worker import sample_events
-from worker.celery_app import create_celery
-from worker.inbox_sweeper import requeue_unfinished
-from worker.inprocess_worker import inprocess_worker
-from worker.settings import load_settings
+from worker.runtime.celery_app import create_celery
+from worker.runtime.inbox_sweeper import requeue_unfinished
+from worker.runtime.inprocess_worker import inprocess_worker
+from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, Device, WebhookEvent
+from worker.stream import samples as sample_events
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
 

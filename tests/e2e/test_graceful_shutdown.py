@@ -40,10 +40,10 @@ from tests.e2e.processes import (
     wait_until,
 )
 from tests.fakes.pytest_plugin import apns_settings_for, fcm_settings_for
-from worker import sample_events
 from worker.push.base import Platform
 from worker.storage import devices
 from worker.storage.database import Database
+from worker.stream import samples as sample_events
 
 pytestmark = pytest.mark.timeout(300)
 

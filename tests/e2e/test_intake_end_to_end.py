@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.e2e.processes import free_port, provider_env, run_cli, running, wait_until
-from worker import sample_events
+from worker.stream import samples as sample_events
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
 

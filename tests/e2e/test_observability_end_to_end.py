@@ -23,7 +23,7 @@ from tests.e2e.test_ring_end_to_end import (
     register_devices,
 )
 from tests.project_version import pyproject_version
-from worker import sample_events
+from worker.stream import samples as sample_events
 
 pytestmark = pytest.mark.timeout(180)
 RINGS = 6

@@ -23,13 +23,13 @@ from waitress.server import create_server
 from tests.e2e.processes import free_port, wait_until
 from tests.fakes.stream_api_plugin import stream_app_for
 from webhook_app import create_app
-from worker import sample_events
-from worker.celery_app import create_celery
-from worker.inprocess_worker import inprocess_worker
-from worker.settings import load_settings
+from worker.runtime.celery_app import create_celery
+from worker.runtime.inprocess_worker import inprocess_worker
+from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Device, WebhookEvent
+from worker.stream import samples as sample_events
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]
 

@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from tests.e2e.processes import free_port, provider_env, run_cli, running, stop, wait_until
-from worker import sample_events
-from worker.payloads import RECEIPT_ID_KEY
+from worker.delivery.payloads import RECEIPT_ID_KEY
+from worker.stream import samples as sample_events
 
 pytestmark = pytest.mark.timeout(180)
 

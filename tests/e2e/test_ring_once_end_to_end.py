@@ -35,14 +35,14 @@ from tests.fakes.fake_apns import FakeApns
 from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.pytest_plugin import apns_settings_for, fcm_settings_for
 from webhook_app import create_app
-from worker import sample_events
-from worker.celery_app import create_celery
-from worker.inbox_sweeper import requeue_unfinished
-from worker.inprocess_worker import inprocess_worker
-from worker.settings import ApnsSettings, FcmSettings, load_settings
+from worker.runtime.celery_app import create_celery
+from worker.runtime.inbox_sweeper import requeue_unfinished
+from worker.runtime.inprocess_worker import inprocess_worker
+from worker.runtime.settings import ApnsSettings, FcmSettings, load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, Device, WebhookEvent
+from worker.stream import samples as sample_events
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(240)]
 

@@ -22,15 +22,15 @@ from tests.e2e.processes import free_port, wait_until
 from tests.fakes.fake_stream_api import CALL_TYPE, CALL_TYPES, FakeStreamApi, notification_settings
 from tests.fakes.stream_api_plugin import stream_app_for
 from webhook_app import create_app
-from worker import sample_events
-from worker.call_type_settings import CallTypeSettingsCache
-from worker.celery_app import create_celery, services_of
-from worker.inprocess_worker import inprocess_worker
-from worker.settings import load_settings
+from worker.runtime.celery_app import create_celery, services_of
+from worker.runtime.inprocess_worker import inprocess_worker
+from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Device, WebhookEvent
-from worker.stream_events import parse_call_event
+from worker.stream import samples as sample_events
+from worker.stream.call_type_settings import CallTypeSettingsCache
+from worker.stream.events import parse_call_event
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
 

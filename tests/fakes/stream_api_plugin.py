@@ -2,7 +2,7 @@
 ``pytest_plugins = [..., "tests.fakes.stream_api_plugin"]``).
 
 ``fake_stream_api`` is a fresh fake per test; ``stream_app`` is the StreamAppSettings pointing at
-it and ``stream_api`` a real :class:`worker.stream_api.StreamApi` client of it.
+it and ``stream_api`` a real :class:`worker.stream.api.StreamApi` client of it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from pydantic import SecretStr
 
 from tests.fakes.fake_stream_api import FakeStreamApi, running_fake_stream_api
-from worker.settings import StreamAppSettings
-from worker.stream_api import StreamApi
+from worker.runtime.settings import StreamAppSettings
+from worker.stream.api import StreamApi
 
 STREAM_API_KEY = "fake-stream-key"
 # 32 bytes or more: PyJWT warns about shorter HMAC keys (push-libraries.md §4).

@@ -38,7 +38,8 @@ from tests.fuzz._counts import count
 from tests.ops_data import ADMIN_TOKEN, Seeder, notification_body, ring_body
 from webhook_app import admin_auth
 from webhook_app.openapi import OPENAPI, document_for
-from worker.settings import load_settings
+from worker.ops.version import callpush_version
+from worker.runtime.settings import load_settings
 from worker.storage import dashboard_sessions
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
@@ -50,7 +51,6 @@ from worker.storage.models import (
     UserPreference,
     WebhookEvent,
 )
-from worker.version import callpush_version
 
 API_KEY = "schema-key"
 SECRET = "schema-secret-0123456789abcdef0123456789abcdef"
@@ -94,7 +94,7 @@ def world(postgres_admin_url: str, redis_server_url: str) -> Iterator[World]:
     broker.flushdb()
     try:
         from webhook_app import create_app
-        from worker.celery_app import create_celery
+        from worker.runtime.celery_app import create_celery
 
         app_settings = load_settings(
             database_url=url,

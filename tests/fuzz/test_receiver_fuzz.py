@@ -32,15 +32,15 @@ from sqlalchemy import create_engine, func, make_url, select, text
 from tests.fuzz._counts import count
 from tests.fuzz.strategies import JSON, dumps, nested, paths, replaced
 from webhook_app import create_app
-from worker import sample_events
-from worker.celery_app import create_celery
 from worker.commands.events import events as events_command
 from worker.commands.trace import trace as trace_command
-from worker.settings import load_settings
+from worker.runtime.celery_app import create_celery
+from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import WebhookEvent
-from worker.webhook_signature import expected_signature
+from worker.stream import samples as sample_events
+from worker.stream.signature import expected_signature
 
 API_KEY = "fuzz-key"
 SECRET = "fuzz-secret-0123456789abcdef0123456789abcdef"

@@ -14,24 +14,25 @@ from prometheus_client import REGISTRY
 
 from tests.worker.scripted_provider import ScriptedProvider
 from webhook_app import create_app
-from worker import event_log, sample_events
-from worker.celery_app import create_celery
 from worker.commands.events import events
 from worker.commands.trace import trace
-from worker.event_processing import process_event, stored_status
-from worker.notifications import deliver_chunk
-from worker.payloads import RECEIPT_ID_KEY
+from worker.delivery.event_processing import process_event, stored_status
+from worker.delivery.notifications import deliver_chunk
+from worker.delivery.payloads import RECEIPT_ID_KEY
+from worker.delivery.templates import TemplateBook
+from worker.ops import event_log
 from worker.push.base import Platform, PushMessage
 from worker.push.sender import PushSender
-from worker.services import Services
-from worker.settings import load_settings
+from worker.runtime.celery_app import create_celery
+from worker.runtime.services import Services
+from worker.runtime.settings import load_settings
 from worker.storage import devices
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery
-from worker.stream_events import parse_call_event
-from worker.templates import TemplateBook
+from worker.stream import samples as sample_events
+from worker.stream.events import parse_call_event
 
 API_KEY = "test-key"
 SECRET = "test-secret-0123456789abcdef0123456789abcdef0123456789abcdef0123"

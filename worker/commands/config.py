@@ -1,4 +1,5 @@
-"""`callpush config`: show and check the effective configuration (logic in worker.config_check)."""
+"""`callpush config`: show and check the effective configuration (logic in
+worker.ops.config_check)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import json
 
 import click
 
-from worker import config_check
-from worker.settings import Settings, load_settings
+from worker.ops import config_check
+from worker.runtime.settings import Settings, load_settings
 
 _COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
 

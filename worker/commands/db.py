@@ -1,4 +1,4 @@
-"""`callpush db`: the database schema (Alembic migrations in worker/migrations)."""
+"""`callpush db`: the database schema (Alembic migrations in worker/storage/alembic_scripts)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from worker.apns_topics import bundle_id_problem
 from worker.commands import (
     app_option,
     cli_settings,
@@ -13,9 +12,10 @@ from worker.commands import (
     resolve_app,
 )
 from worker.commands.tables import echo_table
+from worker.delivery.apns_topics import bundle_id_problem
+from worker.delivery.push_tokens import token_problem
 from worker.push.base import Platform, redact_token
-from worker.push_tokens import token_problem
-from worker.settings import Settings
+from worker.runtime.settings import Settings
 from worker.storage import devices as registry
 from worker.storage.models import Device
 

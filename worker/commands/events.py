@@ -1,9 +1,9 @@
 """`callpush events`: the event log (list, show), replay, import and purge.
 
-Thin commands over worker.event_log, worker.replay_jobs, worker.event_import and
-worker.retention.  With a broker (production) replays go to the bulk queue and imports are
+Thin commands over worker.ops.event_log, worker.ops.replay_jobs, worker.intake.file_import and
+worker.ops.retention.  With a broker (production) replays go to the bulk queue and imports are
 queued like webhooks; in the embedded mode there is no worker to hand them to, so this process
-handles them itself (worker.inline_processing).
+handles them itself (worker.runtime.inline_processing).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, BinaryIO
 
 import click
 
-from worker import event_log, retention
 from worker.commands import (
     app_option,
     check_app,
@@ -28,16 +27,18 @@ from worker.commands import (
 )
 from worker.commands.progress import ProgressLine, progress_wanted
 from worker.commands.tables import format_table
-from worker.durations import format_duration
-from worker.event_import import (
+from worker.delivery.recipient_outcomes import Reach
+from worker.intake.file_import import (
     DispatchEvent,
     count_lines,
     import_lines,
     max_line_bytes,
     read_lines,
 )
-from worker.recipient_outcomes import Reach
-from worker.replay_jobs import (
+from worker.intake.webhooks import IntakeRules
+from worker.ops import event_log, retention
+from worker.ops.durations import format_duration
+from worker.ops.replay_jobs import (
     MAX_SELECTED,
     Dispatch,
     ReplayPlan,
@@ -47,11 +48,10 @@ from worker.replay_jobs import (
     final_statuses,
     replay_events,
 )
-from worker.settings import Settings
+from worker.ops.text_escaping import escape_controls, escape_unsafe_in_json
+from worker.runtime.settings import Settings
 from worker.storage.database import Database
 from worker.storage.models import utcnow
-from worker.text_escaping import escape_controls, escape_unsafe_in_json
-from worker.webhook_intake import IntakeRules
 
 # `events list --user` without --since: the search by user reads the window's bodies.
 USER_SEARCH_WINDOW = timedelta(hours=24)
@@ -118,7 +118,7 @@ class _Dispatchers:
 def _dispatchers(settings: Settings) -> Iterator[_Dispatchers]:
     """Where replayed and imported events are processed: the queues, or here (embedded)."""
     if settings.embedded:
-        from worker.inline_processing import InlineProcessor
+        from worker.runtime.inline_processing import InlineProcessor
 
         with InlineProcessor(settings) as processor:
 
@@ -127,8 +127,8 @@ def _dispatchers(settings: Settings) -> Iterator[_Dispatchers]:
 
             yield _Dispatchers(replay=process, event=process, inline=True)
         return
-    from worker.celery_app import create_celery
-    from worker.tasks import enqueue_event, enqueue_replay
+    from worker.runtime.celery_app import create_celery
+    from worker.runtime.tasks import enqueue_event, enqueue_replay
 
     celery = create_celery(settings)
     try:
@@ -152,7 +152,7 @@ def echo_json(document: Any) -> None:
 
 def echo_line(text: str) -> None:
     """One line built from stored data (a webhook's fields): a newline, a terminal escape or a
-    character the terminal cannot encode is written as an escape (worker.text_escaping)."""
+    character the terminal cannot encode is written as an escape (worker.ops.text_escaping)."""
     click.echo(escape_controls(text))
 
 

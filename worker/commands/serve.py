@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from worker.commands import cli_settings
-from worker.logging_setup import LogFormat
-from worker.settings import DEV_API_KEY, DEV_API_SECRET, Settings
+from worker.runtime.logging_setup import LogFormat
+from worker.runtime.settings import DEV_API_KEY, DEV_API_SECRET, Settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -34,8 +34,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def _logging(settings: Settings, default_format: LogFormat) -> tuple[Callable[[], None], bool]:
     """Configure the root logger.  Returns the same configuration as a function (for Celery's
     ``setup_logging`` signal) and whether the lines are JSON."""
-    from worker.logging_setup import configure_logging, resolve_log_format
-    from worker.secret_sources import secret_values
+    from worker.runtime.logging_setup import configure_logging, resolve_log_format
+    from worker.runtime.secret_sources import secret_values
 
     try:
         log_format = resolve_log_format(settings, default_format)
@@ -106,7 +106,7 @@ RING_THREADS = 64
 def run(ctx: click.Context, host: str, port: int, concurrency: int) -> None:
     """Receiver and worker in one process (SQLite, no Redis): for a laptop or a small app."""
     _single_process_metrics()
-    from worker.embedded import run_embedded
+    from worker.runtime.embedded import run_embedded
 
     settings = cli_settings(ctx)
     if settings.broker_url:
@@ -225,7 +225,7 @@ def worker(
     _require_production(settings)
     quiet = _take_over_celery_logging(*_logging(settings, "json"))
     _multiprocess_metrics_dir("worker")
-    from worker.celery_app import create_celery
+    from worker.runtime.celery_app import create_celery
 
     app = create_celery(settings)
     if metrics_port is not None:
@@ -255,7 +255,7 @@ def worker(
 @click.pass_context
 def beat(ctx: click.Context) -> None:
     """Periodic jobs: the inbox sweeper (re-enqueues events a broker outage left behind)."""
-    from worker.celery_app import create_celery
+    from worker.runtime.celery_app import create_celery
 
     settings = cli_settings(ctx)
     _require_production(settings)
@@ -299,8 +299,8 @@ def _serve_worker_metrics(port: int, broker_url: str | None) -> None:
     in use stops the worker at once instead of leaving it unobserved."""
     from prometheus_client import start_http_server
 
-    from worker.celery_app import BULK_QUEUE, RING_QUEUE
-    from worker.metrics import build_registry
+    from worker.ops.metrics import build_registry
+    from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
 
     start_http_server(port, registry=build_registry(broker_url, (RING_QUEUE, BULK_QUEUE)))
 
@@ -316,7 +316,7 @@ def _gunicorn_timeouts(settings: Settings) -> dict[str, int]:
       restarts) before the worker is killed."""
     import math
 
-    from worker.config_check import webhook_worst_case_seconds
+    from worker.ops.config_check import webhook_worst_case_seconds
 
     longest = max(webhook_worst_case_seconds(settings))
     return {
@@ -362,13 +362,13 @@ def _close_after_unread_bodies(max_body_bytes: int) -> Callable[[Any, Any], None
 
 
 def _gunicorn_child_exit(server: Any, worker: Any) -> None:
-    from worker.metrics import mark_process_dead
+    from worker.ops.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
 
 
 def _refuse_weak_admin_token(settings: Settings) -> None:
-    from worker.config_check import admin_token_problem
+    from worker.ops.config_check import admin_token_problem
 
     problem = admin_token_problem(settings)
     if problem is not None:

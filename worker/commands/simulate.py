@@ -16,8 +16,8 @@ from typing import Any
 import click
 import requests
 
-from worker import sample_events
 from worker.commands import cli_settings
+from worker.stream import samples as sample_events
 
 DEFAULT_URL = "http://127.0.0.1:8080/webhooks/stream"
 # The receiver answers in milliseconds; a bound so a wrong --url never hangs the command.

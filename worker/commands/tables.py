@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from worker.text_escaping import escape_controls
+from worker.ops.text_escaping import escape_controls
 
 
 def format_table(

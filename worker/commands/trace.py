@@ -7,7 +7,6 @@ from datetime import datetime
 
 import click
 
-from worker import event_log, user_activity
 from worker.commands import app_option, check_app
 from worker.commands.events import (
     APP_FILTER_HELP,
@@ -17,8 +16,9 @@ from worker.commands.events import (
     echo_json,
     echo_line,
 )
+from worker.ops import event_log, user_activity
+from worker.ops.text_escaping import escape_controls
 from worker.storage.models import utcnow
-from worker.text_escaping import escape_controls
 
 _STYLE = {
     "sent": "green",

@@ -71,7 +71,6 @@ from h2.events import (
 )
 from h2.exceptions import FlowControlError, H2Error, NoAvailableStreamIDError, ProtocolError
 
-from worker.logging_setup import log_context
 from worker.push.base import (
     APNS_CREDENTIAL_REASONS,
     AnswerCallback,
@@ -83,7 +82,8 @@ from worker.push.base import (
     redact_token,
 )
 from worker.push.event_loop_thread import EventLoopThread
-from worker.settings import ApnsSettings
+from worker.runtime.logging_setup import log_context
+from worker.runtime.settings import ApnsSettings
 
 logger = logging.getLogger(__name__)
 

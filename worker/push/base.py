@@ -63,7 +63,7 @@ class PushResult(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PushMessage:
-    """One push to one device, already fully built by :mod:`worker.payloads`."""
+    """One push to one device, already fully built by :mod:`worker.delivery.payloads`."""
 
     platform: Platform
     kind: PushKind

@@ -34,7 +34,6 @@ from pyfcm import FCMNotification
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
-from worker.http_retry import parse_retry_after
 from worker.push.base import (
     AnswerCallback,
     Platform,
@@ -44,7 +43,8 @@ from worker.push.base import (
     PushResult,
     redact_token,
 )
-from worker.settings import FcmSettings
+from worker.runtime.http_retry import parse_retry_after
+from worker.runtime.settings import FcmSettings
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,8 @@ class FcmProvider:
             return []
         self._ensure_open()
         # Each in a copy of the caller's context, so its log lines carry the event id and call
-        # cid (worker/logging_setup.py); one copy per task: a context runs in one thread at once.
+        # cid (worker/runtime/logging_setup.py); one copy per task: a context runs in one thread at
+        # once.
         futures = [
             self._executor.submit(
                 contextvars.copy_context().run, self._send_one, message, index, on_answer

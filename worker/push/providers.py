@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from worker.push.base import Platform, ProviderRef, PushProvider
 from worker.push.console import ConsoleProvider
 from worker.push.event_loop_thread import EventLoopThread
-from worker.settings import ApnsSettings, FcmSettings, Settings, StreamAppSettings
+from worker.runtime.settings import ApnsSettings, FcmSettings, Settings, StreamAppSettings
 
 logger = logging.getLogger(__name__)
 

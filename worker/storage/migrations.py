@@ -1,7 +1,8 @@
 """Alembic migrations, driven from code so they work from an installed package (no alembic.ini,
 nothing read from the current directory).
 
-The scripts live in ``worker/migrations/`` (env.py, script.py.mako, versions/).  Revision ids are
+The scripts live in ``worker/storage/alembic_scripts/`` (env.py, script.py.mako, versions/).
+Revision ids are
 sequential (``0001``, ``0002``, ...) and files are named ``<rev>_<slug>.py``.
 
 Generating a migration after changing ``worker/storage/models.py``::
@@ -11,7 +12,8 @@ Generating a migration after changing ``worker/storage/models.py``::
     #   then ruff format / ruff check --fix on the new file
 
 It upgrades a scratch SQLite database to the current head, autogenerates the difference to the
-models into ``worker/migrations/versions/`` and prints the file name; it writes nothing when the
+models into ``worker/storage/alembic_scripts/versions/`` and prints the file name; it writes
+nothing when the
 models already match.  Review the file (autogenerate misses renames and server-side defaults)
 before committing it.  To regenerate the initial migration while nothing is deployed yet, delete
 ``versions/0001_initial.py`` and run ``make migration MESSAGE=initial``.
@@ -38,7 +40,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import TypeDecorator, create_engine, pool
 from sqlalchemy.engine import make_url
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "alembic_scripts"
 
 # env.py takes the URL from here rather than from the "sqlalchemy.url" option: that option goes
 # through configparser interpolation, which a "%" in a password would break.
@@ -91,7 +93,7 @@ def script_directory() -> ScriptDirectory:
 
 
 def head_revision() -> str | None:
-    """The newest revision in worker/migrations/versions (None when there is none)."""
+    """The newest revision in worker/storage/alembic_scripts/versions (None when there is none)."""
     return script_directory().get_current_head()
 
 

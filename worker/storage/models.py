@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 models.  The Alembic migrations in worker/migrations must produce exactly this."""
+"""SQLAlchemy 2 models.  The Alembic migrations in worker/storage/alembic_scripts must produce
+exactly this."""
 
 from __future__ import annotations
 
@@ -218,7 +219,7 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "device_id"),
         Index("ix_deliveries_status_created_at", "status", "created_at"),
-        # A user's pushes, newest event first (worker.user_events: "did Bob's phone ring?").
+        # A user's pushes, newest event first (worker.ops.user_events: "did Bob's phone ring?").
         Index("ix_deliveries_user_id_event_id", "user_id", "event_id"),
     )
 

@@ -101,7 +101,7 @@ def test_bad_arguments_are_usage_errors():
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypatch, tmp_path):
-    from worker import event_log
+    from worker.ops import event_log
 
     def broken(*args, **kwargs):
         raise KeyError("a bug")
@@ -228,7 +228,7 @@ def test_a_rabbitmq_that_refuses_the_connection_is_a_broker_message(rabbitmq_ser
     from kombu.utils.url import url_to_parts
 
     from worker.commands.errors import describe_error
-    from worker.settings import Settings
+    from worker.runtime.settings import Settings
 
     parts = url_to_parts(rabbitmq_server_url)
     url = f"amqp://{parts.username}:{parts.password}@{parts.hostname}:{parts.port}/no_such_vhost"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.processes import callpush_command
-from worker import sample_events
+from worker.stream import samples as sample_events
 
 
 def callpush(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

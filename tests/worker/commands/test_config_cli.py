@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.worker.test_config_check import (
+from tests.worker.ops.test_config_check import (
     OLD_STREAM_SECRET,
     STREAM_SECRET,
     apns_key_pem,

@@ -196,7 +196,7 @@ def test_db_upgrade_with_one_app_gives_it_the_rows(cli, sqlite_url):
 def test_embedded_commands_migrate_an_old_file_to_the_development_app(cli, sqlite_url):
     """No app configured, embedded (as `callpush run` on a laptop): the old rows belong to the
     development app the embedded mode serves."""
-    from worker.settings import DEV_API_KEY
+    from worker.runtime.settings import DEV_API_KEY
 
     old_database(sqlite_url)
     listed = cli("devices", "list", apps=None)

@@ -22,15 +22,15 @@ from sqlalchemy import select
 from tests.e2e.processes import base_env, wait_until
 from tests.ops_data import notification_body, ring_body
 from webhook_app import create_app
-from worker import sample_events
-from worker.celery_app import create_celery
-from worker.inprocess_worker import inprocess_worker
 from worker.push.base import Platform
-from worker.settings import load_settings
+from worker.runtime.celery_app import create_celery
+from worker.runtime.inprocess_worker import inprocess_worker
+from worker.runtime.settings import load_settings
 from worker.storage import devices
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, WebhookEvent
+from worker.stream import samples as sample_events
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 

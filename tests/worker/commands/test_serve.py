@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from celery import bootsteps
 
-from worker.celery_app import create_celery
 from worker.commands.serve import _gunicorn_timeouts, run_celery
-from worker.settings import load_settings
+from worker.runtime.celery_app import create_celery
+from worker.runtime.settings import load_settings
 
 
 class BrokenConsumerStart(bootsteps.StartStopStep):

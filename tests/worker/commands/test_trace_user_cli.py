@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.ops_data import API_KEY, SECRET, Seeder, now, ring_body
-from tests.worker.test_user_activity import OTHER_APP, seed_bob
+from tests.worker.ops.test_user_activity import OTHER_APP, seed_bob
 from worker.commands.events import events
 from worker.commands.trace import trace
 from worker.storage.database import Database

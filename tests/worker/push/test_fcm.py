@@ -29,7 +29,7 @@ from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.pytest_plugin import fcm_settings_for
 from worker.push.base import Platform, PushKind, PushMessage, PushResult
 from worker.push.fcm import FcmProvider, request_not_sent, string_data
-from worker.settings import FcmSettings
+from worker.runtime.settings import FcmSettings
 
 
 def data(device_token: str, **fields: Any) -> PushMessage:

@@ -23,7 +23,7 @@ from worker.push.base import (
 from worker.push.console import ConsoleProvider
 from worker.push.fcm import FcmProvider
 from worker.push.providers import build_providers, close_providers, provider_ref
-from worker.settings import (
+from worker.runtime.settings import (
     ApnsSettings,
     FcmProviderSettings,
     FcmSettings,

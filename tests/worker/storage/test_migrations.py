@@ -76,7 +76,7 @@ def test_check_command_reports_no_drift(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_revision_files_do_not_import_model_code() -> None:
     versions = sorted((MIGRATIONS_DIR / "versions").glob("*.py"))
-    assert versions, "no migration in worker/migrations/versions"
+    assert versions, "no migration in worker/storage/alembic_scripts/versions"
     for path in versions:
         source = path.read_text()
         assert "worker" not in re.findall(r"^\s*(?:from|import)\s+(\w+)", source, re.M), path

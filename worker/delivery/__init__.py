@@ -1,0 +1,1 @@
+"""Who must be told and what they get: rings, fan-outs, recipients, devices, payloads, outcomes."""

@@ -1,0 +1,1 @@
+"""What operators read and do: the event log, replays, retention, configuration, metrics."""
