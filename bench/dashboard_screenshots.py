@@ -18,8 +18,8 @@ from werkzeug.serving import make_server
 
 from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, Seeder, notification_body, ops_app
 from tests.ops_data import ring_body as ring
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage import preferences
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head

@@ -22,8 +22,8 @@ def web(port: int) -> bool:
 
 
 def worker(queues: str) -> bool:
+    from worker.foundation.settings import load_settings
     from worker.runtime.celery_app import create_celery
-    from worker.runtime.settings import load_settings
 
     # `callpush worker` names its node "<queues with - for ,>@<hostname>".
     node = f"{queues.replace(',', '-')}@{socket.gethostname()}"
@@ -37,7 +37,7 @@ def worker(queues: str) -> bool:
 def beat() -> bool:
     from kombu import Connection
 
-    from worker.runtime.settings import load_settings
+    from worker.foundation.settings import load_settings
 
     settings = load_settings()
     if not settings.broker_url:

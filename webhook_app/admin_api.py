@@ -30,7 +30,6 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_app import admin_auth
-from webhook_app.app import receiver
 from webhook_app.operator_input import (
     InvalidInput,
     bounded_int,
@@ -40,6 +39,7 @@ from webhook_app.operator_input import (
     stored_text,
     user_id_text,
 )
+from webhook_app.receiver import receiver
 from worker.ops import event_log, user_activity
 from worker.ops.replay_jobs import (
     MAX_SELECTED,
@@ -48,7 +48,6 @@ from worker.ops.replay_jobs import (
     failed_event_ids,
     replay_events,
 )
-from worker.runtime.tasks import enqueue_replay
 from worker.storage.models import utcnow
 
 log = logging.getLogger("callpush.admin")
@@ -211,7 +210,7 @@ def replay() -> ResponseReturnValue:
         ctx.db,
         [p.replay.event_id for p in plan.events],
         force,
-        lambda event_id: enqueue_replay(ctx.celery, event_id),
+        ctx.celery.handoff,
         allow_stale=allow_stale,
     )
     log.info("admin replay: %d events reopened (force=%s)", len(outcome.reopened), force)

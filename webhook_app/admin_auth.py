@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask, current_app, request
 
 from webhook_app.access_throttle import FailureThrottle, client_key
-from worker.runtime.settings import Settings
+from worker.foundation.settings import Settings
 
 CONFIG_KEY = "CALLPUSH_ADMIN_TOKEN"
 THROTTLE_KEY = "callpush.admin_throttle"

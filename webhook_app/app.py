@@ -3,43 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from celery import Celery
-from flask import Flask, current_app, jsonify
+from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from webhook_app import (
+    admin_api,
+    admin_auth,
+    dashboard,
+    devices_api,
+    health,
+    openapi,
+    receipts_api,
+    stream_webhook,
+)
+from webhook_app.receiver import Receiver
+from worker.foundation.settings import Settings
+from worker.foundation.version import callpush_version
 from worker.intake.publish_breaker import PublishBreaker
-from worker.ops.version import callpush_version
-from worker.runtime.settings import Settings
+from worker.runtime.celery_app import CallpushCelery, create_celery
+from worker.runtime.inbox_sweeper import requeue_unpublished
 from worker.storage.database import Database
 
 
-@dataclass
-class Receiver:
-    """What the request handlers need, reachable as ``receiver()`` inside a request."""
-
-    settings: Settings
-    db: Database
-    celery: Celery
-    # Inbox events are published through it: bounded, skipped while the broker is down.
-    publisher: PublishBreaker
-
-
-def receiver() -> Receiver:
-    found: Receiver = current_app.extensions["callpush"]
-    return found
-
-
-def _publisher(settings: Settings, db: Database, celery: Celery) -> PublishBreaker:
-    from worker.runtime.inbox_sweeper import requeue_unpublished
-    from worker.runtime.tasks import enqueue_event_guarded
-
+def _publisher(settings: Settings, db: Database, celery: CallpushCelery) -> PublishBreaker:
     def drain(events: Mapping[int, str]) -> int:
         def publish(event_id: int, kind: str) -> bool:
-            return enqueue_event_guarded(celery, breaker, event_id, kind)
+            return celery.handoff.queue_event_guarded(breaker, event_id, kind)
 
         return requeue_unpublished(db, publish, events)
 
@@ -48,19 +40,8 @@ def _publisher(settings: Settings, db: Database, celery: Celery) -> PublishBreak
 
 
 def create_app(
-    settings: Settings, *, db: Database | None = None, celery: Celery | None = None
+    settings: Settings, *, db: Database | None = None, celery: CallpushCelery | None = None
 ) -> Flask:
-    from webhook_app import (
-        admin_api,
-        admin_auth,
-        dashboard,
-        devices_api,
-        health,
-        openapi,
-        receipts_api,
-        stream_webhook,
-    )
-    from worker.runtime.celery_app import create_celery
 
     app = Flask("callpush")
     # Read once: /healthz and /openapi.json answer it on every request.

@@ -27,12 +27,13 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_app.app import receiver
-from worker.delivery.apns_topics import bundle_id_problem
+from webhook_app.receiver import receiver
 from worker.delivery.push_tokens import token_problem
-from worker.ops.text_escaping import unstorable_reason
-from worker.push.base import Platform, redact_token
-from worker.runtime.settings import MAX_PROVIDER_NAME
+from worker.foundation.apns_topics import bundle_id_problem
+from worker.foundation.logging_setup import redact_token
+from worker.foundation.settings import MAX_PROVIDER_NAME
+from worker.foundation.text_escaping import unstorable_reason
+from worker.push.base import Platform
 from worker.storage import devices as registry
 from worker.storage import preferences
 from worker.storage.models import Device, UserPreference, utcnow

@@ -16,6 +16,6 @@ def create_app() -> Flask:
     """The callpush web app, configured from the settings (the config file and ``CALLPUSH_*``
     variables, as for every `callpush` command)."""
     from webhook_app.app import create_app as build_app
-    from worker.runtime.settings import load_settings
+    from worker.foundation.settings import load_settings
 
     return build_app(load_settings())

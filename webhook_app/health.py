@@ -19,8 +19,9 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from worker.ops import metrics
-from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
+from worker.foundation import metrics
+from worker.runtime import queue_metrics
+from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE
 from worker.storage.database import Database
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class Health:
     client and a thread each)."""
 
     def __init__(self, db: Database, broker_url: str | None) -> None:
-        self.registry: CollectorRegistry = metrics.build_registry(
+        self.registry: CollectorRegistry = queue_metrics.build_registry(
             broker_url, (RING_QUEUE, BULK_QUEUE)
         )
         self._checks = {
@@ -113,7 +114,7 @@ def _ping_db(db: Database) -> None:
 
 
 def _ping_broker(broker_url: str) -> None:
-    client = metrics.redis_client(broker_url, timeout=BROKER_TIMEOUT)
+    client = queue_metrics.redis_client(broker_url, timeout=BROKER_TIMEOUT)
     if client is not None:
         try:
             client.ping()
@@ -156,7 +157,7 @@ def readyz() -> ResponseReturnValue:
 
 @blueprint.get("/metrics")
 def metrics_endpoint() -> ResponseReturnValue:
-    # Imported here, like everything of prometheus_client (see worker.ops.metrics).
+    # Imported here, like everything of prometheus_client (see worker.foundation.metrics).
     from prometheus_client import generate_latest
 
     body = generate_latest(health_of(current_app).registry)

@@ -16,10 +16,10 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from webhook_app.app import receiver
+from webhook_app.receiver import receiver
 from worker.delivery import push_tokens
-from worker.ops.version import UNKNOWN
-from worker.runtime.settings import Settings
+from worker.foundation.settings import Settings
+from worker.foundation.version import UNKNOWN
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -964,7 +964,7 @@ OPENAPI: dict[str, Any] = {
                         "if": {"properties": {"platform": {"const": "fcm"}}},
                         "then": {"properties": {"token": {"pattern": FCM_TOKEN_PATTERN}}},
                     },
-                    # And the bundle id rules of worker/delivery/apns_topics.py (an FCM app_id is
+                    # And the bundle id rules of worker/foundation/apns_topics.py (an FCM app_id is
                     # free).
                     {
                         "if": {"properties": {"platform": {"const": "apns"}}},

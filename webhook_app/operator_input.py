@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import request
 
-from worker.ops.text_escaping import unstorable_reason
+from worker.foundation.text_escaping import unstorable_reason
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 MAX_JSON_DEPTH = 32

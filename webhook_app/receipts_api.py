@@ -20,7 +20,6 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_app.app import receiver
 from webhook_app.devices_api import (
     ApiError,
     api_error_response,
@@ -28,7 +27,8 @@ from webhook_app.devices_api import (
     json_object,
     storage_error_response,
 )
-from worker.ops import metrics
+from webhook_app.receiver import receiver
+from worker.foundation import metrics
 from worker.storage.models import utcnow
 from worker.storage.receipts import RECEIPT_ID_LENGTH, Receipt, ReceiptAnswer, record_receipt
 

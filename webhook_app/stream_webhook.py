@@ -18,21 +18,20 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from webhook_app.app import receiver
-from worker.intake.event_age import is_stale_reason
+from webhook_app.receiver import receiver
+from worker.foundation import metrics
+from worker.foundation.logging_setup import bind_log_context, log_context
 from worker.intake.webhooks import (
     IntakeRules,
     attempt_number,
     load_event_json,
     webhook_for_event,
 )
-from worker.ops import metrics
-from worker.runtime.logging_setup import bind_log_context, log_context
-from worker.runtime.tasks import enqueue_event_guarded
 from worker.storage.database import DatabaseUnavailable
 from worker.storage.db_errors import is_transient_db_error
 from worker.storage.inbox import store_webhook
 from worker.storage.models import EventStatus, utcnow
+from worker.stream.event_age import is_stale_reason
 from worker.stream.events import InvalidEvent
 from worker.stream.signature import WebhookRejected, verify_webhook
 
@@ -146,7 +145,7 @@ def _receive() -> _Answer:
     if stored.status == EventStatus.RECEIVED:
         # Committed already: when the broker fails or its circuit is open, the event waits in
         # the inbox and is queued the moment the broker answers again (or by the sweeper).
-        enqueue_event_guarded(ctx.celery, ctx.publisher, stored.event_id, event_type)
+        ctx.celery.handoff.queue_event_guarded(ctx.publisher, stored.event_id, event_type)
         metrics.record_webhook(event_type, "accepted")
         return (jsonify(status="accepted", event_id=stored.event_id), 202), "accepted"
     if stored.status == EventStatus.FAILED:

@@ -16,7 +16,7 @@ from worker.commands.errors import ReportingGroup
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
-# Read from the installed package's metadata when asked (worker/ops/version.py's source).
+# Read from the installed package's metadata when asked (worker/foundation/version.py's source).
 @click.version_option(package_name="callpush", prog_name="callpush", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:

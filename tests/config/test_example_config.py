@@ -1,5 +1,5 @@
 """config/callpush.example.toml must load, and must document every setting of
-worker/runtime/settings.py:
+worker/foundation/settings.py:
 a setting added to Settings without an entry in the example fails here."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from worker.runtime.settings import Settings, load_settings
+from worker.foundation.settings import Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "callpush.example.toml"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.ops import metrics
-from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
+from worker.runtime import queue_metrics
+from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE
 
 # A metric name of ours; rule and dashboard names are CamelCase or contain ":", never this.
 METRIC_NAME = re.compile(r"\bcallpush_[a-z0-9_]+\b")
@@ -20,9 +20,10 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), 
 
 def exposed_series_names(broker_url: str) -> set[str]:
     """Every series name a scrape of callpush can show: the metrics defined in
-    worker/ops/metrics.py and the queue gauges collected from the broker (Redis at ``broker_url``,
+    worker/foundation/metrics.py and the queue gauges collected from the broker (Redis at
+    ``broker_url``,
     which holds no message: the gauges are still listed)."""
-    registry = metrics.build_registry(broker_url, (RING_QUEUE, BULK_QUEUE), path="")
+    registry = queue_metrics.build_registry(broker_url, (RING_QUEUE, BULK_QUEUE), path="")
     names = set()
     for family in registry.collect():
         for suffix in SUFFIXES[family.type]:

@@ -94,7 +94,9 @@ def test_every_metric_the_rules_name_is_exposed_by_the_code(redis_url: str) -> N
         texts = [rule["expr"], *rule["annotations"].values()]
         named |= {name for text in texts for name in referenced_names(text)}
     assert len(named) >= 10  # the check looked at real queries
-    assert named <= exposed, f"not exposed by worker/ops/metrics.py: {sorted(named - exposed)}"
+    assert named <= exposed, (
+        f"not exposed by worker/foundation/metrics.py: {sorted(named - exposed)}"
+    )
     # The unit tests feed series under the same names.
     fed = referenced_names(RULE_TESTS.read_text())
     assert fed <= exposed, f"unit tests feed unknown series: {sorted(fed - exposed)}"

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from worker.runtime.settings import ApnsSettings, FcmSettings
+from worker.foundation.settings import ApnsSettings, FcmSettings
 
 
 def free_port() -> int:

@@ -23,9 +23,9 @@ from sqlalchemy import insert, make_url, select
 
 from tests.e2e.processes import free_port, provider_env, run_cli, running, wait_until
 from tests.fakes.blackhole import Blackhole
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inprocess_worker import inprocess_worker
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.models import Device, WebhookEvent
 from worker.stream import samples as sample_events

@@ -123,8 +123,8 @@ def test_the_entry_modules_read_the_settings_only_when_the_app_is_asked_for(tmp_
 
 
 def test_task_events_are_off_unless_asked_for(monkeypatch):
+    from worker.foundation.settings import load_settings
     from worker.runtime.celery_app import create_celery
-    from worker.runtime.settings import load_settings
 
     monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
     monkeypatch.delenv("CALLPUSH_CELERY__TASK_EVENTS", raising=False)

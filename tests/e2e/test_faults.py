@@ -29,10 +29,10 @@ from waitress.server import create_server
 from tests.conftest import IN_CI
 from tests.e2e.processes import free_port, provider_env, run_cli, running, wait_until
 from webhook_app import create_app
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inbox_sweeper import requeue_unfinished
 from worker.runtime.inprocess_worker import inprocess_worker
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, Device, WebhookEvent
@@ -236,7 +236,7 @@ def test_redis_restarted_during_ingest_every_accepted_event_delivered_once(
 
         # The sweeper (`callpush beat`) queues what the outage left behind.
         def swept_and_done() -> bool:
-            requeue_unfinished(db, celery, older_than=timedelta(seconds=1))
+            requeue_unfinished(db, celery.handoff, older_than=timedelta(seconds=1))
             return statuses(db).get("processed") == len(users)
 
         wait_until(swept_and_done, 90, interval=1.0, message="every accepted event processed")
@@ -288,7 +288,7 @@ def test_rabbitmq_restarted_during_ingest_every_accepted_event_delivered_once(
             accepted.append(response.json()["event_id"])
 
         def swept_and_done() -> bool:
-            requeue_unfinished(db, celery, older_than=timedelta(seconds=1))
+            requeue_unfinished(db, celery.handoff, older_than=timedelta(seconds=1))
             return statuses(db).get("processed") == len(users)
 
         wait_until(swept_and_done, 90, interval=1.0, message="every accepted event processed")

@@ -23,9 +23,9 @@ from waitress.server import create_server
 from tests.e2e.processes import free_port, wait_until
 from tests.fakes.stream_api_plugin import stream_app_for
 from webhook_app import create_app
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inprocess_worker import inprocess_worker
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Device, WebhookEvent

@@ -35,10 +35,10 @@ from tests.fakes.fake_apns import FakeApns
 from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.pytest_plugin import apns_settings_for, fcm_settings_for
 from webhook_app import create_app
+from worker.foundation.settings import ApnsSettings, FcmSettings, load_settings
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inbox_sweeper import requeue_unfinished
 from worker.runtime.inprocess_worker import inprocess_worker
-from worker.runtime.settings import ApnsSettings, FcmSettings, load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, Device, WebhookEvent
@@ -331,7 +331,7 @@ def test_a_ring_worker_killed_mid_send_does_not_ring_twice(
         assert pushes(db, event_id)[held].status == "sending"
         with running(worker, env, tmp_path, "worker-2"):
             wait_until(lambda: " ready." in (tmp_path / "worker-2.log").read_text(), 30)
-            assert requeue_unfinished(db, celery, older_than=None) == 1
+            assert requeue_unfinished(db, celery.handoff, older_than=None) == 1
             wait_until(lambda: finished(db, event_id), 40, message="ring settled")
         delivery = pushes(db, event_id)[held]
         event = event_row(db, event_id)

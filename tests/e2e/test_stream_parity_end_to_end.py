@@ -24,9 +24,9 @@ from tests.fakes.fake_stream_api import device
 from tests.fakes.pytest_plugin import APNS_BUNDLE_ID, apns_settings_for
 from tests.fakes.stream_api_plugin import stream_app_for
 from webhook_app import create_app
+from worker.foundation.settings import Settings, load_settings
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inprocess_worker import inprocess_worker
-from worker.runtime.settings import Settings, load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, Device, WebhookEvent

@@ -22,14 +22,14 @@ from tests.e2e.processes import free_port, wait_until
 from tests.fakes.fake_stream_api import CALL_TYPE, CALL_TYPES, FakeStreamApi, notification_settings
 from tests.fakes.stream_api_plugin import stream_app_for
 from webhook_app import create_app
-from worker.runtime.celery_app import create_celery, services_of
+from worker.delivery.call_type_settings import CallTypeSettingsCache
+from worker.foundation.settings import load_settings
+from worker.runtime.celery_app import create_celery
 from worker.runtime.inprocess_worker import inprocess_worker
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Device, WebhookEvent
 from worker.stream import samples as sample_events
-from worker.stream.call_type_settings import CallTypeSettingsCache
 from worker.stream.events import parse_call_event
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
@@ -160,7 +160,7 @@ def test_streams_dashboard_decides_what_is_pushed_and_its_wording(
     # The worker fetches every call type as it starts, before any webhook (nothing here has
     # touched its services yet).
     wait_until(lambda: fake_stream_api.calls.get(CALL_TYPES, 0) == 1, 10, message="warm-up")
-    cache = services_of(stack.celery).call_type_settings(stack.api_key)
+    cache = stack.celery.services.call_type_settings(stack.api_key)
     assert cache is not None and cache.wait_warm(10)
     assert fake_stream_api.calls[CALL_TYPES] == 1
 
@@ -207,7 +207,7 @@ def test_streams_dashboard_decides_what_is_pushed_and_its_wording(
 def test_a_stream_outage_keeps_the_last_good_settings(
     stack: Stack, fake_apns, fake_stream_api: FakeStreamApi
 ) -> None:
-    cache = services_of(stack.celery).call_type_settings(stack.api_key)
+    cache = stack.celery.services.call_type_settings(stack.api_key)
     assert cache is not None and cache.wait_warm(10)
 
     fake_stream_api.outage = True

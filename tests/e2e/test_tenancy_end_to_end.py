@@ -173,7 +173,7 @@ def test_callpush_run_upgrades_an_old_sqlite_file_and_rings_its_devices(
     migrates it (the devices go to the development app it serves) and rings them."""
     from alembic import command
 
-    from worker.runtime.settings import DEV_API_KEY, DEV_API_SECRET
+    from worker.foundation.settings import DEV_API_KEY, DEV_API_SECRET
     from worker.storage.migrations import alembic_config
 
     url = f"sqlite:///{tmp_path / 'callpush.db'}"

@@ -18,7 +18,7 @@ from tests.fakes.blackhole import Blackhole, running_blackhole
 from tests.fakes.credentials import PushCredentials, make_push_credentials
 from tests.fakes.fake_apns import FakeApns, running_fake_apns
 from tests.fakes.fake_fcm import FakeFcm, running_fake_fcm
-from worker.runtime.settings import ApnsSettings, FcmSettings
+from worker.foundation.settings import ApnsSettings, FcmSettings
 
 APNS_KEY_ID = "ABC123DEFG"
 APNS_TEAM_ID = "TEAM123456"

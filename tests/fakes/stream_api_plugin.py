@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.fakes.fake_stream_api import FakeStreamApi, running_fake_stream_api
-from worker.runtime.settings import StreamAppSettings
+from worker.foundation.settings import StreamAppSettings
 from worker.stream.api import StreamApi
 
 STREAM_API_KEY = "fake-stream-key"

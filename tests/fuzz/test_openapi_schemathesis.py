@@ -38,8 +38,8 @@ from tests.fuzz._counts import count
 from tests.ops_data import ADMIN_TOKEN, Seeder, notification_body, ring_body
 from webhook_app import admin_auth
 from webhook_app.openapi import OPENAPI, document_for
-from worker.ops.version import callpush_version
-from worker.runtime.settings import load_settings
+from worker.foundation.settings import load_settings
+from worker.foundation.version import callpush_version
 from worker.storage import dashboard_sessions
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head

@@ -24,8 +24,8 @@ from tests.fuzz._counts import count
 from tests.fuzz.strategies import JSON
 from tests.ops_data import ADMIN_TOKEN, Seeder, ring_body
 from webhook_app import create_app
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import DashboardSession, Delivery, WebhookEvent

@@ -34,8 +34,8 @@ from tests.fuzz.strategies import JSON, dumps, nested, paths, replaced
 from webhook_app import create_app
 from worker.commands.events import events as events_command
 from worker.commands.trace import trace as trace_command
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import WebhookEvent

@@ -29,8 +29,8 @@ from tests.worker.commands.test_events_cli import (
 )
 from webhook_app.admin_auth import bearer_token, token_matches
 from webhook_app.openapi import OPENAPI
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, WebhookEvent
@@ -341,7 +341,7 @@ def test_replay_rejects_bad_bodies(admin, body, message):
 def test_create_app_reads_the_admin_token_from_the_settings(sqlite_url, monkeypatch):
     """Once create_app wires the operations blueprints and settings.admin_token."""
     from webhook_app import create_app
-    from worker.runtime.settings import Settings
+    from worker.foundation.settings import Settings
 
     if "admin_token" not in Settings.model_fields:
         pytest.skip("settings.admin_token is not wired in yet")

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, Seeder, now, ops_app, ring_body
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import DashboardSession, WebhookEvent

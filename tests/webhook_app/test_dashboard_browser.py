@@ -26,9 +26,9 @@ from tests.ops_data import (
     ops_app,
     ring_body,
 )
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inprocess_worker import inprocess_worker
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, WebhookEvent

@@ -14,8 +14,8 @@ from werkzeug.serving import make_server
 from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, ops_app
 from tests.webhook_app.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _browser_or_skip
 from tests.worker.ops.test_user_activity import OTHER_APP, seed_bob
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 

@@ -11,8 +11,8 @@ import jwt
 import pytest
 
 from webhook_app import create_app, devices_api
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.project_version import pyproject_version
 from webhook_app import create_app
 from webhook_app.health import DATABASE_TIMEOUT
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 
 METRIC_NAMES = (

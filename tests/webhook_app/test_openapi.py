@@ -11,8 +11,8 @@ from openapi_spec_validator import validate
 from tests.ops_data import API_KEY, SECRET, ops_app
 from tests.project_version import pyproject_version
 from webhook_app.openapi import OPENAPI, document_for
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}

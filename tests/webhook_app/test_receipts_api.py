@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
+from tests.worker.recording_handoff import RecordingHandoff
 from tests.worker.scripted_provider import ScriptedProvider
 from webhook_app import create_app
 from worker.commands.events import events
@@ -19,13 +20,13 @@ from worker.commands.trace import trace
 from worker.delivery.event_processing import process_event, stored_status
 from worker.delivery.notifications import deliver_chunk
 from worker.delivery.payloads import RECEIPT_ID_KEY
+from worker.delivery.services import Services
 from worker.delivery.templates import TemplateBook
+from worker.foundation.settings import load_settings
 from worker.ops import event_log
 from worker.push.base import Platform, PushMessage
 from worker.push.sender import PushSender
 from worker.runtime.celery_app import create_celery
-from worker.runtime.services import Services
-from worker.runtime.settings import load_settings
 from worker.storage import devices
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
@@ -83,7 +84,7 @@ def world(database_url, monkeypatch):
         Database(database_url),
         PushSender({Platform.APNS: apns, Platform.FCM: fcm}),
         TemplateBook.from_settings(settings),
-        enqueue_chunk=lambda event_id, index: queued.append((event_id, index)),
+        handoff=RecordingHandoff(chunks=queued),
     )
     with services.db.transaction() as session:
         for api_key in (API_KEY, OTHER_KEY):

@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 
 from webhook_app import create_app
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import WebhookEvent

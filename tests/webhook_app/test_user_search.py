@@ -12,8 +12,8 @@ import pytest
 from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, Seeder, now, ops_app, ring_body
 from tests.worker.ops.test_user_activity import OTHER_APP, seed_bob
 from webhook_app.dashboard import CSP
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage import preferences
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head

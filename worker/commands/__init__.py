@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from worker.runtime.settings import Settings, load_settings
+from worker.foundation.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from worker.storage.database import Database

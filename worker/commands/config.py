@@ -7,8 +7,8 @@ import json
 
 import click
 
+from worker.foundation.settings import Settings, load_settings
 from worker.ops import config_check
-from worker.runtime.settings import Settings, load_settings
 
 _COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
 

@@ -12,10 +12,11 @@ from worker.commands import (
     resolve_app,
 )
 from worker.commands.tables import echo_table
-from worker.delivery.apns_topics import bundle_id_problem
 from worker.delivery.push_tokens import token_problem
-from worker.push.base import Platform, redact_token
-from worker.runtime.settings import Settings
+from worker.foundation.apns_topics import bundle_id_problem
+from worker.foundation.logging_setup import redact_token
+from worker.foundation.settings import Settings
+from worker.push.base import Platform
 from worker.storage import devices as registry
 from worker.storage.models import Device
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from worker.runtime.settings import Settings
+from worker.foundation.settings import Settings
 
 
 class ReportingGroup(click.Group):

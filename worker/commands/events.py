@@ -1,9 +1,9 @@
 """`callpush events`: the event log (list, show), replay, import and purge.
 
 Thin commands over worker.ops.event_log, worker.ops.replay_jobs, worker.intake.file_import and
-worker.ops.retention.  With a broker (production) replays go to the bulk queue and imports are
+worker.storage.retention.  With a broker (production) replays go to the bulk queue and imports are
 queued like webhooks; in the embedded mode there is no worker to hand them to, so this process
-handles them itself (worker.runtime.inline_processing).
+handles them itself (worker.runtime.inline_handoff).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -28,19 +27,20 @@ from worker.commands import (
 from worker.commands.progress import ProgressLine, progress_wanted
 from worker.commands.tables import format_table
 from worker.delivery.recipient_outcomes import Reach
+from worker.foundation.durations import format_duration
+from worker.foundation.handoff import Handoff
+from worker.foundation.settings import Settings
+from worker.foundation.text_escaping import escape_controls, escape_unsafe_in_json
 from worker.intake.file_import import (
-    DispatchEvent,
     count_lines,
     import_lines,
     max_line_bytes,
     read_lines,
 )
 from worker.intake.webhooks import IntakeRules
-from worker.ops import event_log, retention
-from worker.ops.durations import format_duration
+from worker.ops import event_log
 from worker.ops.replay_jobs import (
     MAX_SELECTED,
-    Dispatch,
     ReplayPlan,
     count_failed_events,
     describe_replay,
@@ -48,8 +48,9 @@ from worker.ops.replay_jobs import (
     final_statuses,
     replay_events,
 )
-from worker.ops.text_escaping import escape_controls, escape_unsafe_in_json
-from worker.runtime.settings import Settings
+from worker.runtime.celery_app import create_celery
+from worker.runtime.inline_handoff import InlineHandoff
+from worker.storage import retention
 from worker.storage.database import Database
 from worker.storage.models import utcnow
 
@@ -107,36 +108,17 @@ def database(ctx: click.Context, *, create: bool = False) -> Iterator[Database]:
         db.dispose()
 
 
-@dataclass
-class _Dispatchers:
-    replay: Dispatch
-    event: DispatchEvent
-    inline: bool
-
-
 @contextmanager
-def _dispatchers(settings: Settings) -> Iterator[_Dispatchers]:
-    """Where replayed and imported events are processed: the queues, or here (embedded)."""
+def _handoff(settings: Settings) -> Iterator[tuple[Handoff, bool]]:
+    """Where replayed and imported events are processed, and whether that is here: the
+    queues, or this process (beside the embedded mode, whose queue lives in its memory)."""
     if settings.embedded:
-        from worker.runtime.inline_processing import InlineProcessor
-
-        with InlineProcessor(settings) as processor:
-
-            def process(event_id: int, _event_type: str = "") -> None:
-                processor.process(event_id)
-
-            yield _Dispatchers(replay=process, event=process, inline=True)
+        with InlineHandoff(settings) as inline:
+            yield inline, True
         return
-    from worker.runtime.celery_app import create_celery
-    from worker.runtime.tasks import enqueue_event, enqueue_replay
-
     celery = create_celery(settings)
     try:
-        yield _Dispatchers(
-            replay=lambda event_id: enqueue_replay(celery, event_id),
-            event=lambda event_id, event_type: enqueue_event(celery, event_id, event_type),
-            inline=False,
-        )
+        yield celery.handoff, False
     finally:
         celery.close()
 
@@ -152,7 +134,8 @@ def echo_json(document: Any) -> None:
 
 def echo_line(text: str) -> None:
     """One line built from stored data (a webhook's fields): a newline, a terminal escape or a
-    character the terminal cannot encode is written as an escape (worker.ops.text_escaping)."""
+    character the terminal cannot encode is written as an escape
+    (worker.foundation.text_escaping)."""
     click.echo(escape_controls(text))
 
 
@@ -411,22 +394,22 @@ def replay(
                 ctx.exit(1)
             return
         ids = [p.replay.event_id for p in plan.events]
-        with _dispatchers(settings) as dispatch:
-            where = "processing here (embedded mode)" if dispatch.inline else "bulk queue"
+        with _handoff(settings) as (handoff, inline):
+            where = "processing here (embedded mode)" if inline else "bulk queue"
             if len(ids) >= PROGRESS_FROM:
                 with click.progressbar(length=len(ids), label=f"replaying ({where})") as bar:
                     outcome = replay_events(
                         db,
                         ids,
                         force,
-                        dispatch.replay,
+                        handoff,
                         progress=lambda _id: bar.update(1),
                         allow_stale=allow_stale,
                     )
             else:
-                outcome = replay_events(db, ids, force, dispatch.replay, allow_stale=allow_stale)
+                outcome = replay_events(db, ids, force, handoff, allow_stale=allow_stale)
         summary = f"replayed {len(outcome.reopened)} event(s), {plan.devices} device(s) to re-send"
-        if dispatch.inline:
+        if inline:
             with db.transaction() as session:
                 statuses = final_statuses(session, outcome.reopened)
             done = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
@@ -523,15 +506,15 @@ def import_(
         )
     shown = progress_wanted(progress)
     total = count_lines(file) if shown else None
-    with database(ctx, create=True) as db, _dispatchers(settings) as dispatch:
+    with database(ctx, create=True) as db, _handoff(settings) as (handoff, inline):
         lines = read_lines(file, max_line_bytes(settings.max_body_bytes))
         intake = settings.intake
-        bars = _ImportProgress(shown, total, "processing here" if dispatch.inline else "queuing")
+        bars = _ImportProgress(shown, total, "processing here" if inline else "queuing")
         report = import_lines(
             db,
             lines,
             api_key,
-            dispatch.event,
+            handoff,
             max_bytes=settings.max_body_bytes,
             rules=IntakeRules.from_settings(intake, allow_stale),
             dedupe_window=timedelta(seconds=intake.dedupe_window_seconds),
@@ -543,7 +526,7 @@ def import_(
         click.echo(f"line {number}: {reason}", err=True)
     if report.invalid > len(report.problems):
         click.echo(f"… and {report.invalid - len(report.problems)} more invalid lines", err=True)
-    where = "processed here" if dispatch.inline else "queued"
+    where = "processed here" if inline else "queued"
     click.echo(
         f"imported {report.imported}, duplicates {report.duplicates}, invalid {report.invalid}; "
         f"{report.queued} {where}"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TextIO
 
-from worker.ops.durations import format_duration
+from worker.foundation.durations import format_duration
 
 REDRAW_SECONDS = 0.2
 

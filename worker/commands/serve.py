@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from worker.commands import cli_settings
-from worker.runtime.logging_setup import LogFormat
-from worker.runtime.settings import DEV_API_KEY, DEV_API_SECRET, Settings
+from worker.foundation.logging_setup import LogFormat
+from worker.foundation.settings import DEV_API_KEY, DEV_API_SECRET, Settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -34,8 +34,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def _logging(settings: Settings, default_format: LogFormat) -> tuple[Callable[[], None], bool]:
     """Configure the root logger.  Returns the same configuration as a function (for Celery's
     ``setup_logging`` signal) and whether the lines are JSON."""
-    from worker.runtime.logging_setup import configure_logging, resolve_log_format
-    from worker.runtime.secret_sources import secret_values
+    from worker.foundation.logging_setup import configure_logging, resolve_log_format
+    from worker.foundation.secret_sources import secret_values
 
     try:
         log_format = resolve_log_format(settings, default_format)
@@ -106,7 +106,7 @@ RING_THREADS = 64
 def run(ctx: click.Context, host: str, port: int, concurrency: int) -> None:
     """Receiver and worker in one process (SQLite, no Redis): for a laptop or a small app."""
     _single_process_metrics()
-    from worker.runtime.embedded import run_embedded
+    from worker.commands.embedded import run_embedded
 
     settings = cli_settings(ctx)
     if settings.broker_url:
@@ -299,8 +299,8 @@ def _serve_worker_metrics(port: int, broker_url: str | None) -> None:
     in use stops the worker at once instead of leaving it unobserved."""
     from prometheus_client import start_http_server
 
-    from worker.ops.metrics import build_registry
-    from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
+    from worker.runtime.queue_metrics import build_registry
+    from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE
 
     start_http_server(port, registry=build_registry(broker_url, (RING_QUEUE, BULK_QUEUE)))
 
@@ -362,7 +362,7 @@ def _close_after_unread_bodies(max_body_bytes: int) -> Callable[[Any, Any], None
 
 
 def _gunicorn_child_exit(server: Any, worker: Any) -> None:
-    from worker.ops.metrics import mark_process_dead
+    from worker.foundation.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from worker.ops.text_escaping import escape_controls
+from worker.foundation.text_escaping import escape_controls
 
 
 def format_table(

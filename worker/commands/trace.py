@@ -16,8 +16,8 @@ from worker.commands.events import (
     echo_json,
     echo_line,
 )
+from worker.foundation.text_escaping import escape_controls
 from worker.ops import event_log, user_activity
-from worker.ops.text_escaping import escape_controls
 from worker.storage.models import utcnow
 
 _STYLE = {

@@ -7,7 +7,7 @@ from datetime import datetime
 import click
 
 from worker.commands import app_option, open_database, open_existing_database, resolve_app
-from worker.ops.durations import parse_duration
+from worker.foundation.durations import parse_duration
 from worker.storage import preferences
 from worker.storage.models import UserPreference, utcnow
 

@@ -17,8 +17,8 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from worker.foundation.settings import Settings
 from worker.push.base import Platform
-from worker.runtime.settings import Settings
 from worker.storage import devices
 from worker.storage.devices import DeviceTarget
 from worker.storage.stream_device_mirror import MirroredDevice, sync_stream_devices

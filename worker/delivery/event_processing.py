@@ -9,15 +9,17 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from worker.delivery.notifications import RetryLater, plan_fanout
-from worker.delivery.ringing import StoredEvent, deliver_ring
+from worker.delivery.notifications import plan_fanout
+from worker.delivery.ringing import deliver_ring
+from worker.delivery.services import Services
 from worker.delivery.unexpected_errors import unexpected_reason
-from worker.intake.event_age import stale_reason
-from worker.runtime.logging_setup import bind_log_context, log_context
-from worker.runtime.services import Services
+from worker.foundation.handoff import RetryLater
+from worker.foundation.logging_setup import bind_log_context, log_context
 from worker.storage import inbox
 from worker.storage.db_errors import is_transient_db_error
+from worker.storage.inbox import StoredEvent
 from worker.storage.models import EventStatus
+from worker.stream.event_age import stale_reason
 from worker.stream.events import (
     LIVE_STARTED,
     MISSED,

@@ -13,46 +13,27 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from worker.delivery import payloads
 from worker.delivery.push_outcomes import OutcomeRecorder
 from worker.delivery.recipient_outcomes import event_reach, reach_of, record_unreached
 from worker.delivery.recipients import recipient_pages
-from worker.delivery.ringing import StoredEvent
+from worker.delivery.services import Services
 from worker.delivery.unexpected_errors import is_unexpected_reason, unexpected_reason
+from worker.foundation.handoff import RetryLater
+from worker.foundation.logging_setup import bind_log_context, log_context
+from worker.foundation.settings import DEFAULT_FCM_HIGH_PRIORITY
 from worker.push.base import Platform, PushKind, PushMessage, PushResult
-from worker.runtime.logging_setup import bind_log_context, log_context
-from worker.runtime.services import Services
-from worker.runtime.settings import DEFAULT_FCM_HIGH_PRIORITY
 from worker.storage import deliveries, fanout, inbox, preferences
 from worker.storage.db_errors import is_transient_db_error
 from worker.storage.deliveries import Claim
 from worker.storage.devices import DeviceTarget
+from worker.storage.inbox import StoredEvent
 from worker.storage.models import ChunkStatus, DeliveryStatus, EventStatus
 from worker.stream.api import StreamApiError
 from worker.stream.events import CallEvent, parse_stored_body
 
 log = logging.getLogger("callpush.notifications")
-
-
-class RetryLater(Exception):
-    """Processing hit a transient failure (Stream's API down): run the task again later."""
-
-    def __init__(self, delay: float, reason: str) -> None:
-        super().__init__(reason)
-        self.delay = delay
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (RetryLater, (self.delay, self.reason))
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRun:
-    """What a chunk task should do next: nothing (finished) or run again after a delay."""
-
-    retry_in: float | None
 
 
 def plan_fanout(
@@ -87,7 +68,7 @@ def plan_fanout(
         queued = sorted(set(queued) | set(fanout.pending_chunks(session, stored.event_id)))
     try:
         for chunk_index in queued:
-            services.enqueue_chunk(stored.event_id, chunk_index)
+            services.handoff.queue_chunk(stored.event_id, chunk_index)
     except Exception:
         # The broker is away: no reason to fail the event.  Its chunks are stored and it stays
         # processing; the inbox sweeper queues it again, and planning again queues the chunks
@@ -107,12 +88,15 @@ def _store_chunk(
         return [index] if fanout.add_chunk(session, event_id, index, recipients) else []
 
 
-def deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: int) -> ChunkRun:
-    """Send one chunk's pushes.  ``attempt`` counts from 0; the caller re-runs the chunk after
-    ``retry_in`` seconds while transient failures remain."""
+def deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: int) -> None:
+    """Send one chunk's pushes.  ``attempt`` counts from 0; while transient failures remain
+    (within ``fanout.max_retries``) it raises :class:`RetryLater`, and the caller runs the
+    chunk again after the delay."""
     with log_context(event_id=event_id):
         try:
-            return _deliver_chunk(services, event_id, chunk_index, attempt)
+            _deliver_chunk(services, event_id, chunk_index, attempt)
+        except RetryLater:
+            raise
         except Exception as error:
             if is_transient_db_error(error):
                 raise  # the task fails; the sweeper re-queues the event's pending chunks
@@ -124,16 +108,15 @@ def deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: 
                     session, event_id, chunk_index, ChunkStatus.FAILED, unexpected_reason(error)
                 )
             _finish_if_complete(services, event_id)
-            return ChunkRun(None)
 
 
-def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: int) -> ChunkRun:
+def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt: int) -> None:
     settings = services.settings
     with services.db.transaction() as session:
         recipients = fanout.load_chunk_recipients(session, event_id, chunk_index)
         row = inbox.load_event(session, event_id)
         if recipients is None or row is None:
-            return ChunkRun(None)
+            return
         bind_log_context(call_cid=row.call_cid)
         stored = StoredEvent(row.id, row.received_at, row.api_key)
         event = parse_stored_body(row.body)
@@ -184,7 +167,8 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
                     retry_after = max(retry_after, outcome.retry_after or 0.0)
     if retry:
         if attempt < settings.fanout.max_retries:
-            return ChunkRun(max(retry_after, backoff_with_jitter(services, attempt)))
+            delay = max(retry_after, backoff_with_jitter(services, attempt))
+            raise RetryLater(delay, f"{len(retry)} pushes to retry")
         with services.db.transaction() as session:
             deliveries.settle_without_sending(
                 session, retry, DeliveryStatus.FAILED, "retries exhausted"
@@ -195,7 +179,7 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
         # Claims of a worker that died mid-chunk (or is still sending): run again once their
         # lease is over, to take them over; the chunk is not done before.
         wait = (min(held) + services.claim_lease() - services.now()).total_seconds()
-        return ChunkRun(max(0.5, wait + 0.1))
+        raise RetryLater(max(0.5, wait + 0.1), "claims of another worker still held")
     with services.db.transaction() as session:
         failed = deliveries.count_failed(session, event_id, list(names))
         status = ChunkStatus.FAILED if failed else ChunkStatus.DONE
@@ -203,7 +187,6 @@ def _deliver_chunk(services: Services, event_id: int, chunk_index: int, attempt:
             session, event_id, chunk_index, status, f"{failed} failed" if failed else None
         )
     _finish_if_complete(services, event_id)
-    return ChunkRun(None)
 
 
 def alert_targets(found: Sequence[DeviceTarget]) -> list[tuple[DeviceTarget, PushKind]]:

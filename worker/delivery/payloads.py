@@ -11,9 +11,9 @@ import hashlib
 import uuid
 from typing import Any
 
-from worker.delivery.apns_topics import voip_topic
 from worker.delivery.templates import RenderedText as PushText
 from worker.delivery.templates import cap_utf8, default_book
+from worker.foundation.apns_topics import voip_topic
 from worker.push.base import Platform, ProviderRef, PushKind, PushMessage
 from worker.storage.devices import DeviceTarget
 from worker.stream.events import (

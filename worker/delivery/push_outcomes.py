@@ -17,8 +17,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 
-from worker.ops import metrics
-from worker.push.base import AnswerCallback, Platform, PushOutcome, PushResult
+from worker.foundation import metrics
+from worker.push.base import (
+    AnswerCallback,
+    Platform,
+    PushOutcome,
+    PushResult,
+    credentials_refused,
+)
 from worker.storage import deliveries, devices
 from worker.storage.database import Database
 from worker.storage.deliveries import Claim
@@ -47,7 +53,7 @@ def record_push_outcomes(
     # Counted before the database write: the provider answered (the push went out, or not)
     # whether or not recording it succeeds.
     metrics.record_push_answers(
-        ((_provider(c, o, provider_of), c.device.platform.value, o) for c, o in pairs),
+        (push_answer(_provider(c, o, provider_of), c.device.platform.value, o) for c, o in pairs),
         received_at,
         ring=ring,
     )
@@ -164,6 +170,13 @@ def _log_counts(event_id: int, counts: Counter[str]) -> None:
             event_id,
             ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
         )
+
+
+def push_answer(provider: str, platform: str, outcome: PushOutcome) -> metrics.PushAnswer:
+    """A provider's answer as the metrics count it: closed-set labels, no token."""
+    return metrics.PushAnswer(
+        provider, platform, outcome.result.value, outcome.reason, credentials_refused(outcome)
+    )
 
 
 def _provider(

@@ -15,7 +15,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from worker.push.base import Platform, redact_token
+from worker.foundation.logging_setup import redact_token
+from worker.push.base import Platform
 from worker.storage import deliveries, devices
 from worker.storage.devices import DeviceTarget
 from worker.storage.models import Device

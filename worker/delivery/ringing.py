@@ -21,7 +21,6 @@ The retries sleep in the task's thread, holding no database connection (README: 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -37,12 +36,13 @@ from worker.delivery.device_sources import one_ring_per_phone
 from worker.delivery.push_outcomes import record_push_outcomes
 from worker.delivery.recipient_outcomes import event_reach, record_unreached
 from worker.delivery.recipients import ring_recipients
+from worker.delivery.services import Services
+from worker.foundation.settings import RingSettings
 from worker.push.base import Platform, PushKind, PushMessage, PushOutcome, PushResult
-from worker.runtime.services import Services
-from worker.runtime.settings import RingSettings
 from worker.storage import deliveries, inbox, preferences
 from worker.storage.deliveries import Claim
 from worker.storage.devices import DeviceTarget
+from worker.storage.inbox import StoredEvent
 from worker.storage.models import DeliveryStatus, EventStatus
 from worker.stream.api import StreamApiError
 from worker.stream.events import (
@@ -53,20 +53,11 @@ from worker.stream.events import (
     RING_STOPPERS,
     SESSION_ENDED,
     CallEvent,
+    InvalidEvent,
+    parse_stored_body,
 )
 
 log = logging.getLogger("callpush.ring")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """The inbox row's facts, detached from any session."""
-
-    event_id: int
-    received_at: datetime
-    api_key: str
-    replay_force: bool = False  # an operator insisted: re-ring even an expired ring
-    attempt: int = 1  # how many times processing of this event has started
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +169,11 @@ def find_ring_stops(session: Session, event: CallEvent, stored: StoredEvent) -> 
 
 
 def _actor_of(body: str) -> str | None:
+    """Who sent a stop event (its ``user``): the one who accepted or rejected."""
     try:
-        user = json.loads(body).get("user") or {}
-    except (ValueError, AttributeError):
+        return parse_stored_body(body).actor_id
+    except InvalidEvent:
         return None
-    actor = user.get("id") if isinstance(user, dict) else None
-    return actor if isinstance(actor, str) else None
 
 
 def deliver_ring(services: Services, stored: StoredEvent, event: CallEvent) -> tuple[str, str]:

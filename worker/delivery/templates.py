@@ -30,7 +30,7 @@ from typing import Any
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from worker.runtime.settings import CallTypeSettings, Settings
+from worker.foundation.settings import CallTypeSettings, Settings
 from worker.stream import samples as sample_events
 from worker.stream.events import (
     LIVE_STARTED,
@@ -45,7 +45,7 @@ from worker.stream.events import (
 
 log = logging.getLogger("callpush.templates")
 
-ALL_CALL_TYPES = "*"  # [call_types."*"] applies to every call type (worker/runtime/settings.py)
+ALL_CALL_TYPES = "*"  # [call_types."*"] applies to every call type (worker/foundation/settings.py)
 
 # The event types Stream sends call pushes for, i.e. the five ``notification_settings`` entries
 # (stream-protocol.md §3.1 ``type``, §4.1 call_ring … session_started).

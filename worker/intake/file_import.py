@@ -39,19 +39,19 @@ from typing import Any, BinaryIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker.intake.event_age import is_stale_reason
+from worker.foundation.handoff import Handoff
+from worker.foundation.settings import IntakeSettings
 from worker.intake.webhooks import DEFAULT_RULES, IntakeRules, load_event_json, webhook_for_event
-from worker.runtime.settings import IntakeSettings
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, StoredWebhook, store_webhook
 from worker.storage.models import EventStatus, WebhookEvent, utcnow
 from worker.storage.upsert import insert_ignoring_conflicts
+from worker.stream.event_age import is_stale_reason
 from worker.stream.events import InvalidEvent
 
 log = logging.getLogger("callpush.import")
 
 # (event id, event type): queue it like the receiver does, or process it inline.
-DispatchEvent = Callable[[int, str], None]
 
 ENVELOPE_FIELDS = frozenset({"webhook_id", "body", "api_key"})
 MAX_WEBHOOK_ID = 128  # the column's size
@@ -228,7 +228,7 @@ def import_lines(
     db: Database,
     lines: Iterable[str | InvalidLine],
     api_key: str,
-    dispatch: DispatchEvent,
+    handoff: Handoff,
     *,
     max_bytes: int,
     rules: IntakeRules = DEFAULT_RULES,
@@ -278,7 +278,7 @@ def import_lines(
     flush()
     for done, (event_id, event_type) in enumerate(to_process, start=1):
         try:
-            dispatch(event_id, event_type)
+            handoff.queue_event(event_id, event_type)
             report.queued += 1
         except Exception as error:
             # Stored already: the inbox sweeper (or `callpush run` at start-up) queues them.

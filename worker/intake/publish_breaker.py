@@ -32,9 +32,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from celery import Celery
 
-from worker.ops import metrics
-from worker.runtime.circuit_breaker import CircuitBreaker, CircuitState
-from worker.runtime.settings import BrokerSettings
+from worker.foundation import metrics
+from worker.foundation.circuit_breaker import CircuitBreaker, CircuitState
+from worker.foundation.settings import BrokerSettings
 
 log = logging.getLogger("callpush.broker")
 

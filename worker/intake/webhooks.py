@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from worker.delivery.event_processing import stored_status
-from worker.intake.event_age import stale_reason
-from worker.runtime.settings import IntakeSettings
+from worker.foundation.settings import IntakeSettings
 from worker.storage.inbox import NewWebhook
 from worker.storage.models import EventStatus, utcnow
+from worker.stream.event_age import stale_reason
 from worker.stream.events import (
     InvalidEvent,
     parse_call_event,

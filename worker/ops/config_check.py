@@ -22,10 +22,11 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import SecretStr, ValidationError
 from pydantic_core import to_jsonable_python
 
-from worker.delivery.apns_topics import bundle_id_problem
-from worker.runtime.amqp_broker import is_amqp
-from worker.runtime.secret_sources import FileSecret, from_file, secret_values
-from worker.runtime.settings import (
+from worker.delivery.handlebars_templates import compile_stream_template
+from worker.delivery.templates import TemplateBook, TemplateConfigError
+from worker.foundation.apns_topics import bundle_id_problem
+from worker.foundation.secret_sources import FileSecret, from_file, secret_values
+from worker.foundation.settings import (
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
     DEV_API_SECRET,
@@ -33,6 +34,11 @@ from worker.runtime.settings import (
     FcmSettings,
     Settings,
 )
+from worker.runtime.amqp_broker import is_amqp, queue_depths, queue_type_problems
+from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE
+from worker.storage.database import STALL_GRACE_SECONDS
+from worker.storage.migrations import head_revision, script_directory
+from worker.stream.api import StreamApi, StreamApiError
 
 REDACTED = "**********"
 CONNECT_TIMEOUT_SECONDS = 2
@@ -160,7 +166,7 @@ def _secrets_shown(value: Any) -> Any:
 
 def scrub(text: str, settings: Settings | None) -> str:
     """A last safety net: mask any secret value that an error message may have echoed (the
-    same list the log redactor masks: :func:`worker.runtime.secret_sources.secret_values`)."""
+    same list the log redactor masks: :func:`worker.foundation.secret_sources.secret_values`)."""
     if settings is None:
         return text
     for secret in secret_values(settings):
@@ -337,8 +343,6 @@ def check_database(settings: Settings) -> list[Check]:
     from sqlalchemy import create_engine, pool, text
     from sqlalchemy.engine import make_url
 
-    from worker.storage.migrations import head_revision
-
     shown = redact_url(settings.database_url)
     try:
         url = make_url(settings.database_url)
@@ -389,8 +393,6 @@ def check_database(settings: Settings) -> list[Check]:
         )
     else:
         from alembic.util.exc import CommandError
-
-        from worker.storage.migrations import script_directory
 
         try:
             script_directory().get_revision(revision)
@@ -448,9 +450,6 @@ def _check_amqp_broker(url: str, shown: str) -> list[Check]:
     where they exist already, the quorum queues callpush declares: a classic queue of the same
     name (left by an older setup) makes every worker fail to start (README: choosing a
     broker).  Queues not declared yet are fine; the first worker or publish declares them."""
-    from worker.runtime.amqp_broker import queue_depths, queue_type_problems
-    from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
-
     names = (RING_QUEUE, BULK_QUEUE)
     depths = queue_depths(url, names, CONNECT_TIMEOUT_SECONDS)
     problems = queue_type_problems(url, names, CONNECT_TIMEOUT_SECONDS)
@@ -538,8 +537,6 @@ def check_admin_access(settings: Settings) -> list[Check]:
 def check_templates(settings: Settings) -> list[Check]:
     """Every push template compiles (worker/delivery/templates.py), as the workers require at
     start-up."""
-    from worker.delivery.templates import TemplateBook, TemplateConfigError
-
     try:
         TemplateBook.from_settings(settings)
     except TemplateConfigError as error:
@@ -550,7 +547,7 @@ def check_templates(settings: Settings) -> list[Check]:
 
 def check_push_settings(settings: Settings) -> list[Check]:
     """Where each app's push switches and wording come from; for ``push_settings_source =
-    "stream"``, what Stream's call types say (worker/stream/call_type_settings.py)."""
+    "stream"``, what Stream's call types say (worker/delivery/call_type_settings.py)."""
     checks: list[Check] = []
     for index, app in enumerate(settings.apps):
         where = f"apps[{index}] ({app.api_key})"
@@ -562,9 +559,6 @@ def check_push_settings(settings: Settings) -> list[Check]:
 
 
 def _check_stream_push_settings(settings: Settings, app: Any, where: str) -> list[Check]:
-    from worker.delivery.handlebars_templates import compile_stream_template
-    from worker.stream.api import StreamApi, StreamApiError
-
     api = StreamApi(app, min(settings.stream_api_timeout_seconds, 10.0))
     try:
         call_types = api.list_call_type_push_settings()
@@ -699,8 +693,6 @@ def webhook_worst_case_seconds(settings: Settings) -> tuple[float, float]:
     (a pooled connection or a new one, then a statement the server never answers: 503), and
     with a hanging broker (the publish, waited for that long at most: 2xx, the event kept in
     the inbox).  Once a circuit is open, webhooks no longer wait at all."""
-    from worker.storage.database import STALL_GRACE_SECONDS
-
     database = settings.database
     hanging_database = (
         max(database.pool_timeout_seconds, database.connect_timeout_seconds)

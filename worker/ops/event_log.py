@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 
 from worker.delivery.recipient_outcomes import PUSHED_EVENT_TYPES, Reach, reach_of
 from worker.delivery.recipients import ring_recipients
+from worker.foundation.durations import parse_duration
+from worker.foundation.logging_setup import redact_token
+from worker.foundation.text_escaping import escape_unsafe_in_json
 from worker.ops import user_events
-from worker.ops.durations import parse_duration
-from worker.ops.text_escaping import escape_unsafe_in_json
-from worker.push.base import redact_token
 from worker.storage import deliveries as delivery_records
 from worker.storage import preferences
 from worker.storage.models import (

@@ -1,10 +1,11 @@
 """Running a replay for an operator (`callpush events replay`, the admin API, the dashboard):
-choose the events, describe a dry run, then reopen each one and hand it to a dispatcher.
+choose the events, describe a dry run, then reopen each one and hand it on
+(worker/foundation/handoff.py).
 
 The replay rules themselves (what is re-sent, what ``force`` changes) are in
-:mod:`worker.ops.replay`; the dispatcher decides where processing happens: the bulk queue
-(:func:`worker.runtime.tasks.enqueue_replay`) or, in the embedded mode, inline
-(:class:`worker.runtime.inline_processing.InlineProcessor`).
+:mod:`worker.ops.replay`; the hand-off decides where processing happens: the bulk queue
+(:func:`worker.runtime.tasks.CeleryHandoff`) or, in the embedded mode, inline
+(:class:`worker.runtime.inline_handoff.InlineHandoff`).
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from worker.delivery.event_processing import needs_processing
-from worker.delivery.ringing import StoredEvent, ring_deadline
-from worker.intake.event_age import stale_reason
+from worker.delivery.ringing import ring_deadline
+from worker.foundation.handoff import Handoff
 from worker.ops.replay import EventReplay, plan_replay, reopen_for_replay
 from worker.storage.database import Database
+from worker.storage.inbox import StoredEvent
 from worker.storage.models import EventStatus, WebhookEvent, utcnow
+from worker.stream.event_age import stale_reason
 from worker.stream.events import RING, InvalidEvent, parse_stored_body
 
 log = logging.getLogger("callpush.replay")
-
-Dispatch = Callable[[int], None]
 
 # A bulk replay selects at most this many events; a bigger outage is replayed window by window.
 MAX_SELECTED = 10_000
@@ -150,7 +151,7 @@ def replay_events(
     db: Database,
     event_ids: Sequence[int],
     force: bool,
-    dispatch: Dispatch,
+    handoff: Handoff,
     progress: Callable[[int], None] | None = None,
     *,
     allow_stale: bool = False,
@@ -169,7 +170,7 @@ def replay_events(
         else:
             reopened.append(event_id)
             try:
-                dispatch(event_id)
+                handoff.queue_replay(event_id)
             except Exception as error:
                 # Committed as "received": the inbox sweeper queues it once the broker is back.
                 # A broker that is down is expected: one line, no traceback.

@@ -71,6 +71,8 @@ from h2.events import (
 )
 from h2.exceptions import FlowControlError, H2Error, NoAvailableStreamIDError, ProtocolError
 
+from worker.foundation.logging_setup import log_context, redact_token
+from worker.foundation.settings import ApnsSettings
 from worker.push.base import (
     APNS_CREDENTIAL_REASONS,
     AnswerCallback,
@@ -79,11 +81,8 @@ from worker.push.base import (
     PushMessage,
     PushOutcome,
     PushResult,
-    redact_token,
 )
 from worker.push.event_loop_thread import EventLoopThread
-from worker.runtime.logging_setup import log_context
-from worker.runtime.settings import ApnsSettings
 
 logger = logging.getLogger(__name__)
 

@@ -143,10 +143,3 @@ class PushProvider(Protocol):
     ) -> list[PushOutcome]: ...
 
     def close(self) -> None: ...
-
-
-def redact_token(token: str) -> str:
-    """Enough of a device token to find it in the registry, never the whole of it."""
-    if len(token) <= 12:
-        return token[:2] + "…"
-    return f"{token[:6]}…{token[-4:]}"

@@ -11,7 +11,8 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 
-from worker.push.base import AnswerCallback, PushMessage, PushOutcome, PushResult, redact_token
+from worker.foundation.logging_setup import redact_token
+from worker.push.base import AnswerCallback, PushMessage, PushOutcome, PushResult
 
 logger = logging.getLogger("callpush.push.console")
 

@@ -34,6 +34,9 @@ from pyfcm import FCMNotification
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
+from worker.foundation.http_retry import parse_retry_after
+from worker.foundation.logging_setup import redact_token
+from worker.foundation.settings import FcmSettings
 from worker.push.base import (
     AnswerCallback,
     Platform,
@@ -41,10 +44,7 @@ from worker.push.base import (
     PushMessage,
     PushOutcome,
     PushResult,
-    redact_token,
 )
-from worker.runtime.http_retry import parse_retry_after
-from worker.runtime.settings import FcmSettings
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,8 @@ class FcmProvider:
             return []
         self._ensure_open()
         # Each in a copy of the caller's context, so its log lines carry the event id and call
-        # cid (worker/runtime/logging_setup.py); one copy per task: a context runs in one thread at
+        # cid (worker/foundation/logging_setup.py); one copy per task: a context runs in one thread
+        # at
         # once.
         futures = [
             self._executor.submit(

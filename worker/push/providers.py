@@ -13,10 +13,10 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from worker.foundation.settings import ApnsSettings, FcmSettings, Settings, StreamAppSettings
 from worker.push.base import Platform, ProviderRef, PushProvider
 from worker.push.console import ConsoleProvider
 from worker.push.event_loop_thread import EventLoopThread
-from worker.runtime.settings import ApnsSettings, FcmSettings, Settings, StreamAppSettings
 
 logger = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ class PushSender:
         futures: list[tuple[list[int], Future[list[PushOutcome]]]] = []
         # The last batch runs on the calling thread: one thread hop fewer on the ring path.  The
         # others run in a copy of this thread's context, so what they log carries the event id
-        # and call cid (worker/runtime/logging_setup.py); a pool thread has a context of its own.
+        # and call cid (worker/foundation/logging_setup.py); a pool thread has a context of its own.
         for provider, indexes in batches[:-1]:
             context = contextvars.copy_context()
             futures.append(

@@ -8,6 +8,8 @@ once; the delivery records make that exactly one push per device.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -21,25 +23,77 @@ from celery.signals import (
 )
 from kombu import Exchange, Queue
 
-from worker.runtime.services import ProcessLocalServices, Services, build_services
-from worker.runtime.settings import Settings
+from worker.delivery.services import Services, build_services
+from worker.foundation.logging_setup import bind_log_context
+from worker.foundation.metrics import mark_process_dead
+from worker.foundation.settings import Settings
+from worker.runtime import amqp_broker, broker_transport, tasks
+from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE, CeleryHandoff
 
-_services: ProcessLocalServices | None = None
-
-RING_QUEUE = "ring"
-BULK_QUEUE = "bulk"
 EMBEDDED_BROKER = "memory://localhost/"  # a host, or kombu warns on every connection
 
 
-def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
+class ProcessLocalServices:
+    """Lazily builds :class:`Services` once per process id."""
+
+    def __init__(self, factory: Callable[[], Services]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._services: Services | None = None
+
+    def get(self) -> Services:
+        pid = os.getpid()
+        if self._services is None or self._pid != pid:
+            with self._lock:
+                if self._services is None or self._pid != pid:
+                    self._services = self._factory()
+                    self._pid = pid
+        return self._services
+
+    def built(self) -> Services | None:
+        """This process's services if they were built, without building them."""
+        with self._lock:
+            return self._services if self._pid == os.getpid() else None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._services is not None and self._pid == os.getpid():
+                self._services.close()
+            self._services = None
+
+
+class CallpushCelery(Celery):
+    """The callpush Celery app: it carries its settings, its hand-off port and this process's
+    services (built on first use in each process, after any fork), so a task reaches them
+    through ``self.app`` (Warehouse's and Indico's pattern), never through a module global."""
+
+    def __init__(self, settings: Settings, broker: str) -> None:
+        super().__init__("callpush", broker=broker, set_as_current=False)
+        self.settings = settings
+        self.handoff = CeleryHandoff(self)
+        self._services = ProcessLocalServices(lambda: build_services(settings, self.handoff))
+
+    @property
+    def services(self) -> Services:
+        """This process's services (built now if they were not)."""
+        return self._services.get()
+
+    def built_services(self) -> Services | None:
+        """This process's services if they were built, without building them."""
+        return self._services.built()
+
+    def close_services(self) -> None:
+        self._services.close()
+
+
+def create_celery(settings: Settings, *, publisher: bool = False) -> CallpushCelery:
     """``publisher=True`` for a process that only publishes (the web receiver): every broker
     operation gets the short ``broker.publish_timeout_seconds``.  A worker's connections keep
     longer ones: its consumer blocks in BRPOP for up to a second (kombu's ``brpop_timeout``),
     which a shorter socket timeout would cut."""
-    from worker.runtime import amqp_broker, broker_transport, tasks
-
     broker = settings.broker_url or EMBEDDED_BROKER
-    app = Celery("callpush", broker=broker, set_as_current=False)
+    app = CallpushCelery(settings, broker)
     transport_options: dict[str, Any] = {}
     queues = [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (RING_QUEUE, BULK_QUEUE)]
     amqp_config: dict[str, Any] = {}
@@ -103,29 +157,13 @@ def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         },
         **amqp_config,
     )
-    services = ProcessLocalServices(
-        lambda: build_services(
-            settings,
-            enqueue_chunk=lambda event_id, index: tasks.enqueue_chunk(app, event_id, index),
-        )
-    )
-    global _services
-    _services = services
     tasks.register(app)
-    # A threads-pool worker (the ring worker, `callpush run`, the in-process worker) runs each
-    # task as found in the *default* app's registry (celery.app.trace.trace_task_ret), so a
-    # task's self.app was Celery's unconfigured default app: Task.retry() published the retry
-    # to amqp://localhost, and a retry that cannot be published is rejected and lost.  One
-    # callpush app per process (the last one built, in tests), so it is the default app.
-    app.set_default()
 
     def _init(**_: Any) -> None:
-        services.get()
+        app.services  # noqa: B018 - built now, in the child, not at its first task
 
     def _close(**_: Any) -> None:
-        services.close()
-        from worker.ops.metrics import mark_process_dead
-
+        app.close_services()
         mark_process_dead(os.getpid())
 
     def _init_in_this_process(sender: Any = None, **_: Any) -> None:
@@ -133,11 +171,11 @@ def create_celery(settings: Settings, *, publisher: bool = False) -> Celery:
         # services as it starts, not at its first task, so that Stream's call-type push
         # settings are being fetched before the first ring.  A prefork parent builds nothing.
         if getattr(sender, "app", None) is app and _runs_tasks_in_process(sender):
-            services.get()
+            app.services  # noqa: B018
 
     def _stop_in_this_process(sender: Any = None, **_: Any) -> None:
         # The same pools, as the worker stops: no more refreshes from a stopped worker.
-        built = services.built()
+        built = app.built_services()
         if getattr(sender, "app", None) is app and built is not None:
             built.stop_background_work()
 
@@ -164,24 +202,9 @@ def _bind_task_log_context(task: Task | None = None, args: Any = None, **_: Any)
     """Every log line of an event's task carries its event id (the first argument of the
     event and chunk tasks); the call cid is bound by the processing code once it is loaded.
     Both are set, never inherited: a pool thread keeps its context from one task to the next."""
-    from worker.runtime import tasks
-    from worker.runtime.logging_setup import bind_log_context
-
-    event_tasks = (tasks.PROCESS_RING, tasks.PROCESS_EVENT, tasks.DELIVER_CHUNK)
-    event_id = args[0] if task is not None and task.name in event_tasks and args else None
+    event_id = args[0] if task is not None and task.name in tasks.EVENT_TASKS and args else None
     bind_log_context(event_id=event_id if isinstance(event_id, int) else None, call_cid=None)
 
 
 def _clear_task_log_context(**_: Any) -> None:
-    from worker.runtime.logging_setup import bind_log_context
-
     bind_log_context(event_id=None, call_cid=None)
-
-
-def services_of(app: Celery) -> Services:
-    """The services of this process's callpush app.  Celery shares task objects between the
-    apps of a process (and ``Task.app`` may not be the app that built it), so the services are
-    held here, one callpush Celery app per process (the last one built, in tests)."""
-    if _services is None:
-        raise RuntimeError("create_celery() has not been called in this process")
-    return _services.get()

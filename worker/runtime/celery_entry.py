@@ -29,8 +29,8 @@ def celery_app() -> Celery:
     """The callpush Celery app of this process, configured from the settings (the config file
     and ``CALLPUSH_*`` variables, as for every `callpush` command).  Built once: a second
     ``create_celery`` would replace the first as the process's default app."""
+    from worker.foundation.settings import load_settings
     from worker.runtime.celery_app import create_celery
-    from worker.runtime.settings import load_settings
 
     return create_celery(load_settings())
 

@@ -18,12 +18,11 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
-from celery import Celery
 from sqlalchemy import select
 
-from worker.runtime.logging_setup import log_context
-from worker.runtime.settings import SweeperSettings
-from worker.runtime.tasks import enqueue_event, enqueue_replay
+from worker.foundation.handoff import Handoff
+from worker.foundation.logging_setup import log_context
+from worker.foundation.settings import SweeperSettings
 from worker.storage.database import Database
 from worker.storage.inbox import give_up, unfinished_events
 from worker.storage.models import EventStatus, WebhookEvent
@@ -39,7 +38,7 @@ ID_BATCH = 1000
 
 def requeue_unfinished(
     db: Database,
-    celery: Celery,
+    handoff: Handoff,
     older_than: timedelta | None,
     max_attempts: int = SweeperSettings.model_fields["max_attempts"].default,
 ) -> int:
@@ -56,9 +55,9 @@ def requeue_unfinished(
                     log.error("event %s (%s) failed: %s", event.event_id, event.event_type, reason)
             continue
         if event.replayed:  # a replay stays on the bulk queue, never ahead of live rings
-            enqueue_replay(celery, event.event_id)
+            handoff.queue_replay(event.event_id)
         else:
-            enqueue_event(celery, event.event_id, event.event_type)
+            handoff.queue_event(event.event_id, event.event_type)
         queued += 1
     if queued:
         log.warning("re-enqueued %d unprocessed inbox events", queued)

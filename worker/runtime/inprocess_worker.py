@@ -14,7 +14,8 @@ from celery import Celery
 from celery.worker import WorkController
 
 from worker.runtime.amqp_broker import is_amqp
-from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
+from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE
+from worker.runtime.thread_pool import ThreadPool
 
 
 class _ReadyWorkController(WorkController):
@@ -50,7 +51,7 @@ def inprocess_worker(
 ) -> Iterator[WorkController]:
     controller = _ReadyWorkController(
         app=app,
-        pool="threads",
+        pool=ThreadPool,
         concurrency=concurrency,
         queues=list(queues),
         hostname=hostname,

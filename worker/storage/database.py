@@ -19,8 +19,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.runtime.circuit_breaker import CircuitBreaker, CircuitState
-from worker.runtime.settings import DatabaseSettings
+from worker.foundation import metrics
+from worker.foundation.circuit_breaker import CircuitBreaker, CircuitState
+from worker.foundation.settings import DatabaseSettings
 from worker.storage.stall_guard import StallGuard, guard_dialect
 
 # A statement gets this much longer than the server's statement_timeout before callpush gives
@@ -65,8 +66,6 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.breaker: CircuitBreaker | None = None
         if fail_fast and not self.is_sqlite:
-            from worker.ops import metrics
-
             self.breaker = CircuitBreaker(
                 "database",
                 failure_threshold=self.timeouts.breaker_failures,

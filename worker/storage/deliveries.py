@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from worker.push.base import PushKind, PushOutcome, PushResult, redact_token
+from worker.foundation.logging_setup import redact_token
+from worker.push.base import PushKind, PushOutcome, PushResult
 from worker.storage.devices import DeviceTarget
 from worker.storage.models import Delivery, DeliveryStatus, utcnow
 from worker.storage.upsert import insert_ignoring_conflicts

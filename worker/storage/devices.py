@@ -17,7 +17,8 @@ from datetime import datetime
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
-from worker.push.base import Platform, redact_token
+from worker.foundation.logging_setup import redact_token
+from worker.push.base import Platform
 from worker.storage.models import Device, utcnow
 
 log = logging.getLogger("callpush.devices")

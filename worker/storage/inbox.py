@@ -40,6 +40,17 @@ class NewWebhook:
     allow_stale: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """The facts of an inbox row that processing needs, detached from any session."""
+
+    event_id: int
+    received_at: datetime
+    api_key: str
+    replay_force: bool = False  # an operator insisted: re-ring even an expired ring
+    attempt: int = 1  # how many times processing of this event has started
+
+
 def store_webhook(
     session: Session, webhook: NewWebhook, dedupe_window: timedelta | None = None
 ) -> StoredWebhook:

@@ -4,7 +4,7 @@ Three reads are needed: the members of a call (QueryCallMembers, §4.4), for eve
 carries no or a possibly truncated ``members`` list (§2.4), a user's devices (§4.3), for apps
 whose SDKs register push tokens with Stream instead of with callpush, and the call types'
 ``notification_settings``, for apps that follow Stream's push settings
-(worker/stream/call_type_settings.py).
+(worker/delivery/call_type_settings.py).
 
 Nothing is retried here, with one exception: a 401 while the app has several secrets (a rotation
 under way) is retried once with each other secret, and the one Stream accepts is kept.  Every
@@ -26,8 +26,8 @@ import jwt
 import requests
 from requests.adapters import HTTPAdapter
 
-from worker.runtime.http_retry import parse_retry_after
-from worker.runtime.settings import StreamAppSettings
+from worker.foundation.http_retry import parse_retry_after
+from worker.foundation.settings import StreamAppSettings
 from worker.stream.events import (
     LIVE_STARTED,
     MISSED,

@@ -29,7 +29,7 @@ from typing import Any
 
 import jwt
 
-from worker.runtime.settings import StreamAppSettings
+from worker.foundation.settings import StreamAppSettings
 
 ALGORITHM = "HS256"
 LEEWAY_SECONDS = 10

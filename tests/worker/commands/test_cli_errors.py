@@ -228,7 +228,7 @@ def test_a_rabbitmq_that_refuses_the_connection_is_a_broker_message(rabbitmq_ser
     from kombu.utils.url import url_to_parts
 
     from worker.commands.errors import describe_error
-    from worker.runtime.settings import Settings
+    from worker.foundation.settings import Settings
 
     parts = url_to_parts(rabbitmq_server_url)
     url = f"amqp://{parts.username}:{parts.password}@{parts.hostname}:{parts.port}/no_such_vhost"

@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, select, text
 
 from tests.ops_data import Seeder, ring_body
 from worker.cli import main
-from worker.push.base import Platform, redact_token
+from worker.foundation.logging_setup import redact_token
+from worker.push.base import Platform
 from worker.storage import devices, preferences
 from worker.storage.database import Database
 from worker.storage.migrations import alembic_config, current_revision, head_revision
@@ -196,7 +197,7 @@ def test_db_upgrade_with_one_app_gives_it_the_rows(cli, sqlite_url):
 def test_embedded_commands_migrate_an_old_file_to_the_development_app(cli, sqlite_url):
     """No app configured, embedded (as `callpush run` on a laptop): the old rows belong to the
     development app the embedded mode serves."""
-    from worker.runtime.settings import DEV_API_KEY
+    from worker.foundation.settings import DEV_API_KEY
 
     old_database(sqlite_url)
     listed = cli("devices", "list", apps=None)

@@ -22,7 +22,7 @@ from tests.ops_data import (
 )
 from worker.commands.events import events
 from worker.commands.trace import trace
-from worker.runtime.settings import DEV_API_KEY
+from worker.foundation.settings import DEV_API_KEY
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, FanoutChunk, WebhookEvent

@@ -22,10 +22,10 @@ from sqlalchemy import select
 from tests.e2e.processes import base_env, wait_until
 from tests.ops_data import notification_body, ring_body
 from webhook_app import create_app
+from worker.foundation.settings import load_settings
 from worker.push.base import Platform
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inprocess_worker import inprocess_worker
-from worker.runtime.settings import load_settings
 from worker.storage import devices
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head

@@ -7,8 +7,8 @@ import pytest
 from celery import bootsteps
 
 from worker.commands.serve import _gunicorn_timeouts, run_celery
+from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 
 
 class BrokenConsumerStart(bootsteps.StartStopStep):

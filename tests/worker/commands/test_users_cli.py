@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from worker.commands.users import parse_duration, users
-from worker.runtime.settings import DEV_API_KEY
+from worker.foundation.settings import DEV_API_KEY
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.preferences import get_preference

@@ -18,8 +18,8 @@ from worker.delivery.device_sources import (
     build_device_source,
     one_ring_per_phone,
 )
+from worker.foundation.settings import DeviceSettings, Settings
 from worker.push.base import Platform
-from worker.runtime.settings import DeviceSettings, Settings
 from worker.storage import devices
 from worker.storage.database import Database
 from worker.storage.devices import DeviceTarget

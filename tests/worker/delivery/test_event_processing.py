@@ -13,19 +13,19 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from tests.worker.recording_handoff import RecordingHandoff
 from tests.worker.scripted_provider import ScriptedProvider
 from worker.delivery.event_processing import process_event
 from worker.delivery.notifications import deliver_chunk
+from worker.delivery.services import Services
 from worker.delivery.templates import TemplateBook
+from worker.foundation.settings import load_settings
 from worker.intake.webhooks import IntakeRules, webhook_for_event
 from worker.ops.replay_jobs import describe_replay, replay_events
 from worker.push.base import Platform
 from worker.push.sender import PushSender
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inbox_sweeper import requeue_unfinished
-from worker.runtime.services import Services
-from worker.runtime.settings import load_settings
-from worker.runtime.tasks import enqueue_chunk
 from worker.storage import devices
 from worker.storage.database import Database
 from worker.storage.inbox import store_webhook
@@ -62,7 +62,7 @@ def world(request, monkeypatch):
         PushSender({Platform.APNS: apns, Platform.FCM: fcm}),
         TemplateBook.from_settings(settings),
         # A fan-out's chunks run at once, as a bulk worker would run them.
-        enqueue_chunk=lambda event_id, index: deliver_chunk(services, event_id, index, 0),
+        handoff=RecordingHandoff(on_chunk=lambda e, i: deliver_chunk(services, e, i, 0)),
     )
     with db.transaction() as session:
         devices.add_device(
@@ -98,6 +98,11 @@ def status_of(services: Services, event_id: int) -> tuple[str, str | None, int]:
     with services.db.transaction() as session:
         row = session.get(WebhookEvent, event_id)
         return row.status, row.status_reason, row.processing_attempts
+
+
+def replaying_here(services: Services) -> RecordingHandoff:
+    """Replayed events processed at once, as the embedded mode's inline hand-off does."""
+    return RecordingHandoff(on_replay=lambda event_id: process_event(services, event_id))
 
 
 def test_an_unexpected_error_fails_the_event_once_with_the_reason(world, caplog):
@@ -166,7 +171,7 @@ def test_the_sweeper_gives_up_on_an_event_that_never_finishes(world, caplog):
                 conn.default_channel.queue_declare(q).message_count for q in ("ring", "bulk")
             )
 
-    assert requeue_unfinished(services.db, celery, None, max_attempts=3) == 2
+    assert requeue_unfinished(services.db, celery.handoff, None, max_attempts=3) == 2
     assert queued() == 2
     with services.db.transaction() as session:
         session.execute(
@@ -175,8 +180,10 @@ def test_the_sweeper_gives_up_on_an_event_that_never_finishes(world, caplog):
             .values(processing_attempts=3)
         )
     with caplog.at_level(logging.INFO, logger="callpush"):
-        assert requeue_unfinished(services.db, celery, None, max_attempts=3) == 1  # the fan-out
-        assert requeue_unfinished(services.db, celery, None, max_attempts=3) == 1
+        assert (
+            requeue_unfinished(services.db, celery.handoff, None, max_attempts=3) == 1
+        )  # the fan-out
+        assert requeue_unfinished(services.db, celery.handoff, None, max_attempts=3) == 1
     assert queued() == 4
     assert status_of(services, stuck)[:2] == ("failed", "gave up after 3 attempts")
     assert status_of(services, planned)[0] == "processing"
@@ -195,7 +202,7 @@ def test_a_stale_event_stays_unpushed_when_replayed_unless_allowed(world):
     with services.db.transaction() as session:
         plan = describe_replay(session, [event_id], False, 30_000, max_event_age=MAX_AGE)
     assert plan.events[0].stale is not None and plan.devices == 0
-    replay_events(services.db, [event_id], False, lambda i: process_event(services, i))
+    replay_events(services.db, [event_id], False, replaying_here(services))
     status, reason, _ = status_of(services, event_id)
     assert status == "ignored" and reason.startswith("stale:") and apns.sent == []
 
@@ -204,9 +211,7 @@ def test_a_stale_event_stays_unpushed_when_replayed_unless_allowed(world):
             session, [event_id], False, 30_000, max_event_age=MAX_AGE, allow_stale=True
         )
     assert plan.events[0].stale is None
-    replay_events(
-        services.db, [event_id], False, lambda i: process_event(services, i), allow_stale=True
-    )
+    replay_events(services.db, [event_id], False, replaying_here(services), allow_stale=True)
     assert status_of(services, event_id)[0] == "processed"
     assert apns.tokens() == [BOB_ALERT]
     # Allowed once, it stays allowed: a later replay of its failures needs no flag again.
@@ -239,7 +244,7 @@ def test_a_replay_counts_attempts_afresh(world):
             .where(WebhookEvent.id == event_id)
             .values(status="failed", processing_attempts=7)
         )
-    replay_events(services.db, [event_id], False, lambda _i: None)
+    replay_events(services.db, [event_id], False, RecordingHandoff())
     assert status_of(services, event_id)[0::2] == ("received", 0)
 
 
@@ -268,14 +273,14 @@ def test_a_broker_outage_while_queueing_chunks_leaves_the_event_for_the_sweeper(
     unreachable = services.settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
     down = create_celery(unreachable)
     event_id = arrive(services, sample_events.member_event("call.missed", "alice", ["bob"]))
-    services.enqueue_chunk = lambda event, index: enqueue_chunk(down, event, index)
+    services.handoff = down.handoff
     with caplog.at_level(logging.INFO, logger="callpush"):
         assert process_event(services, event_id) == "processing"
     assert status_of(services, event_id)[0] == "processing" and apns.sent == []
     assert not [r for r in caplog.records if "failed" in r.getMessage()]
 
     # The broker is back; the sweeper queues the event and planning queues the pending chunk.
-    services.enqueue_chunk = lambda event, index: deliver_chunk(services, event, index, 0)
+    services.handoff = RecordingHandoff(on_chunk=lambda e, i: deliver_chunk(services, e, i, 0))
     process_event(services, event_id)
     assert status_of(services, event_id)[0] == "processed"
     assert apns.tokens() == [BOB_ALERT]

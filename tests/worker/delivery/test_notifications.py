@@ -14,16 +14,18 @@ from sqlalchemy import select
 
 from tests.fakes.fake_stream_api import MEMBERS
 from tests.fakes.stream_api_plugin import stream_app_for
+from tests.worker.recording_handoff import RecordingHandoff
 from tests.worker.scripted_provider import ScriptedProvider
 from worker.delivery.event_processing import process_event, stored_status
 from worker.delivery.notifications import deliver_chunk
+from worker.delivery.services import Services
 from worker.delivery.templates import TemplateBook
+from worker.foundation.handoff import RetryLater
+from worker.foundation.settings import ApnsProviderSettings, load_settings
 from worker.ops.replay import reopen_for_replay
 from worker.push.base import Platform, ProviderRef, PushKind, PushOutcome, PushResult
 from worker.push.providers import ProviderSet
 from worker.push.sender import PushSender
-from worker.runtime.services import Services
-from worker.runtime.settings import ApnsProviderSettings, load_settings
 from worker.storage import devices, preferences
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
@@ -58,7 +60,7 @@ def world(sqlite_url, fake_stream_api, monkeypatch):
         Database(sqlite_url),
         PushSender({Platform.APNS: apns, Platform.FCM: fcm}),
         TemplateBook.from_settings(settings),
-        enqueue_chunk=lambda event_id, index: queued.append((event_id, index)),
+        handoff=RecordingHandoff(chunks=queued),
     )
     app = services.settings.apps[0].api_key
     with services.db.transaction() as session:
@@ -270,10 +272,12 @@ def test_transient_failures_retry_with_backoff_then_fail_after_the_cap(world):
     event_id = store(services, sample_events.member_event("call.notification", "alice", ["bob"]))
     process_event(services, event_id)
     ((_, index),) = queued
-    first = deliver_chunk(services, event_id, index, attempt=0)
-    assert first.retry_in is not None and first.retry_in >= 1  # Retry-After honoured
-    assert deliver_chunk(services, event_id, index, attempt=1).retry_in is not None
-    assert deliver_chunk(services, event_id, index, attempt=2).retry_in is None  # cap reached
+    with pytest.raises(RetryLater) as first:
+        deliver_chunk(services, event_id, index, attempt=0)
+    assert first.value.delay >= 1  # Retry-After honoured
+    with pytest.raises(RetryLater):
+        deliver_chunk(services, event_id, index, attempt=1)
+    deliver_chunk(services, event_id, index, attempt=2)  # cap reached: no retry asked for
     assert fcm.tokens() == ["bob-fcm"] * 3
     row = event_row(services, event_id)
     assert row.status == "failed" and "1 failed" in row.status_reason

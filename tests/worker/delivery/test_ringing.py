@@ -15,7 +15,9 @@ import pytest
 from tests.worker.scripted_provider import ScriptedProvider
 from worker.delivery.event_processing import process_event, stored_status
 from worker.delivery.ringing import ring_targets
+from worker.delivery.services import Services
 from worker.delivery.templates import TemplateBook
+from worker.foundation.settings import load_settings
 from worker.ops.replay import reopen_for_replay
 from worker.push.base import (
     Platform,
@@ -27,8 +29,6 @@ from worker.push.base import (
 )
 from worker.push.providers import ProviderSet
 from worker.push.sender import PushSender
-from worker.runtime.services import Services
-from worker.runtime.settings import load_settings
 from worker.storage import deliveries, devices, preferences
 from worker.storage.database import Database
 from worker.storage.devices import DeviceTarget

@@ -24,7 +24,7 @@ from worker.delivery.templates import (
     json_utf8_length,
     template_context,
 )
-from worker.runtime.settings import Settings, load_settings
+from worker.foundation.settings import Settings, load_settings
 from worker.stream import samples as sample_events
 from worker.stream.events import CallEvent, parse_call_event
 

@@ -88,6 +88,7 @@ def test_a_huge_line_is_never_held_in_memory():
 def _import_file(url: str, lines: list[str], batch_lines: int):
     from sqlalchemy import select
 
+    from tests.worker.recording_handoff import RecordingHandoff
     from worker.intake.file_import import import_lines
     from worker.storage.database import Database
     from worker.storage.migrations import upgrade_to_head
@@ -95,13 +96,14 @@ def _import_file(url: str, lines: list[str], batch_lines: int):
 
     upgrade_to_head(url)
     db = Database(url)
-    dispatched: list[tuple[int, str]] = []
+    handoff = RecordingHandoff()
+    dispatched = handoff.events
     try:
         report = import_lines(
             db,
             iter(lines),
             "app-key",
-            lambda event_id, event_type: dispatched.append((event_id, event_type)),
+            handoff,
             max_bytes=64 * 1024,
             batch_lines=batch_lines,
         )

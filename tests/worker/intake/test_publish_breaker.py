@@ -15,12 +15,11 @@ from kombu.utils.json import loads
 from sqlalchemy import make_url, update
 
 from tests.fakes.blackhole import Blackhole
+from worker.foundation.circuit_breaker import CircuitState
+from worker.foundation.settings import BrokerSettings, load_settings
 from worker.intake.publish_breaker import PublishBreaker
 from worker.runtime.celery_app import create_celery
-from worker.runtime.circuit_breaker import CircuitState
 from worker.runtime.inbox_sweeper import requeue_unpublished
-from worker.runtime.settings import BrokerSettings, load_settings
-from worker.runtime.tasks import enqueue_event_guarded
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
 from worker.storage.migrations import upgrade_to_head
@@ -77,14 +76,14 @@ def publisher_through(blackhole: Blackhole, redis_url: str, drain=None):  # type
 def test_a_hung_broker_costs_one_bounded_publish_then_none(redis_url, blackhole):
     celery, breaker = publisher_through(blackhole, redis_url)
     started = time.monotonic()
-    assert not enqueue_event_guarded(celery, breaker, 1, "call.ring")
+    assert not celery.handoff.queue_event_guarded(breaker, 1, "call.ring")
     first = time.monotonic() - started
     # The caller waits publish_timeout_seconds at most, whatever kombu's retry does inside.
     assert FAST.publish_timeout_seconds <= first < FAST.publish_timeout_seconds + 1.0
     assert breaker.state is CircuitState.OPEN
     started = time.monotonic()
     for event_id in range(2, 50):
-        assert not enqueue_event_guarded(celery, breaker, event_id, "call.missed")
+        assert not celery.handoff.queue_event_guarded(breaker, event_id, "call.missed")
     assert time.monotonic() - started < 0.1  # skipped: no publish attempted
     # Remembered for the drain: exactly the events this process did not publish.
     assert breaker.unpublished() == {1: "call.ring"} | {i: "call.missed" for i in range(2, 50)}
@@ -98,7 +97,7 @@ def test_when_the_broker_is_back_what_was_not_published_is_queued_once_rings_fir
 
     def drain(events) -> int:  # type: ignore[no-untyped-def]
         def publish(event_id: int, kind: str) -> bool:
-            return enqueue_event_guarded(celery, breaker, event_id, kind)
+            return celery.handoff.queue_event_guarded(breaker, event_id, kind)
 
         drained.append(requeue_unpublished(inbox, publish, events))
         return drained[-1]
@@ -108,7 +107,7 @@ def test_when_the_broker_is_back_what_was_not_published_is_queued_once_rings_fir
     for kind in ("call.missed", "call.ring", "call.notification", "call.ring", "call.ring"):
         event_id = store(inbox, kind)
         stored.append((event_id, kind))
-        assert not enqueue_event_guarded(celery, breaker, event_id, kind)  # failed or skipped
+        assert not celery.handoff.queue_event_guarded(breaker, event_id, kind)  # failed or skipped
     assert breaker.state is CircuitState.OPEN
     # Meanwhile the sweeper queued one of them and a worker started it: not queued again.
     started_elsewhere = stored[-1][0]
@@ -137,7 +136,7 @@ def test_when_the_broker_is_back_what_was_not_published_is_queued_once_rings_fir
     assert queued_ids(redis_url, "bulk") == [i for i, kind in stored if kind != "call.ring"]
     assert before not in queued_ids(redis_url, "ring")
     # Publishing works again.
-    assert enqueue_event_guarded(celery, breaker, 999, "call.ring")
+    assert celery.handoff.queue_event_guarded(breaker, 999, "call.ring")
     breaker.close()
 
 

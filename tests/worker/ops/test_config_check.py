@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import SecretStr
 
 from tests.fakes.fake_stream_api import NOTIFICATION_EVENTS
+from worker.foundation.settings import DEV_API_SECRET, ApnsSettings, Settings, StreamAppSettings
 from worker.ops import config_check
 from worker.ops.config_check import Check
-from worker.runtime.settings import DEV_API_SECRET, ApnsSettings, Settings, StreamAppSettings
 from worker.storage.migrations import head_revision, upgrade_to_head
 
 STREAM_SECRET = "stream-secret-value-1234"
@@ -243,7 +243,7 @@ def test_redact_url() -> None:
 
 
 def test_validation_errors_name_the_setting_but_never_quote_the_input() -> None:
-    from worker.runtime.settings import load_settings
+    from worker.foundation.settings import load_settings
 
     settings, problem = config_check.load_settings_safely(
         lambda: load_settings(apps=[{"api_secrets": [STREAM_SECRET]}], push_provider="nope")
@@ -336,7 +336,6 @@ def test_unreachable_rabbitmq_fails() -> None:
 def test_rabbitmq_reachable_and_its_queues_checked(rabbitmq_url: str) -> None:
     from kombu import Connection, Queue
 
-    from worker.runtime import tasks
     from worker.runtime.celery_app import create_celery
 
     settings = Settings(broker_url=rabbitmq_url)
@@ -344,7 +343,7 @@ def test_rabbitmq_reachable_and_its_queues_checked(rabbitmq_url: str) -> None:
     assert all(check.ok for check in checks), checks
     assert "ring: not declared yet" in " | ".join(c.detail for c in checks)
 
-    tasks.enqueue_event(create_celery(settings, publisher=True), 1, "call.ring")
+    create_celery(settings, publisher=True).handoff.queue_event(1, "call.ring")
     checks = config_check.check_broker(settings)
     assert all(check.ok for check in checks), checks
     details = " | ".join(c.detail for c in by_name(checks, "broker queues"))
@@ -651,8 +650,8 @@ def test_bad_urls(overrides: dict[str, Any], expected: str) -> None:
 
 
 def test_a_broken_template_fails_the_check_naming_the_setting():
+    from worker.foundation.settings import Settings
     from worker.ops.config_check import check_templates
-    from worker.runtime.settings import Settings
 
     broken = Settings(
         call_types={"default": {"templates": {"call.ring": {"title": "{{ user.name "}}}}

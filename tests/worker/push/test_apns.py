@@ -17,9 +17,9 @@ import pytest
 from tests.fakes.credentials import PushCredentials, make_apns_key
 from tests.fakes.fake_apns import FakeApns
 from tests.fakes.pytest_plugin import APNS_BUNDLE_ID, apns_settings_for
+from worker.foundation.settings import ApnsSettings
 from worker.push.apns import ApnsProvider, apns_id_for, classify_result
 from worker.push.base import Platform, PushKind, PushMessage, PushOutcome, PushResult
-from worker.runtime.settings import ApnsSettings
 
 VOIP_TOPIC = f"{APNS_BUNDLE_ID}.voip"
 

@@ -27,9 +27,9 @@ from urllib3.exceptions import (
 from tests.fakes.credentials import SERVICE_ACCOUNT_EMAIL, PushCredentials
 from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.pytest_plugin import fcm_settings_for
+from worker.foundation.settings import FcmSettings
 from worker.push.base import Platform, PushKind, PushMessage, PushResult
 from worker.push.fcm import FcmProvider, request_not_sent, string_data
-from worker.runtime.settings import FcmSettings
 
 
 def data(device_token: str, **fields: Any) -> PushMessage:

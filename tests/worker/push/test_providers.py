@@ -11,6 +11,13 @@ from tests.fakes.credentials import PushCredentials
 from tests.fakes.fake_apns import FakeApns
 from tests.fakes.fake_fcm import FakeFcm
 from tests.fakes.pytest_plugin import fcm_settings_for
+from worker.foundation.settings import (
+    ApnsSettings,
+    FcmProviderSettings,
+    FcmSettings,
+    Settings,
+    StreamAppSettings,
+)
 from worker.push.apns import ApnsProvider
 from worker.push.base import (
     Platform,
@@ -23,13 +30,6 @@ from worker.push.base import (
 from worker.push.console import ConsoleProvider
 from worker.push.fcm import FcmProvider
 from worker.push.providers import build_providers, close_providers, provider_ref
-from worker.runtime.settings import (
-    ApnsSettings,
-    FcmProviderSettings,
-    FcmSettings,
-    Settings,
-    StreamAppSettings,
-)
 
 APP = "app-key-1"
 

@@ -16,13 +16,13 @@ from prometheus_client import REGISTRY
 from tests.fakes.credentials import PushCredentials, make_apns_key
 from tests.fakes.fake_apns import FakeApns
 from tests.fakes.pytest_plugin import apns_settings_for
-from worker.ops import metrics
+from worker.foundation import metrics
+from worker.foundation.logging_setup import configure_logging, log_context
+from worker.foundation.settings import ApnsSettings, FcmSettings
 from worker.push.apns import ApnsProvider
 from worker.push.base import Platform, PushKind, PushMessage, PushResult
 from worker.push.fcm import FcmProvider
 from worker.push.sender import PushSender
-from worker.runtime.logging_setup import configure_logging, log_context
-from worker.runtime.settings import ApnsSettings, FcmSettings
 from worker.storage.models import utcnow
 
 EVENT_ID = 4242

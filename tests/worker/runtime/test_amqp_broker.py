@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from kombu import Connection, Queue
 
+from worker.foundation.settings import load_settings
 from worker.runtime import amqp_broker, tasks
-from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE, create_celery
-from worker.runtime.settings import load_settings
+from worker.runtime.celery_app import create_celery
+from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE
 
 
 def test_only_amqp_urls_are_amqp() -> None:
@@ -44,9 +45,9 @@ def test_the_web_publisher_waits_no_longer_than_publish_timeout() -> None:
 @pytest.mark.services
 def test_each_event_lands_in_its_own_durable_quorum_queue(rabbitmq_url: str) -> None:
     app = create_celery(load_settings(broker_url=rabbitmq_url), publisher=True)
-    tasks.enqueue_event(app, 1, "call.ring")
-    tasks.enqueue_event(app, 2, "call.missed")
-    tasks.enqueue_event(app, 3, "call.missed")
+    app.handoff.queue_event(1, "call.ring")
+    app.handoff.queue_event(2, "call.missed")
+    app.handoff.queue_event(3, "call.missed")
     assert amqp_broker.queue_depths(rabbitmq_url, (RING_QUEUE, BULK_QUEUE), 2.0) == {
         RING_QUEUE: 1,
         BULK_QUEUE: 2,

@@ -6,9 +6,9 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
+from worker.foundation.settings import load_settings
 from worker.runtime.broker_transport import TRANSPORT, Transport
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 
 pytestmark = pytest.mark.services
 

@@ -14,8 +14,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tests.fakes.blackhole import Blackhole
-from worker.runtime.circuit_breaker import CircuitState
-from worker.runtime.settings import DatabaseSettings
+from worker.foundation.circuit_breaker import CircuitState
+from worker.foundation.settings import DatabaseSettings
 from worker.storage.database import STALL_GRACE_SECONDS, Database, DatabaseUnavailable
 
 pytestmark = pytest.mark.services

@@ -22,7 +22,7 @@ from tests.fakes.fake_stream_api import (
     notification_settings,
 )
 from tests.fakes.stream_api_plugin import STREAM_API_KEY, STREAM_API_SECRET, stream_app_for
-from worker.runtime.settings import StreamAppSettings
+from worker.foundation.settings import StreamAppSettings
 from worker.stream.api import (
     CallMember,
     EventPushSettings,

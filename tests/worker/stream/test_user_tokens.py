@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from worker.runtime.settings import StreamAppSettings
+from worker.foundation.settings import StreamAppSettings
 from worker.stream.user_tokens import (
     Caller,
     TokenRejected,

@@ -4,14 +4,15 @@ Docker and Kubernetes secrets and systemd credentials arrive as files (``/run/se
 so every secret setting has a ``*_file`` twin: ``admin_token_file``, an app's
 ``api_secret_file`` and ``previous_api_secrets_file``, ``database_password_file`` and
 ``broker_password_file`` (README: Configuration, "Secrets as files").  The files are read once,
-while the settings are validated (:func:`worker.runtime.settings.load_settings`), never at import.
+while the settings are validated (:func:`worker.foundation.settings.load_settings`), never at
+import.
 
 Errors name the setting and the path, never what the file holds.  A value read from a file is a
 :class:`FileSecret`, which remembers its path, so `callpush config check` can show
 ``<from file /run/secrets/x>`` where the secret would be.
 
 :func:`secret_values` is the single list both the log redactor
-(:mod:`worker.runtime.logging_setup`) and
+(:mod:`worker.foundation.logging_setup`) and
 `callpush config check`'s scrubber (:mod:`worker.ops.config_check`) mask.
 """
 
@@ -26,7 +27,7 @@ from urllib.parse import quote, unquote, urlsplit
 from pydantic import SecretStr
 
 if TYPE_CHECKING:
-    from worker.runtime.settings import Settings
+    from worker.foundation.settings import Settings
 
 # No secret is anywhere near this long; a bigger file is the wrong file (a key, a log, a disk
 # image) and is not read into memory.

@@ -27,8 +27,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from worker.delivery.apns_topics import bundle_id_problem
-from worker.runtime.secret_sources import (
+from worker.foundation.apns_topics import bundle_id_problem
+from worker.foundation.secret_sources import (
     FileSecret,
     broker_url_with_password,
     database_url_with_password,
@@ -176,7 +176,7 @@ class StreamAppSettings(BaseModel):
 
     ``api_secret_file`` and ``previous_api_secrets_file`` (one secret per line) give the same
     secrets as files (Docker/Kubernetes secrets), read once here, at validation; a secret given
-    both ways is an error (worker/runtime/secret_sources.py).
+    both ways is an error (worker/foundation/secret_sources.py).
     """
 
     api_key: str
@@ -202,7 +202,7 @@ class StreamAppSettings(BaseModel):
     # Whether a push is sent, and its title/body: "local" = [call_types] and the built-in
     # wording; "stream" = the call type's notification_settings in Stream (per-event switches
     # and templates), read from Stream's API in the background
-    # (worker/stream/call_type_settings.py).
+    # (worker/delivery/call_type_settings.py).
     push_settings_source: Literal["local", "stream"] = "local"
 
     @field_validator("api_secrets", "previous_api_secrets", mode="before")
@@ -508,7 +508,7 @@ class Settings(BaseSettings):
     # both answer 404.
     admin_token: SecretStr | None = None
     # Secrets as files (Docker/Kubernetes secrets), read once at load; each *_file is an
-    # alternative to its value, never an addition (worker/runtime/secret_sources.py).
+    # alternative to its value, never an addition (worker/foundation/secret_sources.py).
     admin_token_file: Path | None = None
     # The password of database_url / broker_url, inserted into a URL that has none.
     database_password_file: Path | None = None

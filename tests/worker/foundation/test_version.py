@@ -1,11 +1,11 @@
-"""worker.ops.version: the installed package's metadata carries pyproject.toml's version."""
+"""worker.foundation.version: the installed package's metadata carries pyproject.toml's version."""
 
 from __future__ import annotations
 
 import sys
 
 from tests.project_version import pyproject_version
-from worker.ops.version import callpush_version, python_version
+from worker.foundation.version import callpush_version, python_version
 
 
 def test_the_version_is_pyproject_s() -> None:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from worker.ops.durations import format_duration
+from worker.foundation.durations import format_duration
 from worker.storage.database import Database
 from worker.storage.models import Delivery, FanoutChunk, WebhookEvent, utcnow
 

@@ -6,7 +6,7 @@ knows them (the webhook receiver, the event processing path, the Celery task sig
 function has to pass them down just to log them.  Context variables are per thread (and per
 asyncio task), which is exactly the scope of one request or one task here.
 
-Redaction is a safety net, not the policy: the code logs :func:`worker.push.base.redact_token`
+Redaction is a safety net, not the policy: the code logs :func:`redact_token`
 hints on purpose.  The filter catches what slips through (an exception text with an APNs URL, a
 provider's error echoing the token, a connection URL with its password).
 """
@@ -24,12 +24,11 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from worker.ops.text_escaping import escape_controls, escape_unsafe_in_json
-from worker.push.base import redact_token
-from worker.runtime.secret_sources import MIN_MASKED_SECRET_LENGTH
+from worker.foundation.secret_sources import MIN_MASKED_SECRET_LENGTH
+from worker.foundation.text_escaping import escape_controls, escape_unsafe_in_json
 
 if TYPE_CHECKING:
-    from worker.runtime.settings import Settings
+    from worker.foundation.settings import Settings
 
 LogFormat = Literal["text", "json"]
 LOG_FORMAT_ENV = "CALLPUSH_LOG_FORMAT"
@@ -39,6 +38,13 @@ _call_cid: ContextVar[str | None] = ContextVar("callpush_call_cid", default=None
 
 # Set this way so a value of None can be told apart from "not given" in log_context().
 _UNSET: Any = object()
+
+
+def redact_token(token: str) -> str:
+    """Enough of a device token to find it in the registry, never the whole of it."""
+    if len(token) <= 12:
+        return token[:2] + "…"
+    return f"{token[:6]}…{token[-4:]}"
 
 
 @contextmanager
@@ -101,7 +107,7 @@ class Redactor:
     """Rewrites text so no whole device token, credential or known secret remains."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # The secrets come from worker.runtime.secret_sources.secret_values(settings), the list
+        # The secrets come from worker.foundation.secret_sources.secret_values(settings), the list
         # `callpush
         # config check` masks too; the length rule is repeated for any other caller.
         known = sorted(

@@ -14,10 +14,10 @@ from types import FrameType
 from waitress.server import create_server
 
 from webhook_app import create_app
+from worker.foundation.settings import DEV_API_KEY, Settings
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inbox_sweeper import requeue_unfinished
 from worker.runtime.inprocess_worker import inprocess_worker
-from worker.runtime.settings import DEV_API_KEY, Settings
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 

@@ -1,4 +1,4 @@
-"""worker.runtime.secret_sources: the one list of secret values, which the log redactor and
+"""worker.foundation.secret_sources: the one list of secret values, which the log redactor and
 `callpush config check` / `config show` both mask, with secrets given as values and as files."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from worker.foundation.logging_setup import configure_logging
+from worker.foundation.secret_sources import secret_values
+from worker.foundation.settings import Settings, load_settings
 from worker.ops import config_check
-from worker.runtime.logging_setup import configure_logging
-from worker.runtime.secret_sources import secret_values
-from worker.runtime.settings import Settings, load_settings
 
 # One of each kind of secret; those with "file" in their name are read from files.
 ADMIN_TOKEN_FILE = "admin-token-from-file-0123456789abcdefgh"

@@ -21,16 +21,17 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from tests.fakes.fake_stream_api import MEMBERS, FakeStreamApi
+from tests.worker.recording_handoff import RecordingHandoff
 from tests.worker.scripted_provider import ScriptedProvider
 from webhook_app import create_app
 from worker.delivery.event_processing import process_event
 from worker.delivery.notifications import deliver_chunk
+from worker.delivery.services import Services
 from worker.delivery.templates import TemplateBook
+from worker.foundation.settings import StreamAppSettings, load_settings
 from worker.push.base import Platform
 from worker.push.sender import PushSender
 from worker.runtime.celery_app import create_celery
-from worker.runtime.services import Services
-from worker.runtime.settings import StreamAppSettings, load_settings
 from worker.storage import devices
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
@@ -144,7 +145,7 @@ def test_a_fanout_reads_its_members_from_stream_mid_rotation(
         Database(sqlite_url),
         PushSender({Platform.APNS: ScriptedProvider("apns"), Platform.FCM: fcm}),
         TemplateBook.from_settings(settings),
-        enqueue_chunk=lambda event_id, index: queued.append((event_id, index)),
+        handoff=RecordingHandoff(chunks=queued),
     )
     try:
         with services.db.transaction() as session:

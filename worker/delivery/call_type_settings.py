@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from worker.delivery.handlebars_templates import StreamTemplate, compile_stream_template
 from worker.delivery.templates import RenderedText, TemplateBook
-from worker.ops import metrics
+from worker.foundation import metrics
 from worker.stream.api import CallTypePushSettings, StreamApi, StreamApiError
 from worker.stream.events import CallEvent
 

@@ -1,6 +1,6 @@
 import pytest
 
-from worker.runtime.http_retry import parse_retry_after
+from worker.foundation.http_retry import parse_retry_after
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""worker.runtime.settings with secrets given as files (worker/runtime/secret_sources.py): every
+"""worker.foundation.settings with secrets given as files (worker/foundation/secret_sources.py):
+every
 *_FILE variable and
 TOML key, the errors (both ways at once, missing, unreadable, empty), all through load_settings
 with real files, the way a Docker or Kubernetes secret arrives."""
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from worker.foundation.secret_sources import FileSecret
+from worker.foundation.settings import Settings, load_settings
 from worker.ops.config_check import format_settings_error
-from worker.runtime.secret_sources import FileSecret
-from worker.runtime.settings import Settings, load_settings
 
 ADMIN_TOKEN = "admin-token-from-a-file-0123456789abcdef"
 CURRENT = "stream-secret-current-0123"
@@ -470,7 +471,7 @@ def test_a_file_callpush_may_not_read(tmp_path: Path) -> None:
     code = (
         "import os\n"
         "from worker.ops.config_check import format_settings_error\n"
-        "from worker.runtime.settings import load_settings\n"
+        "from worker.foundation.settings import load_settings\n"
         "if os.geteuid() == 0:\n    os.setgid(65534)\n    os.setuid(65534)\n"
         "try:\n    load_settings()\n"
         "except ValueError as error:\n    print(format_settings_error(error))\n"

@@ -1,4 +1,4 @@
-"""worker.stream.call_type_settings: Stream's call-type push settings, fetched in the background
+"""worker.delivery.call_type_settings: Stream's call-type push settings, fetched in the background
 from
 the fake Stream API over real HTTP (worker.stream.api.StreamApi), read from memory by pushes."""
 
@@ -18,16 +18,16 @@ from tests.fakes.fake_stream_api import (
     FakeStreamApi,
     notification_settings,
 )
-from worker.delivery.templates import TemplateBook
-from worker.runtime.settings import Settings
-from worker.stream import samples as sample_events
-from worker.stream.api import StreamApi
-from worker.stream.call_type_settings import (
+from worker.delivery.call_type_settings import (
     SWITCHED_OFF_IN_STREAM,
     CallTypeSettingsCache,
     push_text,
     switched_off,
 )
+from worker.delivery.templates import TemplateBook
+from worker.foundation.settings import Settings
+from worker.stream import samples as sample_events
+from worker.stream.api import StreamApi
 from worker.stream.events import CallEvent, parse_call_event
 
 LOCAL = TemplateBook.defaults()

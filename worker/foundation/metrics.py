@@ -14,25 +14,18 @@ only on first use (:func:`_metrics`), never at import: importing it from anywher
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, NamedTuple
 
-import redis
-
-from worker.ops.version import callpush_version, python_version
-from worker.push.base import PushOutcome, credentials_refused
-from worker.storage.models import utcnow
+from worker.foundation.version import callpush_version, python_version
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
     from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("callpush.metrics")
@@ -41,11 +34,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format, which is what generate_latest writes; every Prometheus reads it.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNKNOWN = "unknown"
-# Set on every message callpush publishes (worker/runtime/tasks.py): the Unix time from which it is
-# due
-# (when it was queued, or when a retry's countdown ends), which the queue age is read from.
-# Celery's messages carry no such time of their own.
-READY_AT_HEADER = "callpush_ready_at"
 # The answers of the webhook receiver, by what Stream should make of them: stored (accepted,
 # duplicate, ignored, processed, failed), refused for good (rejected: 400, 401, 413, never
 # retried), refused for now (unavailable: 503, Stream retries), or a bug (error: a 500).
@@ -120,6 +108,11 @@ class _Metrics:
 
 _created: _Metrics | None = None
 _create_lock = threading.Lock()
+
+
+def define_metrics() -> None:
+    """Create the metrics now, so a scrape names them before anything was counted."""
+    _metrics()
 
 
 def _metrics() -> _Metrics:
@@ -242,24 +235,34 @@ def webhook_request_outcome(answer: str) -> str:
     return answer
 
 
+class PushAnswer(NamedTuple):
+    """One provider answer, in the metrics' terms (labels are closed sets)."""
+
+    provider: str
+    platform: str
+    result: str
+    reason: str
+    credentials_refused: bool
+
+
 def record_push_answers(
-    answers: Iterable[tuple[str, str, PushOutcome]], received_at: datetime, *, ring: bool = False
+    answers: Iterable[PushAnswer], received_at: datetime, *, ring: bool = False
 ) -> None:
-    """Provider answers (provider, platform, outcome) to pushes of an event received at
-    ``received_at``; call it when the answers arrive, the latency ends now.  ``ring``: the
-    pushes of a call.ring, also counted on their own (the ring alerts watch them)."""
+    """Provider answers to pushes of an event received at ``received_at``; call it when the
+    answers arrive, the latency ends now.  ``ring``: the pushes of a call.ring, also counted on
+    their own (the ring alerts watch them)."""
     metrics = _metrics()
-    latency = max(0.0, (utcnow() - received_at).total_seconds())
-    for provider, platform, outcome in answers:
-        labels = {"provider": provider, "platform": platform, "result": outcome.result.value}
+    latency = max(0.0, (datetime.now(UTC) - received_at).total_seconds())
+    for answer in answers:
+        labels = {"provider": answer.provider, "platform": answer.platform, "result": answer.result}
         metrics.pushes.labels(**labels).inc()
         metrics.push_latency.observe(latency)
         if ring:
             metrics.ring_pushes.labels(**labels).inc()
             metrics.ring_push_latency.observe(latency)
-        if credentials_refused(outcome):
+        if answer.credentials_refused:
             # The reason is one of a closed set (worker/push/base.py), so the label is bounded.
-            metrics.auth_failures.labels(provider=provider, reason=outcome.reason).inc()
+            metrics.auth_failures.labels(provider=answer.provider, reason=answer.reason).inc()
 
 
 def record_phone_receipt(platform: str, kind: str, latency_ms: float) -> None:
@@ -306,99 +309,6 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid, path)
 
 
-class QueueDepthCollector:
-    """``callpush_queue_depth{queue}``: messages waiting in each Celery queue, read from Redis
-    (``LLEN <queue>``, where kombu keeps a queue) at scrape time; and
-    ``callpush_queue_oldest_message_age_seconds{queue}``: how long the message next in line
-    has waited since it was due (0 for an empty queue), from the time callpush stamped on it
-    when queuing it (kombu pushes at the list's head and workers pop its tail, so the tail is
-    the oldest).
-    On RabbitMQ only the depth, from a passive ``queue.declare`` on a short-lived connection
-    (its ``message_count``: ready messages, not those a worker holds unacked); AMQP has no way
-    to look at a queue's next message without taking it (worker/runtime/amqp_broker.py).
-    Nothing for the embedded in-memory broker or another broker, and nothing (logged) when the
-    broker does not answer: a scrape must never fail or hang because the broker is down."""
-
-    def __init__(self, broker_url: str | None, queues: Sequence[str]) -> None:
-        from worker.runtime.amqp_broker import is_amqp
-
-        self._queues = tuple(queues)
-        self._client = redis_client(broker_url) if broker_url else None
-        self._amqp_url = broker_url if is_amqp(broker_url) else None
-
-    def describe(self) -> Iterable[Metric]:
-        # Registering must not talk to Redis (CollectorRegistry.register asks for the names).
-        return []
-
-    def collect(self) -> Iterable[Metric]:
-        if self._amqp_url is not None:
-            return self._collect_amqp(self._amqp_url)
-        if self._client is None:
-            return []
-        from prometheus_client.core import GaugeMetricFamily
-
-        try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for queue in self._queues:
-                    pipe.llen(queue)
-                    pipe.lindex(queue, -1)
-                answers = pipe.execute()
-        except Exception as error:  # redis raises its own errors and OSError subclasses
-            log.warning("queue depth not collected: %s: %s", error.__class__.__name__, error)
-            return []
-        gauge = GaugeMetricFamily(
-            "callpush_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
-        )
-        age = GaugeMetricFamily(
-            "callpush_queue_oldest_message_age_seconds",
-            "Seconds the oldest message of each Celery queue has waited (0: empty).",
-            labels=["queue"],
-        )
-        now = time.time()
-        for index, queue in enumerate(self._queues):
-            depth, oldest = answers[2 * index], answers[2 * index + 1]
-            gauge.add_metric([queue], float(depth))
-            waited = 0.0 if oldest is None else queued_seconds(oldest, now)
-            if waited is not None:  # None: a message without the stamp (left unmeasured)
-                age.add_metric([queue], waited)
-        return [gauge, age]
-
-    def _collect_amqp(self, url: str) -> Iterable[Metric]:
-        from prometheus_client.core import GaugeMetricFamily
-
-        from worker.runtime.amqp_broker import queue_depths
-
-        try:
-            depths = queue_depths(url, self._queues, timeout=SCRAPE_BROKER_TIMEOUT_SECONDS)
-        except Exception as error:  # amqp's own errors and OSError subclasses
-            log.warning("queue depth not collected: %s: %s", error.__class__.__name__, error)
-            return []
-        gauge = GaugeMetricFamily(
-            "callpush_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
-        )
-        for queue, depth in depths.items():
-            gauge.add_metric([queue], float(depth or 0))  # not declared yet: nothing waits
-        return [gauge]
-
-
-def queued_seconds(raw_message: bytes, now: float) -> float | None:
-    """How long a message (kombu's JSON envelope, as the Redis transport stores it) has waited,
-    since it was due, from :data:`READY_AT_HEADER`; None when it carries no such stamp."""
-    try:
-        headers = json.loads(raw_message).get("headers") or {}
-        ready_at = float(headers[READY_AT_HEADER])
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return None
-    return max(0.0, now - ready_at)
-
-
-def enqueue_headers(countdown: float = 0.0) -> dict[str, float]:
-    """The headers of a message callpush publishes: the time it is due, ``countdown`` seconds
-    from now.  A retry needs its own (Celery would copy the first attempt's), or it would
-    look as old as the first attempt while it waits out its countdown."""
-    return {READY_AT_HEADER: time.time() + max(0.0, countdown)}
-
-
 class BuildInfoCollector:
     """``callpush_build_info{version, python} 1``: which callpush (and Python) the scraped
     process runs, the usual Prometheus "info" gauge, so a rolling deploy shows its progress
@@ -422,38 +332,3 @@ class BuildInfoCollector:
         )
         gauge.add_metric(self._labels, 1.0)
         return [gauge]
-
-
-# Every wait of a scrape's broker round trip (connect, each read and write).
-SCRAPE_BROKER_TIMEOUT_SECONDS = 1.0
-
-
-def redis_client(broker_url: str, timeout: float = 1.0) -> redis.Redis | None:
-    """A Redis client for a ``redis://`` / ``rediss://`` broker URL, with short timeouts (for
-    probes and scrapes, never for the broker itself); None for any other broker."""
-    if urlsplit(broker_url).scheme not in ("redis", "rediss"):
-        return None
-    return redis.Redis.from_url(broker_url, socket_connect_timeout=timeout, socket_timeout=timeout)
-
-
-def build_registry(
-    broker_url: str | None, queues: Sequence[str], *, path: str | None = None
-) -> CollectorRegistry:
-    """What a scrape exposes: in multiprocess mode the merged files of every process (``path``,
-    default ``PROMETHEUS_MULTIPROC_DIR``), else this process's own registry; plus the queue
-    depths read from the broker and the build info."""
-    from prometheus_client import REGISTRY, CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    path = path or multiprocess_dir()
-    if path:
-        MultiProcessCollector(registry, path=path)
-    else:
-        _metrics()  # defined, so a scrape names them before anything was counted
-        # The default registry as one collector of this one (it has no describe(), so it is
-        # registered without its names being collected).
-        registry.register(REGISTRY)
-    registry.register(QueueDepthCollector(broker_url, queues))
-    registry.register(BuildInfoCollector())
-    return registry

@@ -1,4 +1,5 @@
-"""Retention (worker.ops.retention) on SQLite and PostgreSQL: old events go with their deliveries
+"""Retention (worker.storage.retention) on SQLite and PostgreSQL: old events go with their
+deliveries
 and
 fan-out chunks; recent events, and devices, stay."""
 
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.ops_data import NOW, Seeder, notification_body, ring_body
-from worker.ops import retention
+from worker.storage import retention
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, Device, FanoutChunk, WebhookEvent
@@ -92,9 +93,9 @@ def test_a_too_short_age_is_refused(world):
 def test_the_periodic_purge_task(sqlite_url, monkeypatch):
     """`callpush beat`'s purge (worker.runtime.tasks.purge_old_events, `retention.days`), once
     wired."""
+    from worker.foundation.settings import Settings, load_settings
     from worker.runtime import tasks
     from worker.runtime.celery_app import create_celery
-    from worker.runtime.settings import Settings, load_settings
 
     if not hasattr(tasks, "purge_old_events") or "retention" not in Settings.model_fields:
         pytest.skip("the purge task and retention settings are not wired in yet")

@@ -1,4 +1,5 @@
-"""worker.ops.text_escaping: outside text made safe for a log line, a terminal, a JSON document."""
+"""worker.foundation.text_escaping: outside text made safe for a log line, a terminal, a JSON
+document."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import json
 
 import pytest
 
-from worker.ops.text_escaping import escape_controls, escape_unsafe_in_json, unstorable_reason
+from worker.foundation.text_escaping import (
+    escape_controls,
+    escape_unsafe_in_json,
+    unstorable_reason,
+)
 
 FORGED = "call.ring\n2026-01-01 00:00:00,000 INFO callpush.admin: admin token accepted"
 

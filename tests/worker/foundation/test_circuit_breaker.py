@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from worker.runtime.circuit_breaker import CircuitBreaker, CircuitState
+from worker.foundation.circuit_breaker import CircuitBreaker, CircuitState
 
 
 class Clock:

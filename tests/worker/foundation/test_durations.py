@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from worker.ops.durations import format_duration, parse_duration
+from worker.foundation.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,15 @@ import threading
 
 import pytest
 
-from worker.push.base import redact_token
-from worker.runtime.logging_setup import (
+from worker.foundation.logging_setup import (
     bind_log_context,
     configure_logging,
     current_log_context,
     log_context,
+    redact_token,
     resolve_log_format,
 )
-from worker.runtime.settings import load_settings
+from worker.foundation.settings import load_settings
 
 APNS_TOKEN = "a1b2c3d4" * 8  # 64 hex characters: a whole APNs token
 FCM_TOKEN = "fGx1bk9aQ0Kx2b3c4d5e6f:APA91bH" + "Zq8_w-Yt3" * 16  # the shape FCM hands out

@@ -1,33 +1,29 @@
-"""What the domain needs at run time, built once per process (after a fork, never before: the
-APNs client, HTTP sessions and database pools must not cross a fork)."""
+"""What the domain needs at run time: settings, database, push sender, templates, Stream's API
+and where work is handed on.  Built once per process (after a fork, never before: the APNs
+client, HTTP sessions and database pools must not cross a fork), by the Celery app that carries
+them (worker/runtime/celery_app.py) or by a command."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from worker.delivery.call_type_settings import CallTypeSettingsCache, push_text, switched_off
 from worker.delivery.device_sources import DeviceSource, LocalRegistry, StreamDevices
 from worker.delivery.templates import RenderedText, TemplateBook
+from worker.foundation.handoff import Handoff, NoHandoff
+from worker.foundation.settings import Settings
 from worker.push.base import Platform, ProviderRef
 from worker.push.providers import build_providers, provider_ref
 from worker.push.sender import PushSender
-from worker.runtime.settings import Settings
 from worker.storage.database import Database
 from worker.storage.devices import DeviceTarget
 from worker.storage.models import utcnow
 from worker.stream.api import StreamApi
-from worker.stream.call_type_settings import CallTypeSettingsCache, push_text, switched_off
 from worker.stream.events import CallEvent
-
-EnqueueChunk = Callable[[int, int], None]
-
-
-def _no_queue(event_id: int, chunk_index: int) -> None:
-    raise RuntimeError("no task queue configured for fan-out chunks")
 
 
 @dataclass
@@ -36,8 +32,8 @@ class Services:
     db: Database
     sender: PushSender
     templates: TemplateBook
-    # Queues one fan-out chunk (event id, chunk index) for a bulk worker.
-    enqueue_chunk: EnqueueChunk = _no_queue
+    # Where a fan-out's chunks go to be sent (a bulk worker's queue, or inline).
+    handoff: Handoff = field(default_factory=NoHandoff)
     now: Callable[[], datetime] = field(default=utcnow)
     # How the domain waits (a ring's retry backoff): replaced with a fake clock in tests.
     sleep: Callable[[float], None] = field(default=time.sleep)
@@ -165,43 +161,13 @@ class Services:
         self.db.dispose()
 
 
-def build_services(settings: Settings, enqueue_chunk: EnqueueChunk = _no_queue) -> Services:
+def build_services(settings: Settings, handoff: Handoff | None = None) -> Services:
     services = Services(
         settings=settings,
         db=Database(settings.database_url, durable_commits=False, timeouts=settings.database),
         sender=PushSender(build_providers(settings)),
         templates=TemplateBook.from_settings(settings),
-        enqueue_chunk=enqueue_chunk,
+        handoff=handoff or NoHandoff(),
     )
     services.start_background_work()
     return services
-
-
-class ProcessLocalServices:
-    """Lazily builds :class:`Services` once per process id."""
-
-    def __init__(self, factory: Callable[[], Services]) -> None:
-        self._factory = factory
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._services: Services | None = None
-
-    def get(self) -> Services:
-        pid = os.getpid()
-        if self._services is None or self._pid != pid:
-            with self._lock:
-                if self._services is None or self._pid != pid:
-                    self._services = self._factory()
-                    self._pid = pid
-        return self._services
-
-    def built(self) -> Services | None:
-        """This process's services if they were built, without building them."""
-        with self._lock:
-            return self._services if self._pid == os.getpid() else None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._services is not None and self._pid == os.getpid():
-                self._services.close()
-            self._services = None

@@ -18,11 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.project_version import pyproject_version
 from webhook_app import create_app
-from worker.delivery.push_outcomes import record_push_outcomes
-from worker.ops import metrics
+from worker.delivery.push_outcomes import push_answer, record_push_outcomes
+from worker.foundation import metrics
+from worker.foundation.settings import load_settings
 from worker.push.base import Platform, PushKind, PushOutcome, PushResult
+from worker.runtime import queue_metrics
 from worker.runtime.celery_app import create_celery
-from worker.runtime.settings import load_settings
 from worker.storage import deliveries, devices
 from worker.storage.database import Database
 from worker.storage.inbox import NewWebhook, store_webhook
@@ -242,7 +243,8 @@ CHILD = textwrap.dedent(
     import os, sys
     from datetime import timedelta
     from prometheus_client import values
-    from worker.ops import metrics
+    from worker.foundation import metrics
+    from worker.delivery.push_outcomes import push_answer
     from worker.push.base import PushOutcome, PushResult
     from worker.storage.models import utcnow
 
@@ -250,7 +252,7 @@ CHILD = textwrap.dedent(
     for _ in range(int(sys.argv[1])):
         metrics.record_webhook("call.ring", "accepted")
         metrics.record_push_answers(
-            [("apns", "apns", PushOutcome.sent())], utcnow() - timedelta(milliseconds=30)
+            [push_answer("apns", "apns", PushOutcome.sent())], utcnow() - timedelta(milliseconds=30)
         )
     metrics.record_tokens_disabled("Unregistered", 1)
     print(os.getpid())
@@ -292,7 +294,7 @@ def test_several_processes_add_up_in_multiprocess_mode(tmp_path):
     for pid in pids:
         multiprocess.mark_process_dead(pid, str(tmp_path))
 
-    text = generate_latest(metrics.build_registry(None, (), path=str(tmp_path))).decode()
+    text = generate_latest(queue_metrics.build_registry(None, (), path=str(tmp_path))).decode()
     values = families(text)
     assert (
         values[("callpush_webhooks_total", (("outcome", "accepted"), ("type", "call.ring")))] == 5
@@ -311,7 +313,7 @@ def test_several_processes_add_up_in_multiprocess_mode(tmp_path):
 def test_build_info_names_the_version_once_per_scrape_however_many_processes(tmp_path):
     run_child(tmp_path, 1)
     run_child(tmp_path, 1)
-    text = generate_latest(metrics.build_registry(None, (), path=str(tmp_path))).decode()
+    text = generate_latest(queue_metrics.build_registry(None, (), path=str(tmp_path))).decode()
     info = [
         (sample.labels, sample.value)
         for family in text_string_to_metric_families(text)
@@ -460,9 +462,9 @@ def test_refused_credentials_are_counted_by_provider_and_reason():
     )
     metrics.record_push_answers(
         [
-            ("apns", "apns", expired),
-            ("fcm", "fcm", fcm_refused),
-            *[("apns", "apns", outcome) for outcome in others],
+            push_answer("apns", "apns", expired),
+            push_answer("fcm", "fcm", fcm_refused),
+            *[push_answer("apns", "apns", outcome) for outcome in others],
         ],
         utcnow(),
     )
@@ -490,15 +492,14 @@ def test_queue_depth_and_the_age_of_the_oldest_message_are_read_from_redis(redis
 
     import redis as redis_lib
 
-    from worker.runtime import tasks
-    from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
+    from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE
 
     settings = load_settings(broker_url=redis_url)
     app = create_celery(settings, publisher=True)
-    registry = metrics.build_registry(redis_url, (RING_QUEUE, BULK_QUEUE), path=None)
-    tasks.enqueue_event(app, 1, "call.ring")
+    registry = queue_metrics.build_registry(redis_url, (RING_QUEUE, BULK_QUEUE), path=None)
+    app.handoff.queue_event(1, "call.ring")
     time.sleep(0.5)
-    tasks.enqueue_event(app, 2, "call.ring")
+    app.handoff.queue_event(2, "call.ring")
 
     values = families(generate_latest(registry).decode())
     assert values[("callpush_queue_depth", (("queue", "ring"),))] == 2
@@ -526,11 +527,11 @@ def test_a_retry_is_stamped_with_the_time_it_is_due(redis_url):
     import redis as redis_lib
 
     from worker.runtime import tasks
-    from worker.runtime.celery_app import BULK_QUEUE
+    from worker.runtime.tasks import BULK_QUEUE
 
     app = create_celery(load_settings(broker_url=redis_url), publisher=True)
     task = app.tasks[tasks.DELIVER_CHUNK]
-    first_attempt = {metrics.READY_AT_HEADER: time.time() - 600}
+    first_attempt = {queue_metrics.READY_AT_HEADER: time.time() - 600}
     task.push_request(
         id="chunk-task",
         called_directly=False,  # as in a worker: Celery retries only a task a worker runs
@@ -541,7 +542,7 @@ def test_a_retry_is_stamped_with_the_time_it_is_due(redis_url):
         delivery_info={"exchange": "", "routing_key": BULK_QUEUE},
     )
     try:
-        task.retry(countdown=30, headers=metrics.enqueue_headers(30), throw=False)
+        task.retry(countdown=30, headers=queue_metrics.enqueue_headers(30), throw=False)
     finally:
         task.pop_request()
     client = redis_lib.Redis.from_url(redis_url)
@@ -550,9 +551,9 @@ def test_a_retry_is_stamped_with_the_time_it_is_due(redis_url):
     assert raw is not None
     headers = json.loads(raw)["headers"]
     assert headers["retries"] == 1
-    assert headers[metrics.READY_AT_HEADER] > time.time() + 25
-    assert metrics.queued_seconds(raw, time.time()) == 0  # not due yet: not waiting
-    assert metrics.queued_seconds(raw, time.time() + 40) >= 9
+    assert headers[queue_metrics.READY_AT_HEADER] > time.time() + 25
+    assert queue_metrics.queued_seconds(raw, time.time()) == 0  # not due yet: not waiting
+    assert queue_metrics.queued_seconds(raw, time.time() + 40) >= 9
 
 
 @pytest.mark.services
@@ -560,17 +561,16 @@ def test_queue_depth_is_read_from_rabbitmq_and_the_age_is_not(rabbitmq_url):
     """On RabbitMQ a scrape reads each queue's ready messages (a passive queue.declare);
     the oldest message's age would need the message taken off the queue, so it is left out.
     A queue no worker or publisher has declared yet holds nothing."""
-    from worker.runtime import tasks
-    from worker.runtime.celery_app import BULK_QUEUE, RING_QUEUE
+    from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE
 
-    registry = metrics.build_registry(rabbitmq_url, (RING_QUEUE, BULK_QUEUE), path=None)
+    registry = queue_metrics.build_registry(rabbitmq_url, (RING_QUEUE, BULK_QUEUE), path=None)
     values = families(generate_latest(registry).decode())
     assert values[("callpush_queue_depth", (("queue", "ring"),))] == 0  # not declared yet
 
     app = create_celery(load_settings(broker_url=rabbitmq_url), publisher=True)
     for event_id in (1, 2):
-        tasks.enqueue_event(app, event_id, "call.ring")
-    tasks.enqueue_event(app, 3, "call.missed")
+        app.handoff.queue_event(event_id, "call.ring")
+    app.handoff.queue_event(3, "call.missed")
 
     values = families(generate_latest(registry).decode())
     assert values[("callpush_queue_depth", (("queue", "ring"),))] == 2
@@ -582,7 +582,7 @@ def test_an_unreachable_rabbitmq_leaves_the_depth_out_of_the_scrape():
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    registry = metrics.build_registry(f"amqp://guest:guest@127.0.0.1:{port}//", ("ring",))
+    registry = queue_metrics.build_registry(f"amqp://guest:guest@127.0.0.1:{port}//", ("ring",))
     text = generate_latest(registry).decode()
     assert "callpush_queue_depth" not in text
     assert "callpush_build_info" in text

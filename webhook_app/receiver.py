@@ -1,0 +1,30 @@
+"""What the request handlers need (settings, database, Celery app, publisher), put on the Flask
+app by the factory (webhook_app/app.py) and reached inside a request as
+``receiver()``: no module globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from worker.foundation.settings import Settings
+from worker.intake.publish_breaker import PublishBreaker
+from worker.runtime.celery_app import CallpushCelery
+from worker.storage.database import Database
+
+
+@dataclass
+class Receiver:
+    """What the request handlers need, reachable as ``receiver()`` inside a request."""
+
+    settings: Settings
+    db: Database
+    celery: CallpushCelery
+    # Inbox events are published through it: bounded, skipped while the broker is down.
+    publisher: PublishBreaker
+
+
+def receiver() -> Receiver:
+    found: Receiver = current_app.extensions["callpush"]
+    return found
