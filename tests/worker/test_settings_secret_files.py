@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from worker.config_check import format_settings_error
+from worker.config_show import format_settings_error
 from worker.secret_sources import FileSecret
 from worker.settings import Settings, load_settings
 
@@ -468,7 +468,7 @@ def test_a_file_callpush_may_not_read(tmp_path: Path) -> None:
     # Imported first: the interpreter and the code may live where that user cannot read.
     code = (
         "import os\n"
-        "from worker.config_check import format_settings_error\n"
+        "from worker.config_show import format_settings_error\n"
         "from worker.settings import load_settings\n"
         "if os.geteuid() == 0:\n    os.setgid(65534)\n    os.setuid(65534)\n"
         "try:\n    load_settings()\n"
