@@ -22,7 +22,7 @@ def cli_settings(ctx: click.Context) -> Settings:
         try:
             root.obj["settings"] = load_settings()
         except Exception as error:
-            from worker.ops.config_check import format_settings_error
+            from worker.ops.config_show import format_settings_error
 
             # Names the setting and the problem, never the value (it may be a secret).
             message = format_settings_error(error)
@@ -57,7 +57,7 @@ def shown_database_url(url: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from worker.ops.config_check import redact_url
+    from worker.ops.config_show import redact_url
 
     path = sqlite_file(url)
     if path is not None:

@@ -1,5 +1,5 @@
-"""`callpush config`: show and check the effective configuration (logic in
-worker.ops.config_check)."""
+"""`callpush config`: show the effective configuration (worker.ops.config_show) and check what it
+points at (worker.ops.config_check)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import click
 
 from worker.foundation.settings import Settings, load_settings
-from worker.ops import config_check
+from worker.ops import config_check, config_show
 
 _COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
 
@@ -57,7 +57,7 @@ def check(ctx: click.Context, output_format: str) -> None:
     width = max(len(check.name) for check in checks)
     for item in checks:
         status = click.style(f"{item.status:<4}", fg=_COLOURS[item.status], bold=True)
-        detail = config_check.scrub(item.detail, settings)
+        detail = config_show.scrub(item.detail, settings)
         click.echo(f"{status}  {item.name:<{width}}  {detail}")
     failures = config_check.failed(checks)
     if failures:
@@ -67,12 +67,12 @@ def check(ctx: click.Context, output_format: str) -> None:
 
 
 def _echo_settings(settings: Settings, output_format: str) -> None:
-    data = config_check.redacted_settings(settings)
+    data = config_show.redacted_settings(settings)
     if output_format == "json":
         shown = json.dumps(data, indent=2) + "\n"
     else:
-        shown = "# effective configuration, secrets redacted\n" + config_check.render_toml(data)
-    click.echo(config_check.scrub(shown, settings))
+        shown = "# effective configuration, secrets redacted\n" + config_show.render_toml(data)
+    click.echo(config_show.scrub(shown, settings))
 
 
 def _settings(ctx: click.Context) -> Settings | None:

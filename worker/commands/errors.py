@@ -32,7 +32,7 @@ class ReportingGroup(click.Group):
 
 
 def describe_error(error: BaseException, settings: Settings | None) -> str:
-    from worker.ops.config_check import scrub
+    from worker.ops.config_show import scrub
 
     return scrub(" ".join(_describe(error, settings).split()), settings)
 
@@ -73,7 +73,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _shown_url(url: str) -> str:
-    from worker.ops.config_check import redact_url
+    from worker.ops.config_show import redact_url
 
     return redact_url(url)
 

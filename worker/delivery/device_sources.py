@@ -17,7 +17,6 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from worker.foundation.settings import Settings
 from worker.push.base import Platform
 from worker.storage import devices
 from worker.storage.devices import DeviceTarget
@@ -204,16 +203,3 @@ def one_ring_per_phone(targets: Sequence[DeviceTarget]) -> list[DeviceTarget]:
 
 def _hardware_id(target: DeviceTarget) -> str | None:
     return target.hardware_id or None
-
-
-def build_device_source(settings: Settings, api_key: str) -> DeviceSource:
-    """The source ``settings.devices.source`` names, for the Stream app ``api_key``."""
-    if settings.devices.source == "local":
-        return LocalRegistry(api_key)
-    app = settings.app_for_key(api_key)
-    if app is None:
-        raise ValueError(
-            f'devices.source = "stream" needs the Stream app {api_key!r} to be configured (apps)'
-        )
-    api = StreamApi(app, timeout=settings.stream_api_timeout_seconds)
-    return StreamDevices(api, settings.devices.cache_seconds)

@@ -11,17 +11,22 @@ Errors name the setting and the path, never what the file holds.  A value read f
 :class:`FileSecret`, which remembers its path, so `callpush config check` can show
 ``<from file /run/secrets/x>`` where the secret would be.
 
-:func:`secret_values` is the single list both the log redactor
-(:mod:`worker.foundation.logging_setup`) and
-`callpush config check`'s scrubber (:mod:`worker.ops.config_check`) mask.
+The one list of secret settings is :data:`SECRET_SETTINGS` (and :data:`SECRET_URL_SETTINGS` for
+URLs whose password is secret).  :func:`secret_values` reads their values, which the log
+redactor (:mod:`worker.foundation.logging_setup`) and `callpush config`'s scrubber mask, and
+`callpush
+config show` (:mod:`worker.ops.config_show`) masks those settings by :func:`mask_secret_settings`.
+A test walks :class:`~worker.foundation.settings.Settings` so that a new secret setting cannot be
+left out.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
@@ -35,6 +40,24 @@ MAX_SECRET_FILE_BYTES = 64 * 1024
 # Shorter "secrets" would mask ordinary words in every log line and message; no real secret is
 # this short.
 MIN_MASKED_SECRET_LENGTH = 8
+
+
+# Every setting whose value is a secret, as a path in Settings: "[]" steps into each item of a
+# list, "{}" into each value of a table.
+SECRET_SETTINGS: tuple[str, ...] = (
+    "apps[].api_secret",
+    "apps[].previous_api_secrets",
+    "apps[].api_secrets",
+    "stream_api_secret",
+    "stream_previous_api_secrets",  # the single-app shortcut's, comma-separated
+    "admin_token",
+)
+# Settings holding a URL (or a ";"-separated failover list of them) whose password is secret,
+# each with the setting that may give that password as a file.
+SECRET_URL_SETTINGS: dict[str, str] = {
+    "database_url": "database_password_file",
+    "broker_url": "broker_password_file",
+}
 
 
 class FileSecret(SecretStr):
@@ -182,24 +205,63 @@ def _url_password(url: str | None) -> list[str]:
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret value the settings hold, longest first: the Stream apps' secrets (the
-    single-app shortcut's too, in both its comma-joined and split forms), the admin token, and
-    the database and broker passwords (as written in the URL and decoded), whether given as
-    values or read from files.  The log redactor and `callpush config check` mask exactly
-    these."""
+    """Every secret value the settings hold, longest first: those of :data:`SECRET_SETTINGS`
+    (a comma-separated one also split, as the single-app shortcut's previous secrets are
+    given), and the passwords of :data:`SECRET_URL_SETTINGS` (as written in the URL and
+    decoded), whether given as values or read from files.  The log redactor and `callpush
+    config` mask exactly these."""
     found: list[str] = []
-    for app in settings.apps:
-        found += [secret.get_secret_value() for secret in app.api_secrets]
-    for shortcut in (settings.stream_api_secret, settings.stream_previous_api_secrets):
-        if shortcut is not None:
-            joined = shortcut.get_secret_value()
-            found += [joined, *joined.split(",")]
-    if settings.admin_token is not None:
-        found.append(settings.admin_token.get_secret_value())
-    found += _url_password(settings.database_url)
-    found += _url_password(settings.broker_url)
+    for path in SECRET_SETTINGS:
+        for holder, name in _holders(settings, path):
+            for secret in _items(getattr(holder, name)):
+                value = secret.get_secret_value()
+                found += [value, *value.split(",")]
+    for name in SECRET_URL_SETTINGS:
+        found += _url_password(getattr(settings, name))
     stripped = {secret.strip() for secret in found}
     return sorted(
         (s for s in stripped if len(s) >= MIN_MASKED_SECRET_LENGTH),
         key=lambda s: (-len(s), s),
     )
+
+
+def mask_secret_settings(data: dict[str, Any], mask: Callable[[Any], Any]) -> None:
+    """Replace, in ``data`` (a ``Settings.model_dump()``), each value of the settings in
+    :data:`SECRET_SETTINGS` by ``mask(value)`` (each item, for a list).  The URLs of
+    :data:`SECRET_URL_SETTINGS` are the caller's to mask: how depends on where the password
+    came from."""
+    for path in SECRET_SETTINGS:
+        for holder, name in _holders(data, path):
+            value = holder.get(name)
+            if isinstance(value, list):
+                holder[name] = [mask(item) for item in value]
+            elif value is not None:
+                holder[name] = mask(value)
+
+
+def _holders(root: Any, path: str) -> Iterator[tuple[Any, str]]:
+    """(object or table holding the setting, its name) for each place ``path`` names in
+    ``root``, a Settings or its model_dump()."""
+    *steps, name = path.split(".")
+    holders = [root]
+    for step in steps:
+        key = step.removesuffix("[]").removesuffix("{}")
+        children = [_child(holder, key) for holder in holders]
+        if step.endswith("[]"):
+            holders = [item for child in children for item in child or ()]
+        elif step.endswith("{}"):
+            holders = [item for child in children for item in (child or {}).values()]
+        else:
+            holders = [child for child in children if child is not None]
+    for holder in holders:
+        yield holder, name
+
+
+def _child(holder: Any, key: str) -> Any:
+    return holder.get(key) if isinstance(holder, dict) else getattr(holder, key)
+
+
+def _items(value: SecretStr | list[SecretStr] | None) -> list[SecretStr]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]

@@ -1,46 +1,39 @@
-"""`callpush config check` without click: show the effective configuration with every secret
-redacted, and check that what it points at works (database, broker, credentials, URLs).
+"""`callpush config check` without click: check that what the configuration points at works
+(database, broker, credentials, URLs).  Showing the configuration is worker/ops/config_show.py.
 
 Each check is a plain function of :class:`Settings` returning a list of :class:`Check`; a problem's
 detail names the setting (``apns.key_file: /x/key.p8 is not readable``) so the operator knows
-what to change.  Nothing here prints a secret: Stream secrets and URL passwords are masked, and
-key files are read only to be validated.
+what to change.  Nothing here prints a secret: URL passwords are masked
+(:func:`worker.ops.config_show.redact_url`), key files are read only to be validated, and the
+command scrubs every detail with :func:`worker.ops.config_show.scrub` as a last safety net.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import SecretStr, ValidationError
-from pydantic_core import to_jsonable_python
-
 from worker.delivery.handlebars_templates import compile_stream_template
 from worker.delivery.templates import TemplateBook, TemplateConfigError
 from worker.foundation.apns_topics import bundle_id_problem
-from worker.foundation.secret_sources import FileSecret, from_file, secret_values
+from worker.foundation.secret_sources import FileSecret
 from worker.foundation.settings import (
-    CONFIG_ENV,
-    DEFAULT_CONFIG_FILE,
     DEV_API_SECRET,
     ApnsSettings,
     FcmSettings,
     Settings,
 )
+from worker.ops.config_show import format_settings_error, redact_url
 from worker.runtime.amqp_broker import is_amqp, queue_depths, queue_type_problems
 from worker.runtime.tasks import BULK_QUEUE, RING_QUEUE
 from worker.storage.database import STALL_GRACE_SECONDS
 from worker.storage.migrations import head_revision, script_directory
 from worker.stream.api import StreamApi, StreamApiError
 
-REDACTED = "**********"
 CONNECT_TIMEOUT_SECONDS = 2
 # The admin token guards replays and every device's redacted token: long enough that guessing
 # it is hopeless even at the throttle's rate times every web process (README: security model).
@@ -82,7 +75,7 @@ def _fail(name: str, detail: str) -> Check:
 
 
 # --------------------------------------------------------------------------------------------
-# Loading and showing the configuration
+# Loading the configuration
 
 
 def load_settings_safely(loader: Callable[[], Settings]) -> tuple[Settings | None, Check | None]:
@@ -92,132 +85,6 @@ def load_settings_safely(loader: Callable[[], Settings]) -> tuple[Settings | Non
         return loader(), None
     except Exception as error:
         return None, _fail("configuration", format_settings_error(error))
-
-
-def format_settings_error(error: BaseException) -> str:
-    if isinstance(error, ValidationError):
-        lines = [f"{error.error_count()} invalid setting(s) ({_config_source()}):"]
-        for item in error.errors(include_url=False, include_input=False, include_context=False):
-            location = ".".join(str(part) for part in item["loc"]) or "(settings)"
-            lines.append(f"  {location}: {item['msg']}")
-        return "\n".join(lines)
-    if isinstance(error, tomllib.TOMLDecodeError):
-        # The message gives the line and column, never the value.
-        return f"{_config_source()} is not valid TOML: {error}"
-    return f"{error.__class__.__name__}: {error}"
-
-
-def _config_source() -> str:
-    explicit = os.environ.get(CONFIG_ENV)
-    if explicit:
-        return f"{CONFIG_ENV}={explicit} and CALLPUSH_* environment variables"
-    if Path(DEFAULT_CONFIG_FILE).is_file():
-        return f"./{DEFAULT_CONFIG_FILE} and CALLPUSH_* environment variables"
-    return f"CALLPUSH_* environment variables; no config file ({CONFIG_ENV} unset)"
-
-
-def redact_url(url: str, shown: str = "***") -> str:
-    """``scheme://user:***@host/...``: the password of a database or broker URL masked (or
-    replaced by ``shown``)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return parts._replace(netloc=f"{user}:{shown}@{hostinfo}").geturl()
-
-
-def _redacted_failover_url(url: str, password_file: Path | None) -> str:
-    # A password read from a file is shown as where it came from; one written in the URL masked.
-    shown = from_file(password_file) if password_file is not None else "***"
-    return ";".join(redact_url(part, shown) for part in url.split(";"))
-
-
-def redacted_settings(settings: Settings) -> dict[str, Any]:
-    """The effective settings as plain data, secrets masked: ``**********`` for a secret given
-    as a value, ``<from file PATH>`` for one read from a file.  File paths stay (they are not
-    secret); what the files hold is never shown."""
-    # Each secret as its own str(): "**********", or "<from file …>" for a FileSecret (pydantic's
-    # mode="json" would print every secret as "**********", hiding where it came from).
-    data: dict[str, Any] = to_jsonable_python(_secrets_shown(settings.model_dump()))
-    data["database_url"] = _redacted_failover_url(
-        settings.database_url, settings.database_password_file
-    )
-    if settings.broker_url:
-        data["broker_url"] = _redacted_failover_url(
-            settings.broker_url, settings.broker_password_file
-        )
-    return data
-
-
-def _secrets_shown(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: _secrets_shown(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_secrets_shown(item) for item in value]
-    return value
-
-
-def scrub(text: str, settings: Settings | None) -> str:
-    """A last safety net: mask any secret value that an error message may have echoed (the
-    same list the log redactor masks: :func:`worker.foundation.secret_sources.secret_values`)."""
-    if settings is None:
-        return text
-    for secret in secret_values(settings):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def render_toml(data: dict[str, Any]) -> str:
-    """A small TOML writer for the settings' shape (tomllib only reads).  Unset values (None)
-    have no TOML spelling; they are shown as comments."""
-    lines: list[str] = []
-    _render_table(data, [], lines)
-    return "\n".join(lines).strip() + "\n"
-
-
-def _toml_key(key: str) -> str:
-    # Bare keys are letters, digits, - and _; others ("call.missed", "*") must be quoted.
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _render_table(data: dict[str, Any], path: list[str], lines: list[str]) -> None:
-    tables: list[tuple[str, dict[str, Any]]] = []
-    arrays: list[tuple[str, list[dict[str, Any]]]] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            arrays.append((key, value))
-        elif value is None:
-            lines.append(f"# {_toml_key(key)} = (unset)")
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, table in tables:
-        lines += ["", f"[{'.'.join([*path, _toml_key(key)])}]"]
-        _render_table(table, [*path, _toml_key(key)], lines)
-    for key, items in arrays:
-        for item in items:
-            lines += ["", f"[[{'.'.join([*path, _toml_key(key)])}]]"]
-            _render_table(item, [*path, _toml_key(key)], lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
 
 
 # --------------------------------------------------------------------------------------------

@@ -275,9 +275,7 @@ def event_detail(session: Session, event_id: int) -> EventDetail | None:
     row = session.get(WebhookEvent, event_id)
     if row is None:
         return None
-    deliveries = session.scalars(
-        select(Delivery).where(Delivery.event_id == event_id).order_by(Delivery.id)
-    )
+    deliveries = delivery_records.deliveries_for_event(session, event_id)
     body = load_body(row.body)
     return EventDetail(
         id=row.id,

@@ -10,7 +10,6 @@ instance), and every APNs client runs in one shared event loop thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from worker.foundation.settings import ApnsSettings, FcmSettings, Settings, StreamAppSettings
@@ -53,7 +52,14 @@ class ProviderSet:
         return list(seen.values())
 
     def close(self) -> None:
-        close_providers(self.distinct())
+        """Close each distinct provider once, then the shared loop thread.  One provider failing
+        to close is logged (the redacting log filter keeps secrets out of the traceback,
+        worker/foundation/logging_setup.py) and does not stop the others from closing."""
+        for provider in self.distinct():
+            try:
+                provider.close()
+            except Exception:
+                logger.exception("closing the %s provider failed", provider.name)
         if self.loop_thread is not None:
             self.loop_thread.stop()
 
@@ -87,10 +93,10 @@ def build_providers(settings: Settings) -> ProviderSet:
     stops the start, not the first push."""
     console_forced = settings.push_provider == "console"
     built: dict[str, PushProvider] = {}  # effective settings (JSON) -> provider
-    loop_thread: EventLoopThread | None = None
+    # Filled as each provider is built, so a failure half-way closes what was built so far.
+    providers = ProviderSet({})
 
     def apns_provider(apns: ApnsSettings, where: str) -> PushProvider:
-        nonlocal loop_thread
         if console_forced or not apns.configured:
             _warn_console(Platform.APNS, where, console_forced, "apns.key_file is not set")
             return ConsoleProvider(Platform.APNS.value)
@@ -98,8 +104,9 @@ def build_providers(settings: Settings) -> ProviderSet:
         if key not in built:
             from worker.push.apns import ApnsProvider
 
-            loop_thread = loop_thread or EventLoopThread("callpush-apns")
-            built[key] = ApnsProvider(apns, loop_thread=loop_thread)
+            if providers.loop_thread is None:
+                providers.loop_thread = EventLoopThread("callpush-apns")
+            built[key] = ApnsProvider(apns, loop_thread=providers.loop_thread)
         return built[key]
 
     def fcm_provider(fcm: FcmSettings, where: str) -> PushProvider:
@@ -116,36 +123,18 @@ def build_providers(settings: Settings) -> ProviderSet:
         return built[key]
 
     try:
-        defaults = {
-            Platform.APNS: apns_provider(settings.apns, "the default provider"),
-            Platform.FCM: fcm_provider(settings.fcm, "the default provider"),
-        }
-        named: dict[ProviderRef, PushProvider] = {}
+        providers.defaults[Platform.APNS] = apns_provider(settings.apns, "the default provider")
+        providers.defaults[Platform.FCM] = fcm_provider(settings.fcm, "the default provider")
         for (app, name), apns in settings.named_apns_providers().items():
             ref = ProviderRef(Platform.APNS, app, name)
-            named[ref] = apns_provider(apns, ref.describe())
+            providers.named[ref] = apns_provider(apns, ref.describe())
         for (app, name), fcm in settings.named_fcm_providers().items():
             ref = ProviderRef(Platform.FCM, app, name)
-            named[ref] = fcm_provider(fcm, ref.describe())
+            providers.named[ref] = fcm_provider(fcm, ref.describe())
     except BaseException:
-        close_providers(built.values())
-        if loop_thread is not None:
-            loop_thread.stop()
+        providers.close()
         raise
-    return ProviderSet(defaults, named, loop_thread)
-
-
-def close_providers(providers: Iterable[PushProvider]) -> None:
-    """Close each distinct provider once; one failing does not stop the others."""
-    seen: set[int] = set()
-    for provider in providers:
-        if id(provider) in seen:
-            continue
-        seen.add(id(provider))
-        try:
-            provider.close()
-        except Exception:
-            logger.exception("closing the %s provider failed", provider.name)
+    return providers
 
 
 def _warn_console(platform: Platform, where: str, forced: bool, missing: str) -> None:

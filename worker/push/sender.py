@@ -102,6 +102,8 @@ class PushSender:
         )
 
     def close(self) -> None:
+        """Stop the send threads and close each provider once: one that fails to close is
+        logged and the others still close (:meth:`ProviderSet.close`)."""
         self._pool.shutdown(wait=False)
         self.providers.close()
 

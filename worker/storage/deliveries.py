@@ -206,6 +206,8 @@ def settle_without_sending(
 
 
 def deliveries_for_event(session: Session, event_id: int) -> list[Delivery]:
+    """Every delivery row of the event, oldest first (an event's detail:
+    worker/ops/event_log.py)."""
     return list(
         session.scalars(select(Delivery).where(Delivery.event_id == event_id).order_by(Delivery.id))
     )

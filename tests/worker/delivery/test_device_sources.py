@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
@@ -15,11 +16,14 @@ from tests.fakes.stream_api_plugin import STREAM_API_KEY, stream_app_for
 from worker.delivery.device_sources import (
     LocalRegistry,
     StreamDevices,
-    build_device_source,
     one_ring_per_phone,
 )
+from worker.delivery.services import Services
+from worker.delivery.templates import TemplateBook
 from worker.foundation.settings import DeviceSettings, Settings
 from worker.push.base import Platform
+from worker.push.providers import ProviderSet
+from worker.push.sender import PushSender
 from worker.storage import devices
 from worker.storage.database import Database
 from worker.storage.devices import DeviceTarget
@@ -349,20 +353,33 @@ def test_stream_devices_then_one_ring_per_phone(
     assert [t.token for t in one_ring_per_phone(found)] == [VOIP]
 
 
-def test_build_device_source(fake_stream_api: FakeStreamApi) -> None:
-    local = build_device_source(Settings(), "some-app")
-    assert isinstance(local, LocalRegistry) and local.api_key == "some-app"
-
-    app = stream_app_for(fake_stream_api)
-    settings = Settings(apps=[app], devices=DeviceSettings(source="stream", cache_seconds=5))
-    chosen = build_device_source(settings, app.api_key)
+@contextmanager
+def services_for(settings: Settings, db: Database) -> Iterator[Services]:
+    """The run-time services, whose ``device_source`` is how the domain finds devices."""
+    sender = PushSender(ProviderSet({}))
+    services = Services(settings, db, sender, TemplateBook.from_settings(settings))
     try:
-        assert isinstance(chosen, StreamDevices) and chosen.api_key == app.api_key
+        yield services
     finally:
-        chosen.close()
+        services.close()
 
-    with pytest.raises(ValueError, match="Stream app"):
-        build_device_source(Settings(devices=DeviceSettings(source="stream")), app.api_key)
+
+def test_services_use_the_source_devices_source_names_for_each_app(
+    db: Database, fake_stream_api: FakeStreamApi
+) -> None:
+    app = stream_app_for(fake_stream_api)
+    with services_for(Settings(), db) as services:
+        local = services.device_source("some-app")
+        assert isinstance(local, LocalRegistry) and local.api_key == "some-app"
+
+    settings = Settings(apps=[app], devices=DeviceSettings(source="stream", cache_seconds=5))
+    with services_for(settings, db) as services:
+        chosen = services.device_source(app.api_key)
+        assert isinstance(chosen, StreamDevices) and chosen.api_key == app.api_key
+        assert services.device_source(app.api_key) is chosen  # one per app, kept
+        # An app that is not configured has no Stream API to ask: its own registry.
+        unknown = services.device_source("other-key")
+        assert isinstance(unknown, LocalRegistry) and unknown.api_key == "other-key"
 
 
 def test_each_app_mirrors_only_its_own_streams_devices(
@@ -381,15 +398,12 @@ def test_each_app_mirrors_only_its_own_streams_devices(
             apps=[stream_app_for(fake_stream_api), stream_app_for(other)],
             devices=DeviceSettings(source="stream"),
         )
-        mine = build_device_source(settings, APP)
-        theirs = build_device_source(settings, "other-key")
-        try:
+        with services_for(settings, db) as services:
+            mine = services.device_source(APP)
+            theirs = services.device_source("other-key")
             with db.transaction() as session:
                 found = mine.devices_for(session, ["bob"])
                 found_there = theirs.devices_for(session, ["bob"])
-        finally:
-            mine.close()
-            theirs.close()
     assert [t.token for t in found] == [VOIP, FCM]
     assert [t.token for t in found_there] == [FCM, "other-only"]
     with db.transaction() as session:

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from worker.foundation.secret_sources import FileSecret
 from worker.foundation.settings import Settings, load_settings
-from worker.ops.config_check import format_settings_error
+from worker.ops.config_show import format_settings_error
 
 ADMIN_TOKEN = "admin-token-from-a-file-0123456789abcdef"
 CURRENT = "stream-secret-current-0123"
@@ -470,7 +470,7 @@ def test_a_file_callpush_may_not_read(tmp_path: Path) -> None:
     # Imported first: the interpreter and the code may live where that user cannot read.
     code = (
         "import os\n"
-        "from worker.ops.config_check import format_settings_error\n"
+        "from worker.ops.config_show import format_settings_error\n"
         "from worker.foundation.settings import load_settings\n"
         "if os.geteuid() == 0:\n    os.setgid(65534)\n    os.setuid(65534)\n"
         "try:\n    load_settings()\n"

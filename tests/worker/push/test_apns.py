@@ -1,4 +1,7 @@
-"""ApnsProvider: real aioapns over TLS + HTTP/2 against the fake APNs (tests/fakes/fake_apns.py)."""
+"""ApnsProvider: real aioapns over TLS + HTTP/2 against the fake APNs (tests/fakes/fake_apns.py).
+
+The repairs of aioapns's connection handling (P1-P5, what is resent) have their own tests in
+test_aioapns_repairs.py; these are about the provider: requests, answers, outcomes, lifecycle."""
 
 from __future__ import annotations
 
@@ -236,104 +239,6 @@ def test_silent_token_times_out_while_others_complete(
     assert fake_apns.connections == 1
 
 
-def test_p1_late_answer_after_timeout_does_not_break_other_requests(
-    apns_provider: ApnsProvider, fake_apns: FakeApns, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    late, other = token("holdlate"), token("holdother")
-    [timed_out] = apns_provider.send_batch([voip(late)])  # held by the fake: times out
-    assert (timed_out.result, timed_out.reason) == (PushResult.RETRY, "timeout")
-
-    results: list[object] = []
-    sender = threading.Thread(
-        target=lambda: results.extend(apns_provider.send_batch([voip(other)]))
-    )
-    sender.start()
-    assert fake_apns.wait_for(2, timeout=10)
-    assert fake_apns.release("holdlate") == 1  # the late answer to the abandoned request first
-    assert fake_apns.release("holdother") == 1
-    sender.join(15)
-
-    [outcome] = results
-    assert outcome.result is PushResult.SENT
-    assert fake_apns.connections == 1
-    assert fake_apns.tokens().count(other) == 1  # not resent on a new connection
-    assert "Fatal error" not in caplog.text
-    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
-    assert apns_provider.connection_stats() == [
-        {"requests": 0, "request_streams": 0, "request_statuses": 0, "buffered_bodies": 0}
-    ]
-
-
-def test_p2_per_request_maps_do_not_grow(apns_provider: ApnsProvider, fake_apns: FakeApns) -> None:
-    for batch in range(3):
-        messages = [voip(token("ok", batch * 1000 + i)) for i in range(100)]
-        messages += [voip(token("gone", i)) for i in range(20)]
-        messages += [voip(token("throttle", i)) for i in range(20)]
-        outcomes = apns_provider.send_batch(messages)
-        assert [o.result for o in outcomes[:100]] == [PushResult.SENT] * 100
-    assert fake_apns.count == 420
-    assert apns_provider.connection_stats() == [
-        {"requests": 0, "request_streams": 0, "request_statuses": 0, "buffered_bodies": 0}
-    ]
-
-
-def test_p3_empty_data_frame_on_200(
-    fake_apns_factory: Callable[..., FakeApns],
-    push_credentials: PushCredentials,
-    provider_for: Callable[[ApnsSettings], ApnsProvider],
-) -> None:
-    fake = fake_apns_factory(empty_data_on_200=True)
-    provider = provider_for(apns_settings_for(fake, push_credentials))
-    outcomes = provider.send_batch([voip(token("ok", i)) for i in range(50)])
-    assert [o.result for o in outcomes] == [PushResult.SENT] * 50
-    assert fake.connections == 1
-
-
-def test_p3_error_body_split_over_two_data_frames(
-    fake_apns_factory: Callable[..., FakeApns],
-    push_credentials: PushCredentials,
-    provider_for: Callable[[ApnsSettings], ApnsProvider],
-) -> None:
-    fake = fake_apns_factory(split_error_body=True)
-    provider = provider_for(apns_settings_for(fake, push_credentials))
-    outcomes = provider.send_batch([voip(token("gone", i)) for i in range(20)])
-    assert {(o.result, o.reason) for o in outcomes} == {(PushResult.TOKEN_INVALID, "Unregistered")}
-    assert fake.connections == 1
-
-
-def test_p4_goaway_under_load(
-    fake_apns_factory: Callable[..., FakeApns],
-    push_credentials: PushCredentials,
-    provider_for: Callable[[ApnsSettings], ApnsProvider],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    fake = fake_apns_factory(goaway_after=200, record=True)
-    provider = provider_for(apns_settings_for(fake, push_credentials, timeout_seconds=20))
-    caplog.set_level(logging.WARNING)
-    tokens = [token("ok", i) for i in range(600)]
-    outcomes = provider.send_batch([voip(t) for t in tokens])
-    assert [o.result for o in outcomes] == [PushResult.SENT] * 600
-    assert sorted(fake.tokens()) == sorted(tokens)  # each answered exactly once
-    assert fake.connections >= 3
-    assert not [r for r in caplog.records if r.exc_info]
-
-
-def test_p5_many_error_answers_on_one_connection(
-    fake_apns_factory: Callable[..., FakeApns],
-    push_credentials: PushCredentials,
-    provider_for: Callable[[ApnsSettings], ApnsProvider],
-) -> None:
-    # 1,500 410 bodies (~54 bytes each) exceed HTTP/2's initial 65,535-byte receive window: the
-    # fake respects flow control, so a client that never acknowledges data stalls here.
-    fake = fake_apns_factory(record=False)
-    settings = apns_settings_for(fake, push_credentials, timeout_seconds=20, max_connections=1)
-    provider = provider_for(settings)
-    outcomes = provider.send_batch([voip(token("gone", i)) for i in range(1500)])
-    assert {(o.result, o.reason) for o in outcomes} == {(PushResult.TOKEN_INVALID, "Unregistered")}
-    assert fake.connections == 1
-
-
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -489,45 +394,6 @@ def test_a_ring_whose_connection_or_stream_dies_after_writing_is_not_resent(
     assert fake.hits[lost] == 1  # aioapns's pool did not send it again
     # The provider still works afterwards (on a new connection after a drop).
     assert provider.send_batch([ring(token("ok"))])[0].result is PushResult.SENT
-
-
-def test_an_alert_whose_connection_drops_is_resent_by_the_pool_as_before(
-    apns_provider: ApnsProvider, fake_apns: FakeApns
-) -> None:
-    """At least once for everything but rings: an alert replaces itself (same collapse id)."""
-    lost = token("drop")
-    [outcome] = apns_provider.send_batch([voip(lost)])
-    assert outcome.result is PushResult.RETRY
-    assert fake_apns.hits[lost] == 5  # aioapns's max_connection_attempts
-
-
-def test_a_refused_stream_was_not_processed_so_even_a_ring_is_resent(
-    fake_apns_factory: Callable[..., FakeApns],
-    push_credentials: PushCredentials,
-    provider_for: Callable[[ApnsSettings], ApnsProvider],
-) -> None:
-    fake = fake_apns_factory(flaky_failures=2)
-    provider = provider_for(apns_settings_for(fake, push_credentials))
-    refused = token("refuse")
-    [outcome] = provider.send_batch([ring(refused)])
-    assert outcome.result is PushResult.SENT
-    assert fake.hits[refused] == 3  # RST_STREAM REFUSED_STREAM twice (RFC 9113 §8.7), then 200
-
-
-def test_rings_above_a_goaway_are_resent_the_others_answered_once(
-    fake_apns_factory: Callable[..., FakeApns],
-    push_credentials: PushCredentials,
-    provider_for: Callable[[ApnsSettings], ApnsProvider],
-) -> None:
-    """Streams above the GOAWAY's last stream id were not processed (RFC 9113 §6.8): resent
-    on a new connection, each ring reaching the server exactly once."""
-    fake = fake_apns_factory(goaway_after=50)
-    provider = provider_for(apns_settings_for(fake, push_credentials, timeout_seconds=20))
-    tokens = [token("ok", i) for i in range(300)]
-    outcomes = provider.send_batch([ring(t) for t in tokens])
-    assert [o.result for o in outcomes] == [PushResult.SENT] * 300
-    assert sorted(fake.tokens()) == sorted(tokens)
-    assert fake.connections >= 3
 
 
 def test_a_ring_that_could_not_connect_is_retry(

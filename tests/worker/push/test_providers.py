@@ -1,8 +1,9 @@
-"""build_providers / provider_ref / close_providers: the default and the named providers."""
+"""build_providers / provider_ref: the default and the named providers."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,11 @@ from worker.push.base import (
     ProviderRef,
     PushKind,
     PushMessage,
-    PushOutcome,
     PushResult,
 )
 from worker.push.console import ConsoleProvider
 from worker.push.fcm import FcmProvider
-from worker.push.providers import build_providers, close_providers, provider_ref
+from worker.push.providers import build_providers, provider_ref
 
 APP = "app-key-1"
 
@@ -204,28 +204,13 @@ def test_provider_ref_follows_the_device_name_the_app_default_and_the_compat_rul
     assert provider_ref(None, Platform.APNS, "ios-voip") == ProviderRef(Platform.APNS)
 
 
-class _Closing:
-    name = "closing"
-
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.closed = 0
-
-    def send_batch(self, messages: object, on_answer: object = None) -> list[PushOutcome]:
-        return []
-
-    def close(self) -> None:
-        self.closed += 1
-        if self.fail:
-            raise RuntimeError("boom")
-
-
-def test_close_providers_closes_each_once_and_survives_errors(
-    caplog: pytest.LogCaptureFixture,
+def test_a_failed_build_closes_what_it_had_built(
+    apns_settings: ApnsSettings, fake_apns: FakeApns, tmp_path: Path
 ) -> None:
-    failing, shared = _Closing(fail=True), _Closing()
-    close_providers([failing, shared])
-    close_providers([shared, shared])
-    assert failing.closed == 1
-    assert shared.closed == 2  # once per call, not once per occurrence
-    assert any("closing the closing provider failed" in r.getMessage() for r in caplog.records)
+    """The APNs provider (and its event loop thread) is built before the FCM one fails."""
+    junk = tmp_path / "service-account.json"
+    junk.write_text("not json")
+    before = {t for t in threading.enumerate() if t.name == "callpush-apns"}
+    with pytest.raises(ValueError):
+        build_providers(Settings(apns=apns_settings, fcm=FcmSettings(service_account_file=junk)))
+    assert {t for t in threading.enumerate() if t.name == "callpush-apns"} - before == set()

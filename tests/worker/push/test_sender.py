@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -11,11 +12,13 @@ from tests.worker.scripted_provider import ScriptedProvider
 from worker.push.base import (
     AnswerCallback,
     Platform,
+    ProviderRef,
     PushKind,
     PushMessage,
     PushOutcome,
     PushResult,
 )
+from worker.push.providers import ProviderSet
 from worker.push.sender import PushSender
 
 
@@ -99,3 +102,36 @@ def test_answers_a_provider_did_not_report_come_from_its_final_list() -> None:
     assert sorted((i, o.result) for i, o in seen) == [(0, PushResult.RETRY), (1, PushResult.SENT)]
     assert [o.result for o in outcomes] == [PushResult.RETRY, PushResult.SENT]
     sender.close()
+
+
+class Closing(Silent):
+    """Counts its closes; ``fail`` makes each close raise after counting."""
+
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name = name
+        self.fail = fail
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+        if self.fail:
+            raise RuntimeError(f"{self.name} cannot close")
+
+
+def test_close_closes_each_provider_once_even_when_one_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failing, shared, named = Closing("failing", fail=True), Closing("shared"), Closing("named")
+    providers = ProviderSet(
+        {Platform.APNS: failing, Platform.FCM: shared},
+        {
+            ProviderRef(Platform.APNS, "app", "debug"): named,
+            ProviderRef(Platform.FCM, "app", "android"): shared,
+        },
+    )
+    caplog.set_level(logging.ERROR)
+    PushSender(providers).close()
+    assert (failing.closed, shared.closed, named.closed) == (1, 1, 1)
+    [logged] = caplog.records
+    assert logged.getMessage() == "closing the failing provider failed"
+    assert logged.exc_info is not None
