@@ -14,8 +14,7 @@ The cookie names a server-side session and holds no token (see webhook_app.admin
 form carries a CSRF token derived from the admin token and the session.  Bad input is a 400 page
 naming the field (webhook_app.operator_input); stored text that cannot be encoded is shown
 escaped.  The pages read through worker.ops.event_log and replay through worker.ops.replay_jobs,
-like
-the CLI and the admin API.
+like the CLI and the admin API.
 """
 
 from __future__ import annotations

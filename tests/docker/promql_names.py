@@ -21,8 +21,7 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), 
 def exposed_series_names(broker_url: str) -> set[str]:
     """Every series name a scrape of callpush can show: the metrics defined in
     worker/foundation/metrics.py and the queue gauges collected from the broker (Redis at
-    ``broker_url``,
-    which holds no message: the gauges are still listed)."""
+    ``broker_url``, which holds no message: the gauges are still listed)."""
     registry = queue_metrics.build_registry(broker_url, (RING_QUEUE, BULK_QUEUE), path="")
     names = set()
     for family in registry.collect():

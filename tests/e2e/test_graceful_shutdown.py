@@ -3,9 +3,9 @@
 Two `callpush web` (gunicorn) and two `callpush worker` (Celery prefork) processes on real Redis
 (and again on RabbitMQ) and PostgreSQL, as behind a load balancer.  Each is stopped the way an
 orchestrator stops it (SIGTERM to the main process only) and started again, one at a time, while
-rings keep coming.
-The sender behaves like Stream: a ring that gets no 2xx is sent again (same X-Webhook-Id) to the
-other web process.  Every ring that got a 2xx must reach every device of its callees (README:
+rings keep coming. The sender behaves like Stream: a ring that gets no 2xx is sent again (same
+X-Webhook-Id) to the other web process.  Every ring that got a 2xx must reach every device of its
+callees (README:
 at-least-once intake, one push per device).  One push is held by the fake APNs across a worker's
 SIGTERM, to show that warm shutdown waits for in-flight pushes instead of abandoning them.
 

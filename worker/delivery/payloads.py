@@ -34,8 +34,7 @@ HIGH_PRIORITY = 10
 NORMAL_PRIORITY = 5
 # Display names come from call.custom / user.name, unbounded; with the template caps
 # (worker/delivery/templates.py: title 256, body 1024, each sent twice on iOS) this keeps every
-# payload
-# far below APNs' 4096-byte alert / 5120-byte VoIP limits and FCM's 4096-byte data limit.
+# payload far below APNs' 4096-byte alert / 5120-byte VoIP limits and FCM's 4096-byte data limit.
 DISPLAY_NAME_MAX_BYTES = 256
 # The id the app sends back to POST /receipts when the push reaches the phone.  Top level in an
 # APNs body (beside ``aps`` and ``stream``), one more key in FCM data; never inside ``stream``.

@@ -108,8 +108,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # The secrets come from worker.foundation.secret_sources.secret_values(settings), the list
-        # `callpush
-        # config check` masks too; the length rule is repeated for any other caller.
+        # `callpush config check` masks too; the length rule is repeated for any other caller.
         known = sorted(
             {s for s in secrets if len(s) >= MIN_MASKED_SECRET_LENGTH}, key=len, reverse=True
         )

@@ -14,8 +14,8 @@ Errors name the setting and the path, never what the file holds.  A value read f
 The one list of secret settings is :data:`SECRET_SETTINGS` (and :data:`SECRET_URL_SETTINGS` for
 URLs whose password is secret).  :func:`secret_values` reads their values, which the log
 redactor (:mod:`worker.foundation.logging_setup`) and `callpush config`'s scrubber mask, and
-`callpush
-config show` (:mod:`worker.ops.config_show`) masks those settings by :func:`mask_secret_settings`.
+`callpush config show` (:mod:`worker.ops.config_show`) masks those settings by
+:func:`mask_secret_settings`.
 A test walks :class:`~worker.foundation.settings.Settings` so that a new secret setting cannot be
 left out.
 """

@@ -1,8 +1,7 @@
 """`callpush config show`: the effective configuration, rendered with every secret redacted.
 
 Which settings are secret is the one list in worker/foundation/secret_sources.py (the log redactor
-masks
-the same values).  A secret given as a value is shown as ``**********``, one read from a file
+masks the same values).  A secret given as a value is shown as ``**********``, one read from a file
 as ``<from file PATH>``, a URL's password as ``***`` (or where it was read from).  Errors in
 the configuration are described without quoting what was given, which may be a secret.
 Checking what the configuration points at is worker/ops/config_check.py.

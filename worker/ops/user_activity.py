@@ -2,12 +2,11 @@
 
 The events that concerned the user in a time window (as the caller, the one who accepted,
 rejected or ended the call, a member, a fan-out recipient, or the owner of a device that got a
-push: worker.ops.user_events), newest first and paged
-by an id cursor, each with every push to each of the user's devices (result, reason, latency)
-and, for a recipient who got none, why (muted, no device, a dead token).  With the user's
-devices and call-push preferences it is the user page of the dashboard and
-``GET /admin/users/<user_id>``; ``callpush trace --user`` prints it.  Scoped by app when given
-(user ids are only unique within a Stream app).
+push: worker.ops.user_events), newest first and paged by an id cursor, each with every push to each
+of the user's devices (result, reason, latency) and, for a recipient who got none, why (muted, no
+device, a dead token).  With the user's devices and call-push preferences it is the user page of
+the dashboard and ``GET /admin/users/<user_id>``; ``callpush trace --user`` prints it.  Scoped by
+app when given (user ids are only unique within a Stream app).
 """
 
 from __future__ import annotations

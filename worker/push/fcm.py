@@ -316,8 +316,7 @@ class FcmProvider:
         self._ensure_open()
         # Each in a copy of the caller's context, so its log lines carry the event id and call
         # cid (worker/foundation/logging_setup.py); one copy per task: a context runs in one thread
-        # at
-        # once.
+        # at once.
         futures = [
             self._executor.submit(
                 contextvars.copy_context().run, self._send_one, message, index, on_answer

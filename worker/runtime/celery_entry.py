@@ -1,7 +1,6 @@
 """The Celery app for Celery's own command line: ``celery -A worker.runtime.celery_entry
-<command>``, so
-``celery inspect``, ``celery events``, ``celery report`` and Flower can watch the workers that
-`callpush worker` runs (README: watching the workers).
+<command>``, so ``celery inspect``, ``celery events``, ``celery report`` and Flower can watch the
+workers that `callpush worker` runs (README: watching the workers).
 
 Celery's ``-A`` option needs a module attribute holding the app (it reads ``app``, then
 ``celery``: ``celery.app.utils.find_app``).  Here that attribute is built on first access (a

@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("callpush.metrics")
 
 # Set on every message callpush publishes (worker/runtime/tasks.py): the Unix time from which it is
-# due
-# (when it was queued, or when a retry's countdown ends), which the queue age is read from.
+# due (when it was queued, or when a retry's countdown ends), which the queue age is read from.
 # Celery's messages carry no such time of their own.
 READY_AT_HEADER = "callpush_ready_at"
 
@@ -36,10 +35,9 @@ class QueueDepthCollector:
     ``callpush_queue_oldest_message_age_seconds{queue}``: how long the message next in line
     has waited since it was due (0 for an empty queue), from the time callpush stamped on it
     when queuing it (kombu pushes at the list's head and workers pop its tail, so the tail is
-    the oldest).
-    On RabbitMQ only the depth, from a passive ``queue.declare`` on a short-lived connection
-    (its ``message_count``: ready messages, not those a worker holds unacked); AMQP has no way
-    to look at a queue's next message without taking it (worker/runtime/amqp_broker.py).
+    the oldest). On RabbitMQ only the depth, from a passive ``queue.declare`` on a short-lived
+    connection (its ``message_count``: ready messages, not those a worker holds unacked); AMQP has
+    no way to look at a queue's next message without taking it (worker/runtime/amqp_broker.py).
     Nothing for the embedded in-memory broker or another broker, and nothing (logged) when the
     broker does not answer: a scrape must never fail or hang because the broker is down."""
 

@@ -2,8 +2,7 @@
 nothing read from the current directory).
 
 The scripts live in ``worker/storage/alembic_scripts/`` (env.py, script.py.mako, versions/).
-Revision ids are
-sequential (``0001``, ``0002``, ...) and files are named ``<rev>_<slug>.py``.
+Revision ids are sequential (``0001``, ``0002``, ...) and files are named ``<rev>_<slug>.py``.
 
 Generating a migration after changing ``worker/storage/models.py``::
 
@@ -13,10 +12,9 @@ Generating a migration after changing ``worker/storage/models.py``::
 
 It upgrades a scratch SQLite database to the current head, autogenerates the difference to the
 models into ``worker/storage/alembic_scripts/versions/`` and prints the file name; it writes
-nothing when the
-models already match.  Review the file (autogenerate misses renames and server-side defaults)
-before committing it.  To regenerate the initial migration while nothing is deployed yet, delete
-``versions/0001_initial.py`` and run ``make migration MESSAGE=initial``.
+nothing when the models already match.  Review the file (autogenerate misses renames and
+server-side defaults) before committing it.  To regenerate the initial migration while nothing is
+deployed yet, delete ``versions/0001_initial.py`` and run ``make migration MESSAGE=initial``.
 
 ``python -m worker.storage.migrations check`` exits 1 when the models and the migrations differ.
 """

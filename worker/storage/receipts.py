@@ -2,9 +2,8 @@
 
 APNs and FCM accepting a push is not the phone ringing.  Each push carries its delivery's random
 ``receipt_id`` (worker/delivery/payloads.py ``RECEIPT_ID_KEY``); the app sends it back from its
-PushKit or
-FCM handler and the delivery records when that happened.  The first receipt counts: a repeat
-(the app retrying a request whose answer it lost) changes nothing and is answered the same.
+PushKit or FCM handler and the delivery records when that happened.  The first receipt counts: a
+repeat (the app retrying a request whose answer it lost) changes nothing and is answered the same.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """worker.delivery.call_type_settings: Stream's call-type push settings, fetched in the background
-from
-the fake Stream API over real HTTP (worker.stream.api.StreamApi), read from memory by pushes."""
+from the fake Stream API over real HTTP (worker.stream.api.StreamApi), read from memory by
+pushes."""
 
 from __future__ import annotations
 

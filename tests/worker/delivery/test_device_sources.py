@@ -1,6 +1,5 @@
 """worker.delivery.device_sources: the local registry, and Stream's devices API (the fake, over
-real HTTP)
-mirrored into the devices table.  Runs on SQLite and, when it is there, PostgreSQL."""
+real HTTP) mirrored into the devices table.  Runs on SQLite and, when it is there, PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """How processing ends (worker.delivery.event_processing, worker.runtime.inbox_sweeper,
-worker.ops.replay_jobs) on a
-real database with the provider seam scripted: a poison event fails once and is not queued
-forever, a replay lists it without error, and an event that arrived stale stays unpushed
-unless an operator allows it."""
+worker.ops.replay_jobs) on a real database with the provider seam scripted: a poison event fails
+once and is not queued forever, a replay lists it without error, and an event that arrived stale
+stays unpushed unless an operator allows it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Non-ring events (worker.delivery.notifications) on a real database, with the provider seam
-scripted and
-Stream's API served by the fake over real HTTP.  Chunks run inline here; the end-to-end tests run
-them through Celery."""
+scripted and Stream's API served by the fake over real HTTP.  Chunks run inline here; the
+end-to-end tests run them through Celery."""
 
 from __future__ import annotations
 

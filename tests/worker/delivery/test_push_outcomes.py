@@ -1,6 +1,5 @@
 """Recording provider answers (worker.delivery.push_outcomes) on real PostgreSQL: the streaming
-recorder
-commits each answer while the rest of the batch is still in flight."""
+recorder commits each answer while the rest of the batch is still in flight."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """worker.delivery.recipient_outcomes: the reach wording every view shares, and which event types
-have a
-reach.  (Recording skipped recipients is tested through the ring and fan-out paths:
+have a reach.  (Recording skipped recipients is tested through the ring and fan-out paths:
 tests/worker/delivery/test_ringing.py, test_notifications.py.)"""
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """call.ring processing (worker.delivery.event_processing + worker.delivery.ringing) on a real
-database, with the
-provider seam scripted.  Runs on SQLite and, when it is there, PostgreSQL."""
+database, with the provider seam scripted.  Runs on SQLite and, when it is there, PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """worker.foundation.secret_sources: the one list of secret settings, whose values the log redactor
-and
-`callpush config check` / `config show` all mask, with secrets given as values and as files;
+and `callpush config check` / `config show` all mask, with secrets given as values and as files;
 and a walk of Settings that fails when a new secret setting is missing from the list."""
 
 from __future__ import annotations

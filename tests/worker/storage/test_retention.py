@@ -1,7 +1,5 @@
 """Retention (worker.storage.retention) on SQLite and PostgreSQL: old events go with their
-deliveries
-and
-fan-out chunks; recent events, and devices, stay."""
+deliveries and fan-out chunks; recent events, and devices, stay."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ first without blocking pushes, then migrate (the migration skips what exists):
 
 Rows of before have no receipt id: their pushes carried none, so no receipt can name them.
 A web process of the previous release keeps inserting deliveries during a rolling deploy (with
-NULL receipt ids) and never reads the new columns.
-Never import model code here: a migration must keep doing what it did when it was written.
+NULL receipt ids) and never reads the new columns. Never import model code here: a migration must
+keep doing what it did when it was written.
 """
 
 from collections.abc import Sequence
