@@ -244,7 +244,9 @@ def measure(quick: bool, bulk_nice: int = 0, shared_fakes: bool = False) -> dict
             if spy:
                 details["ring_worker_profile"] = spy.join()
             poll_until(
-                lambda: event_status(db_url, fanout_events[-1]) in ("processed", "failed"), 120
+                lambda: event_status(db_url, fanout_events[-1]) in ("processed", "failed"),
+                120,
+                0.1,
             )
             windows[-1][1] = time.monotonic()
             during = [r for r in sent if any(start <= r["sent"] <= end for start, end in windows)]
