@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import common
+from bench.measures import log, machine_info, write_result
 from bench.summary import write_summary
 
 BENCHMARKS = ["ingest", "ring", "fanout", "soak", "chaos", "fuzz"]
@@ -26,9 +26,9 @@ BENCHMARKS = ["ingest", "ring", "fanout", "soak", "chaos", "fuzz"]
 
 def run_one(name: str, quick: bool) -> dict[str, Any]:
     module = importlib.import_module(f"bench.{name}")
-    machine = common.machine_info()
+    machine = machine_info()
     started = time.monotonic()
-    common.log(f"{name}: start{' (quick)' if quick else ''}")
+    log(f"{name}: start{' (quick)' if quick else ''}")
     try:
         result = module.run(quick)
         result.setdefault("error", None)
@@ -43,16 +43,16 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
         "duration_s": round(time.monotonic() - started, 1),
         **result,
     }
-    common.write_result(name, result)
-    common.log(f"{name}: done in {result['duration_s']} s")
+    write_result(name, result)
+    log(f"{name}: done in {result['duration_s']} s")
     for row in result["metrics"]:
-        common.log(
+        log(
             f"  {row['metric']}: {row['value']} {row['unit']}"
             f" (ref {row['reference']}, ratio {row['ratio']}, target {row['target']!r},"
             f" met {row['met']})"
         )
     if result.get("error"):
-        common.log(f"  ERROR {result['error']}")
+        log(f"  ERROR {result['error']}")
     return result
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         failed |= bool(run_one(name, args.quick).get("error"))
     path = write_summary()
-    common.log(f"summary: {path}")
+    log(f"summary: {path}")
     return 1 if failed else 0
 
 

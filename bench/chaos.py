@@ -25,9 +25,14 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench import common
-from bench.common import Fakes, log, metric, ms, pct
+from bench.fakes_process import Fakes, running_fakes
+from bench.measures import log, metric, ms, pct
+from bench.process_stats import process_tree
 from bench.ring import event_status, fanout_devices, post, start_loadgen
+from bench.stack import Stack, bench_env, wait_worker_ready, workdir
+from bench.stores import flush_redis, fresh_database, insert_devices, sql, unfinished_events
+from bench.webhooks import notification_event, read_jsonl, signed
+from tests.e2e.processes import free_port, poll_until, wait_for_port
 from worker.stream import samples as sample_events
 
 SWEEPER = {"CALLPUSH_SWEEPER__INTERVAL_SECONDS": "2", "CALLPUSH_SWEEPER__MIN_AGE_SECONDS": "5"}
@@ -72,7 +77,7 @@ def accounting(fakes: Fakes, expected: set[tuple[str, str]]) -> dict[str, Any]:
 
 
 def _kill_tree(pid: int, children_only: bool) -> list[int]:
-    pids = common.process_tree(pid)
+    pids = process_tree(pid)
     victims = [p for p in pids if p != pid] if children_only else pids
     for p in victims:
         with contextlib.suppress(ProcessLookupError):
@@ -83,24 +88,24 @@ def _kill_tree(pid: int, children_only: bool) -> list[int]:
 def worker_kill(quick: bool, children_only: bool) -> dict[str, Any]:
     members = 600 if quick else 3000
     name = "worker_kill_child" if children_only else "worker_kill_all"
-    with common.workdir(name) as work, common.running_fakes(work) as fakes:
-        db_url = common.fresh_database()
-        common.flush_redis()
-        env = common.bench_env(fakes, db_url) | SWEEPER | FAST_RETRIES
-        with common.Stack(work, env) as stack:
+    with workdir(name) as work, running_fakes(work) as fakes:
+        db_url = fresh_database()
+        flush_redis()
+        env = bench_env(fakes, db_url) | SWEEPER | FAST_RETRIES
+        with Stack(work, env) as stack:
             stack.cli("db", "upgrade")
-            common.insert_devices(db_url, fanout_devices(members))
-            port = common.free_port()
+            insert_devices(db_url, fanout_devices(members))
+            port = free_port()
             stack.web(port)
             worker = stack.worker("bulk", name="bulk-1")
             stack.start("beat", ["beat"])
-            common.wait_worker_ready(work, "bulk-1")
-            event = common.notification_event("alice", [f"fan{i}" for i in range(100)])
+            wait_worker_ready(work, "bulk-1")
+            event = notification_event("alice", [f"fan{i}" for i in range(100)])
             cid = event["call_cid"]
             fakes.set_members(cid, "fan", members)
             expected = {(cid, common_token) for common_token in _fan_tokens(members)}
             event_id = post(port, event)["event_id"]
-            common.wait_until(lambda: fakes.stats()["apns"] >= members * 0.3, 120, 0.02)
+            poll_until(lambda: fakes.stats()["apns"] >= members * 0.3, 120, 0.02)
             killed_at = fakes.stats()
             victims = _kill_tree(worker.pid, children_only)
             log(f"chaos {name}: killed {len(victims)} processes at {killed_at['apns']} APNs")
@@ -108,21 +113,21 @@ def worker_kill(quick: bool, children_only: bool) -> dict[str, Any]:
                 stack.processes.pop("bulk-1")
                 stack.worker("bulk", name="bulk-2")
             started = time.monotonic()
-            done = common.wait_until(
+            done = poll_until(
                 lambda: event_status(db_url, event_id) in ("processed", "failed"), 180, 0.5
             )
             recovery = time.monotonic() - started
             time.sleep(2)
             result = accounting(fakes, expected)
-            summary = common.sql(
+            summary = sql(
                 db_url, "select status, status_reason from webhook_events where id=%s", [event_id]
             )
-            stuck = common.sql(
+            stuck = sql(
                 db_url,
                 "select status, count(*) from deliveries where event_id=%s group by status",
                 [event_id],
             )
-        common.flush_redis()
+        flush_redis()
     return result | {
         "scenario": name,
         "members": members,
@@ -142,42 +147,42 @@ def _fan_tokens(members: int) -> list[str]:
 def redis_restart(quick: bool) -> dict[str, Any]:
     rings = 300 if quick else 1000
     rate = 50.0
-    redis_port = common.free_port()
+    redis_port = free_port()
     broker = f"redis://127.0.0.1:{redis_port}/0"
     users = 100
-    with common.workdir("redis_restart") as work, common.running_fakes(work) as fakes:
+    with workdir("redis_restart") as work, running_fakes(work) as fakes:
         redis_args = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
         redis_args += ["--save", "", "--appendonly", "no", "--dir", str(work)]
 
         def start_redis() -> subprocess.Popen[bytes]:
             proc = subprocess.Popen(redis_args, stdout=subprocess.DEVNULL)
-            common.wait_for_port(redis_port, proc, work / "fakes.log")
+            wait_for_port(redis_port, proc, work / "fakes.log")
             return proc
 
         redis = start_redis()
-        db_url = common.fresh_database()
-        env = common.bench_env(fakes, db_url, broker) | SWEEPER
+        db_url = fresh_database()
+        env = bench_env(fakes, db_url, broker) | SWEEPER
         try:
             # Restarted when they exit, as in production (compose: restart: unless-stopped).
-            with common.Stack(work, env, restart_crashed=True) as stack:
+            with Stack(work, env, restart_crashed=True) as stack:
                 stack.cli("db", "upgrade")
-                common.insert_devices(
+                insert_devices(
                     db_url,
                     [(f"rr{i}", "apns", f"0{i:063x}", True) for i in range(users)]
                     + [(f"rr{i}", "fcm", f"fcm-rr-{i}", False) for i in range(users)],
                 )
-                port = common.free_port()
+                port = free_port()
                 stack.web(port)
                 stack.worker("ring")
                 stack.worker("bulk")
                 stack.start("beat", ["beat"])
-                common.wait_worker_ready(work, "worker-ring")
+                wait_worker_ready(work, "worker-ring")
                 items, expected = [], set()
                 for i in range(rings):
                     event = sample_events.ring_event(
                         "alice", [f"rr{i % users}"], ring_timeout_ms=180_000
                     )
-                    items.append(common.signed(event) | {"tag": event["call_cid"]})
+                    items.append(signed(event) | {"tag": event["call_cid"]})
                     expected |= {
                         (event["call_cid"], f"0{i % users:063x}"),
                         (event["call_cid"], f"fcm-rr-{i % users}"),
@@ -191,14 +196,12 @@ def redis_restart(quick: bool) -> dict[str, Any]:
                 redis = start_redis()
                 log("chaos redis_restart: redis back")
                 process.wait(600)
-                sent = common.read_jsonl(out)
-                common.wait_until(lambda: common.unfinished_events(db_url) == 0, 180, 1.0)
+                sent = read_jsonl(out)
+                poll_until(lambda: unfinished_events(db_url) == 0, 180, 1.0)
                 time.sleep(3)
                 result = accounting(fakes, expected)
                 inbox = dict(
-                    common.sql(
-                        db_url, "select status, count(*) from webhook_events group by status"
-                    )
+                    sql(db_url, "select status, count(*) from webhook_events group by status")
                 )
                 restarts = dict(stack.restarts)
         finally:
@@ -225,10 +228,10 @@ FCM_FAULTS = ["unreg", "quota", "flaky", "internal", "slow"]
 def provider_faults(quick: bool) -> dict[str, Any]:
     per_category = 2 if quick else 5
     healthy = 40 if quick else 150
-    with common.workdir("provider_faults") as work, common.running_fakes(work) as fakes:
-        db_url = common.fresh_database()
-        common.flush_redis()
-        env = common.bench_env(fakes, db_url) | {
+    with workdir("provider_faults") as work, running_fakes(work) as fakes:
+        db_url = fresh_database()
+        flush_redis()
+        env = bench_env(fakes, db_url) | {
             "CALLPUSH_APNS__TIMEOUT_SECONDS": "2",
             "CALLPUSH_FCM__TIMEOUT_SECONDS": "2",
         }
@@ -244,14 +247,14 @@ def provider_faults(quick: bool) -> dict[str, Any]:
                 users.append((user, "fcm", cat))
                 rows.append((user, "fcm", f"{cat}-fcm-{i}", False))
         rows += [(f"ok{i}", "apns", f"0{i:063x}", True) for i in range(healthy)]
-        with common.Stack(work, env) as stack:
+        with Stack(work, env) as stack:
             stack.cli("db", "upgrade")
-            common.insert_devices(db_url, rows)
-            port = common.free_port()
+            insert_devices(db_url, rows)
+            port = free_port()
             stack.web(port)
             stack.worker("ring")
             stack.worker("bulk")
-            common.wait_worker_ready(work, "worker-ring")
+            wait_worker_ready(work, "worker-ring")
             items, faulty = [], {}
             rate = 10.0
             start_ns = time.time_ns() + 1_000_000_000
@@ -259,7 +262,7 @@ def provider_faults(quick: bool) -> dict[str, Any]:
             def add(event: dict[str, Any]) -> None:
                 # Stamped with its due time: the bodies are signed before the load starts.
                 event["created_at"] = start_ns + int(len(items) / rate * 1e9)
-                items.append(common.signed(event) | {"tag": event["call_cid"]})
+                items.append(signed(event) | {"tag": event["call_cid"]})
 
             for n, (user, _platform, cat) in enumerate(users):
                 event = sample_events.ring_event("alice", [user])
@@ -271,15 +274,15 @@ def provider_faults(quick: bool) -> dict[str, Any]:
                     add(sample_events.ring_event("alice", [f"ok{k}"]))
             process, out = start_loadgen(work, "faults", port, items, rate)
             process.wait(600)
-            sent = common.read_jsonl(out)
-            common.wait_until(lambda: common.unfinished_events(db_url) == 0, 240, 1.0)
+            sent = read_jsonl(out)
+            poll_until(lambda: unfinished_events(db_url) == 0, 240, 1.0)
             time.sleep(3)
             fakes.fetch()
             # Second ring to the users whose token the first ring disabled (410 / 404):
             # nothing may reach the fakes for them.
             disabled_tokens = {
                 token
-                for (token,) in common.sql(
+                for (token,) in sql(
                     db_url, "select token from devices where disabled_at is not null"
                 )
             }
@@ -294,13 +297,11 @@ def provider_faults(quick: bool) -> dict[str, Any]:
                 for r in fakes.apns_records[before_apns:] + fakes.fcm_records[before_fcm:]
                 if r[1] in disabled_tokens
             )
-            deliveries = common.sql(
+            deliveries = sql(
                 db_url,
                 "select user_id, status, count(*) from deliveries group by user_id, status",
             )
-            disabled = common.sql(
-                db_url, "select user_id from devices where disabled_at is not null"
-            )
+            disabled = sql(db_url, "select user_id from devices where disabled_at is not null")
     first_seen: dict[str, float] = {}
     per_request: Counter[tuple[str, str]] = Counter()
     for t, token, _kind, cid, _r in fakes.apns_records + fakes.fcm_records:

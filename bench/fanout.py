@@ -13,38 +13,41 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench import common
-from bench.common import Fakes, RssSampler, log, metric
+from bench.fakes_process import Fakes, running_fakes
+from bench.measures import log, metric
+from bench.process_stats import RssSampler
 from bench.profiling import PySpy, describe
 from bench.ring import event_status, fanout_devices, post, raw_reference
+from bench.stack import Stack, bench_env, wait_worker_ready, workdir
+from bench.stores import flush_redis, fresh_database, insert_devices, sql
+from bench.webhooks import notification_event
+from tests.e2e.processes import free_port, poll_until
 
 
 def fanout_run(
     fakes: Fakes, db_url: str, port: int, members: int, roots: dict[str, int], timeout: float
 ) -> dict[str, Any]:
-    event = common.notification_event("alice", [f"fan{i}" for i in range(100)])
+    event = notification_event("alice", [f"fan{i}" for i in range(100)])
     cid = event["call_cid"]
     fakes.set_members(cid, "fan", members)
     expected = 2 * members
     with RssSampler(roots) as rss:
         start = time.monotonic()
         event_id = post(port, event)["event_id"]
-        common.wait_until(
-            lambda: event_status(db_url, event_id) in ("processed", "failed"), timeout, 0.25
-        )
+        poll_until(lambda: event_status(db_url, event_id) in ("processed", "failed"), timeout, 0.25)
         finished = time.monotonic()
 
         def counted() -> int:
             fakes.fetch()
             return sum(1 for r in fakes.apns_records + fakes.fcm_records if r[3] == cid)
 
-        common.wait_until(lambda: counted() >= expected, 30, 0.5)
+        poll_until(lambda: counted() >= expected, 30, 0.5)
     times = [r[0] for r in fakes.apns_records + fakes.fcm_records if r[3] == cid]
     tokens = [r[1] for r in fakes.apns_records + fakes.fcm_records if r[3] == cid]
     last = max(times, default=finished)
     first = min(times, default=finished)
     status = event_status(db_url, event_id)
-    summary = common.sql(db_url, "select status_reason from webhook_events where id=%s", [event_id])
+    summary = sql(db_url, "select status_reason from webhook_events where id=%s", [event_id])
     return {
         "members": members,
         "expected_pushes": expected,
@@ -64,17 +67,17 @@ def run(quick: bool) -> dict[str, Any]:
     members = 1000 if quick else 10_000
     small, large = (500, 5_000) if quick else (5_000, 50_000)
     details: dict[str, Any] = {}
-    with common.workdir("fanout") as work, common.running_fakes(work) as fakes:
-        db_url = common.fresh_database()
-        common.flush_redis()
-        env = common.bench_env(fakes, db_url)
-        with common.Stack(work, env) as stack:
+    with workdir("fanout") as work, running_fakes(work) as fakes:
+        db_url = fresh_database()
+        flush_redis()
+        env = bench_env(fakes, db_url)
+        with Stack(work, env) as stack:
             stack.cli("db", "upgrade")
-            common.insert_devices(db_url, fanout_devices(max(members, large)))
-            port = common.free_port()
+            insert_devices(db_url, fanout_devices(max(members, large)))
+            port = free_port()
             stack.web(port)
             worker = stack.worker("bulk")
-            common.wait_worker_ready(work, "worker-bulk")
+            wait_worker_ready(work, "worker-bulk")
             roots = {"bulk": worker.pid}
 
             log("fanout: warm-up (200 members)")
@@ -101,7 +104,7 @@ def run(quick: bool) -> dict[str, Any]:
             details["small"] = fanout_run(fakes, db_url, port, small, roots, 600)
             log(f"fanout: scaling, {2 * large} devices")
             details["large"] = fanout_run(fakes, db_url, port, large, roots, 1800)
-        common.flush_redis()
+        flush_redis()
 
     main, ceiling = details["main"], details["ceiling"]
     small_run, large_run = details["small"], details["large"]

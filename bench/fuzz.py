@@ -10,12 +10,13 @@ import re
 import subprocess
 from typing import Any
 
-from bench import common
-from bench.common import metric
+from bench.environment import PYTHON, ROOT
+from bench.measures import metric
+from bench.stack import workdir
 
 
 def run(quick: bool) -> dict[str, Any]:
-    with common.workdir("fuzz") as work:
+    with workdir("fuzz") as work:
         counts_path = work / "counts.json"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALLPUSH_")}
         env |= {
@@ -24,8 +25,8 @@ def run(quick: bool) -> dict[str, Any]:
             "FUZZ_COUNTS": str(counts_path),
         }
         done = subprocess.run(
-            [common.PYTHON, "-m", "pytest", "tests/fuzz", "-q", "-rxX", "-p", "no:cacheprovider"],
-            cwd=common.ROOT,
+            [PYTHON, "-m", "pytest", "tests/fuzz", "-q", "-rxX", "-p", "no:cacheprovider"],
+            cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,

@@ -22,15 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import create_engine, make_url, text
-
-from bench.common import PG_ADMIN_URL
+from bench.environment import API_KEY, PG_ADMIN_URL
+from tests.e2e.processes import create_database, drop_database
 from worker.intake.file_import import import_lines, max_line_bytes, read_lines
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
 from worker.stream import samples as sample_events
 
-API_KEY = "bench-key"
 MAX_BODY_BYTES = 64 * 1024
 DB_NAME = "callpush_bench_import"
 
@@ -102,18 +100,7 @@ def timed_import(url: str, path: Path, profile: bool) -> tuple[float, str]:
 
 
 def postgres_database() -> tuple[str, Callable[[], None]]:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    url = make_url(PG_ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url, drop
+    return create_database(PG_ADMIN_URL, DB_NAME), lambda: drop_database(PG_ADMIN_URL, DB_NAME)
 
 
 def main() -> None:

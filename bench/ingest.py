@@ -17,9 +17,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import common
-from bench.common import log, metric, ms, pct
+from bench.environment import API_KEY, PYTHON, REDIS_URL, ROOT, SECRET
+from bench.measures import log, metric, ms, pct
 from bench.profiling import PySpy, describe
+from bench.stack import Stack, workdir
+from bench.stores import flush_redis, fresh_database, sql
+from bench.webhooks import read_jsonl, signed, write_jsonl
+from tests.e2e.processes import free_port
 from worker.stream import samples as sample_events
 from worker.stream.signature import expected_signature
 
@@ -31,20 +35,18 @@ def _requests_tsv(path: Path, count: int) -> Path:
         for i in range(count):
             event = sample_events.ring_event("alice", [f"bob{i % 500}"])
             body = json.dumps(event, separators=(",", ":"))
-            signature = expected_signature(body.encode(), common.SECRET)
+            signature = expected_signature(body.encode(), SECRET)
             out.write(f"{uuid.uuid4()}\t{signature}\t{body}\n")
     return path
 
 
 def _requests_jsonl(path: Path, count: int) -> Path:
-    items = [
-        common.signed(sample_events.ring_event("alice", [f"carol{i % 500}"])) for i in range(count)
-    ]
-    return common.write_jsonl(path, items)
+    items = [signed(sample_events.ring_event("alice", [f"carol{i % 500}"])) for i in range(count)]
+    return write_jsonl(path, items)
 
 
 def wrk(port: int, tsv: Path, seconds: int, connections: int = CONNECTIONS) -> dict[str, Any]:
-    script = common.ROOT / "bench" / "wrk_signed.lua"
+    script = ROOT / "bench" / "wrk_signed.lua"
     done = subprocess.run(
         [
             "wrk",
@@ -58,7 +60,7 @@ def wrk(port: int, tsv: Path, seconds: int, connections: int = CONNECTIONS) -> d
             f"http://127.0.0.1:{port}/webhooks/stream",
             "--",
             str(tsv),
-            common.API_KEY,
+            API_KEY,
         ],
         capture_output=True,
         text=True,
@@ -75,7 +77,7 @@ def wrk(port: int, tsv: Path, seconds: int, connections: int = CONNECTIONS) -> d
 def fixed_rate(port: int, jsonl: Path, rate: float, out: Path) -> dict[str, Any]:
     subprocess.run(
         [
-            common.PYTHON,
+            PYTHON,
             "-m",
             "bench.loadgen",
             "--url",
@@ -90,10 +92,10 @@ def fixed_rate(port: int, jsonl: Path, rate: float, out: Path) -> dict[str, Any]
             "64",
         ],
         check=True,
-        cwd=common.ROOT,
+        cwd=ROOT,
         timeout=600,
     )
-    records = common.read_jsonl(out)
+    records = read_jsonl(out)
     from_due = [r["done"] - r["sched"] for r in records]
     from_sent = [r["done"] - r["sent"] for r in records]
     statuses: dict[str, int] = {}
@@ -119,22 +121,22 @@ def run(quick: bool) -> dict[str, Any]:
     seconds = 3 if quick else 15
     rate_seconds = 3 if quick else 20
     rate = 500
-    with common.workdir("ingest") as work:
-        db_url = common.fresh_database()
-        common.flush_redis()
+    with workdir("ingest") as work:
+        db_url = fresh_database()
+        flush_redis()
         tsv = _requests_tsv(work / "requests.tsv", 6_000 if quick else 30_000)
         warm_tsv = _requests_tsv(work / "warm.tsv", 2_000)
         jsonl = _requests_jsonl(work / "fixed.jsonl", rate * rate_seconds)
         env = {
             "CALLPUSH_DATABASE_URL": db_url,
-            "CALLPUSH_BROKER_URL": common.REDIS_URL,
-            "CALLPUSH_STREAM_API_KEY": common.API_KEY,
-            "CALLPUSH_STREAM_API_SECRET": common.SECRET,
+            "CALLPUSH_BROKER_URL": REDIS_URL,
+            "CALLPUSH_STREAM_API_KEY": API_KEY,
+            "CALLPUSH_STREAM_API_SECRET": SECRET,
         }
         details: dict[str, Any] = {"connections": CONNECTIONS, "wrk_seconds": seconds}
-        with common.Stack(work, env) as stack:
+        with Stack(work, env) as stack:
             stack.cli("db", "upgrade")
-            port = common.free_port()
+            port = free_port()
             stack.web(port)
             log("ingest: callpush web, warm-up")
             wrk(port, warm_tsv, 2)
@@ -147,10 +149,10 @@ def run(quick: bool) -> dict[str, Any]:
                 spy = PySpy([stack.processes["web"].pid], 8, work, rate=100).start()
                 wrk(port, tsv, 8)
                 details["profile"] = spy.join()
-            stored = common.sql(db_url, "select count(*) from webhook_events")[0][0]
+            stored = sql(db_url, "select count(*) from webhook_events")[0][0]
             import redis
 
-            client = redis.Redis.from_url(common.REDIS_URL)
+            client = redis.Redis.from_url(REDIS_URL)
             details["stored_rows"] = stored
             details["ring_queue_length"] = client.llen("ring")
             client.close()
@@ -158,7 +160,7 @@ def run(quick: bool) -> dict[str, Any]:
             # What limits it: the same load on other gunicorn shapes (processes x threads).
             details["shapes"] = []
             for workers, threads in [] if quick else [(4, 2), (4, 1), (2, 2)]:
-                port = common.free_port()
+                port = free_port()
                 stack.web(port, workers=workers, threads=threads)
                 wrk(port, warm_tsv, 1)
                 shape = wrk(port, tsv, 5)
@@ -166,11 +168,11 @@ def run(quick: bool) -> dict[str, Any]:
                 log(f"ingest: --workers {workers} --threads {threads}: {shape['per_s']:.0f}/s")
                 stack.stop("web")
 
-            port = common.free_port()
+            port = free_port()
             stack.start(
                 "bare",
                 ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"],
-                command=[common.PYTHON, "-m", "bench.bare_app"],
+                command=[PYTHON, "-m", "bench.bare_app"],
                 wait_port=port,
             )
             log("ingest: bare Flask, warm-up")
@@ -178,7 +180,7 @@ def run(quick: bool) -> dict[str, Any]:
             log(f"ingest: bare Flask, wrk {seconds}s")
             details["bare_wrk"] = wrk(port, tsv, seconds)
             details["bare_fixed"] = fixed_rate(port, jsonl, rate, work / "bare-out.jsonl")
-        common.flush_redis()
+        flush_redis()
 
     prod, bare = details["callpush_wrk"], details["bare_wrk"]
     fixed = details["callpush_fixed"]

@@ -8,7 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import BIN, process_tree
+from bench.environment import BIN
+from bench.process_stats import process_tree
 
 
 class PySpy:

@@ -16,9 +16,14 @@ from typing import Any
 
 import requests
 
-from bench import common
-from bench.common import Fakes, log, metric, ms, pct
+from bench.environment import PYTHON, ROOT
+from bench.fakes_process import Fakes, running_fakes
+from bench.measures import log, metric, ms, pct
 from bench.profiling import PySpy, describe
+from bench.stack import Stack, bench_env, wait_worker_ready, workdir
+from bench.stores import flush_redis, fresh_database, insert_devices, sql
+from bench.webhooks import notification_event, read_jsonl, signed, write_jsonl
+from tests.e2e.processes import free_port, poll_until
 from worker.stream import samples as sample_events
 
 RING_USERS = 200
@@ -50,7 +55,7 @@ def fanout_devices(count: int, prefix: str = "fan") -> list[tuple[str, str, str,
 
 
 def post(port: int, event: dict[str, Any]) -> dict[str, Any]:
-    item = common.signed(event)
+    item = signed(event)
     response = requests.post(
         f"http://127.0.0.1:{port}/webhooks/stream",
         data=item["body"].encode(),
@@ -64,13 +69,13 @@ def post(port: int, event: dict[str, Any]) -> dict[str, Any]:
 def start_loadgen(
     work: Path, name: str, port: int, items: list[dict[str, Any]], rate: float, retries: int = 0
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    source = common.write_jsonl(work / f"{name}.jsonl", items)
+    source = write_jsonl(work / f"{name}.jsonl", items)
     out = work / f"{name}-out.jsonl"
-    args = [common.PYTHON, "-m", "bench.loadgen", "--url", f"http://127.0.0.1:{port}"]
+    args = [PYTHON, "-m", "bench.loadgen", "--url", f"http://127.0.0.1:{port}"]
     args[-1] += "/webhooks/stream"
     args += ["--requests", str(source), "--rate", str(rate), "--out", str(out)]
     args += ["--retries", str(retries), "--connections", "32"]
-    return subprocess.Popen(args, cwd=common.ROOT), out
+    return subprocess.Popen(args, cwd=ROOT), out
 
 
 def ring_items(
@@ -82,7 +87,7 @@ def ring_items(
     for i in range(count):
         event = sample_events.ring_event("alice", [f"{prefix}{i % users}"])
         event["created_at"] = start_ns + int(i / rate * 1e9)
-        items.append(common.signed(event) | {"tag": event["call_cid"]})
+        items.append(signed(event) | {"tag": event["call_cid"]})
     return items
 
 
@@ -126,7 +131,7 @@ def wait_for_rings(fakes: Fakes, tags: set[str], timeout: float) -> None:
         fcm = {r[3] for r in fakes.fcm_records if r[2] == "call.ring"}
         return tags <= apns and tags <= fcm
 
-    common.wait_until(arrived, timeout, 0.5)
+    poll_until(arrived, timeout, 0.5)
 
 
 def raw_reference(
@@ -135,11 +140,9 @@ def raw_reference(
     """bench.raw_clients in ``processes`` processes at once (n each); their JSON answers."""
     info = work / "fakes.json"
     info.write_text(json.dumps(fakes.info))
-    args = [common.PYTHON, "-m", "bench.raw_clients", mode, "--fakes", str(info), "--n", str(n)]
+    args = [PYTHON, "-m", "bench.raw_clients", mode, "--fakes", str(info), "--n", str(n)]
     running = [
-        subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=common.ROOT
-        )
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         for _ in range(processes)
     ]
     answers = []
@@ -152,7 +155,7 @@ def raw_reference(
 
 
 def event_status(db_url: str, event_id: int) -> str:
-    rows = common.sql(db_url, "select status from webhook_events where id = %s", [event_id])
+    rows = sql(db_url, "select status from webhook_events where id = %s", [event_id])
     return rows[0][0] if rows else ""
 
 
@@ -173,28 +176,28 @@ def measure(quick: bool, bulk_nice: int = 0, shared_fakes: bool = False) -> dict
     details["bulk_worker_nice"] = bulk_nice
     details["shared_fakes"] = shared_fakes
     with (
-        common.workdir("ring") as work,
-        common.running_fakes(work) as fakes,
-        common.running_fakes(work / "bulk-fakes") as bulk_fakes,
+        workdir("ring") as work,
+        running_fakes(work) as fakes,
+        running_fakes(work / "bulk-fakes") as bulk_fakes,
     ):
         # By default the bulk worker pushes to fakes in another process: one fake process
         # saturated by the fan-out (GIL-bound, ~1.4k APNs/s) would queue the VoIP pushes
         # behind thousands of alerts, which measures the fake, not callpush or Apple.
         if shared_fakes:
             bulk_fakes = fakes
-        db_url = common.fresh_database()
-        common.flush_redis()
-        env = common.bench_env(fakes, db_url)
-        with common.Stack(work, env) as stack:
+        db_url = fresh_database()
+        flush_redis()
+        env = bench_env(fakes, db_url)
+        with Stack(work, env) as stack:
             stack.cli("db", "upgrade")
-            common.insert_devices(db_url, ring_devices(RING_USERS) + fanout_devices(members))
-            port = common.free_port()
+            insert_devices(db_url, ring_devices(RING_USERS) + fanout_devices(members))
+            port = free_port()
             stack.web(port)
             stack.worker("ring")
-            bulk_env = common.bench_env(bulk_fakes, db_url)
+            bulk_env = bench_env(bulk_fakes, db_url)
             stack.worker("bulk", nice=bulk_nice, extra_env=bulk_env)
-            common.wait_worker_ready(work, "worker-ring")
-            common.wait_worker_ready(work, "worker-bulk")
+            wait_worker_ready(work, "worker-ring")
+            wait_worker_ready(work, "worker-bulk")
 
             log("ring: warm-up")
             warm = ring_items(40)
@@ -207,7 +210,7 @@ def measure(quick: bool, bulk_nice: int = 0, shared_fakes: bool = False) -> dict
             process, out = start_loadgen(work, "idle", port, items, RATE)
             process.wait(600)
             wait_for_rings(fakes, {w["tag"] for w in items}, 60)
-            details["idle"] = ring_latencies(fakes, common.read_jsonl(out))
+            details["idle"] = ring_latencies(fakes, read_jsonl(out))
 
             log("ring: references (aioapns / pyfcm alone, one at a time)")
             details["raw_apns"] = raw_reference(work, fakes, "apns-seq", 200 if quick else 1000)
@@ -218,7 +221,7 @@ def measure(quick: bool, bulk_nice: int = 0, shared_fakes: bool = False) -> dict
             fanout_events: list[int] = []
 
             def start_fanout() -> None:
-                event = common.notification_event("alice", [f"fan{i}" for i in range(100)])
+                event = notification_event("alice", [f"fan{i}" for i in range(100)])
                 bulk_fakes.set_members(event["call_cid"], "fan", members)
                 windows.append([time.monotonic(), 0.0])
                 fanout_events.append(post(port, event)["event_id"])
@@ -236,12 +239,14 @@ def measure(quick: bool, bulk_nice: int = 0, shared_fakes: bool = False) -> dict
                     windows[-1][1] = time.monotonic()
                     start_fanout()
                 time.sleep(0.2)
-            sent = common.read_jsonl(out)
+            sent = read_jsonl(out)
             wait_for_rings(fakes, {w["tag"] for w in items}, 60)
             if spy:
                 details["ring_worker_profile"] = spy.join()
-            common.wait_until(
-                lambda: event_status(db_url, fanout_events[-1]) in ("processed", "failed"), 120
+            poll_until(
+                lambda: event_status(db_url, fanout_events[-1]) in ("processed", "failed"),
+                120,
+                0.1,
             )
             windows[-1][1] = time.monotonic()
             during = [r for r in sent if any(start <= r["sent"] <= end for start, end in windows)]
@@ -253,7 +258,7 @@ def measure(quick: bool, bulk_nice: int = 0, shared_fakes: bool = False) -> dict
             details["fanout_pushes_received"] = alerts + sum(
                 1 for r in bulk_fakes.fcm_records if r[2] == "call.notification"
             )
-        common.flush_redis()
+        flush_redis()
     return _report(details)
 
 

@@ -17,10 +17,15 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench import common
-from bench.common import RssSampler, log, metric
+from bench.fakes_process import running_fakes
+from bench.measures import log, metric, ms, pct
+from bench.process_stats import CpuMeter, RssSampler, pids_named
 from bench.profiling import PySpy, describe
 from bench.ring import start_loadgen
+from bench.stack import Stack, bench_env, wait_worker_ready, workdir
+from bench.stores import flush_redis, fresh_database, insert_devices, sql, unfinished_events
+from bench.webhooks import notification_event, read_jsonl, signed
+from tests.e2e.processes import free_port, poll_until
 from worker.stream import samples as sample_events
 
 RATE = 200.0
@@ -71,7 +76,7 @@ def build_events(count: int) -> tuple[list[dict[str, Any]], Counter[tuple[str, s
             expected[(event["call_cid"], f"fcm-s-{u}")] += 1
         elif slot < 7:
             users = [next_user() for _ in range(3 if slot < 6 else 1)]
-            event = common.notification_event("alice", [f"s{u}" for u in users])
+            event = notification_event("alice", [f"s{u}" for u in users])
             if slot >= 6:
                 event["type"] = "call.missed"
             for u in users:
@@ -87,7 +92,7 @@ def build_events(count: int) -> tuple[list[dict[str, Any]], Counter[tuple[str, s
         event["created_at"] = start_ns + int(i / RATE * 1e9)
         types[event["type"]] += 1
         tag = event["call_cid"] if event["type"] == "call.ring" else event["type"]
-        items.append(common.signed(event) | {"tag": tag})
+        items.append(signed(event) | {"tag": tag})
     return items, expected, types
 
 
@@ -95,29 +100,29 @@ def run(quick: bool) -> dict[str, Any]:
     seconds = 20 if quick else 600
     count = int(RATE * seconds)
     details: dict[str, Any] = {"rate_per_s": RATE, "seconds": seconds}
-    with common.workdir("soak") as work, common.running_fakes(work, stream=False) as fakes:
-        db_url = common.fresh_database()
-        common.flush_redis()
-        env = common.bench_env(fakes, db_url)
-        with common.Stack(work, env) as stack:
+    with workdir("soak") as work, running_fakes(work, stream=False) as fakes:
+        db_url = fresh_database()
+        flush_redis()
+        env = bench_env(fakes, db_url)
+        with Stack(work, env) as stack:
             stack.cli("db", "upgrade")
-            common.insert_devices(db_url, devices())
-            port = common.free_port()
+            insert_devices(db_url, devices())
+            port = free_port()
             web = stack.web(port)
             ring = stack.worker("ring")
             bulk = stack.worker("bulk")
-            common.wait_worker_ready(work, "worker-ring")
-            common.wait_worker_ready(work, "worker-bulk")
+            wait_worker_ready(work, "worker-ring")
+            wait_worker_ready(work, "worker-bulk")
             roots = {"web": web.pid, "ring": ring.pid, "bulk": bulk.pid}
             items, expected, types = build_events(count)
             details["events_by_type"] = dict(types)
             log(f"soak: {count} events at {RATE:.0f}/s")
-            cpu = common.CpuMeter(
+            cpu = CpuMeter(
                 roots
                 | {
                     "fakes": fakes.process.pid,
-                    "postgres (all databases)": lambda: common.pids_named("postgres"),
-                    "redis (shared)": lambda: common.pids_named("redis-server"),
+                    "postgres (all databases)": lambda: pids_named("postgres"),
+                    "redis (shared)": lambda: pids_named("redis-server"),
                 }
             )
             with RssSampler(roots, interval=1.0) as rss:
@@ -134,22 +139,20 @@ def run(quick: bool) -> dict[str, Any]:
                     details["ring_worker_profile"] = spy.join()
                 load_end = time.monotonic()
 
-                drained = common.wait_until(
-                    lambda: common.unfinished_events(db_url) == 0, DRAIN_SECONDS, 1.0
-                )
+                drained = poll_until(lambda: unfinished_events(db_url) == 0, DRAIN_SECONDS, 1.0)
                 details["drain_seconds"] = round(time.monotonic() - load_end, 1)
                 details["drained"] = drained
                 time.sleep(2)
-            details["left_unprocessed"] = common.unfinished_events(db_url)
-            sent = common.read_jsonl(out)
+            details["left_unprocessed"] = unfinished_events(db_url)
+            sent = read_jsonl(out)
             fakes.fetch()
             statuses = dict(
-                common.sql(db_url, "select status, count(*) from webhook_events group by status")
+                sql(db_url, "select status, count(*) from webhook_events group by status")
             )
             deliveries = dict(
-                common.sql(db_url, "select status, count(*) from deliveries group by status")
+                sql(db_url, "select status, count(*) from deliveries group by status")
             )
-        common.flush_redis()
+        flush_redis()
 
     http: Counter[str] = Counter(str(r["status"]) for r in sent)
     received: Counter[tuple[str, str]] = Counter(
@@ -190,9 +193,9 @@ def run(quick: bool) -> dict[str, Any]:
     ring_latency = [first_ring[r["tag"]] - r["sent"] for r in sent if r["tag"] in first_ring]
     details["ring_latency_ms"] = {
         "rings": len(ring_latency),
-        "p50": common.ms(common.pct(ring_latency, 50)),
-        "p99": common.ms(common.pct(ring_latency, 99)),
-        "max": common.ms(max(ring_latency, default=None)),
+        "p50": ms(pct(ring_latency, 50)),
+        "p99": ms(pct(ring_latency, 99)),
+        "max": ms(max(ring_latency, default=None)),
     }
     return report(details, len(items))
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS
+from bench.measures import RESULTS
 
 ORDER = ["ingest", "ring", "fanout", "soak", "chaos", "fuzz"]
 

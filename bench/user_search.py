@@ -18,9 +18,10 @@ import time
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 
-from bench.common import PG_ADMIN_URL
+from bench.environment import PG_ADMIN_URL
+from tests.e2e.processes import temporary_database
 from worker.ops.user_activity import user_activity
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
@@ -84,11 +85,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
     name = f"callpush_bench_users_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with temporary_database(PG_ADMIN_URL, name) as url:
         upgrade_to_head(url)
         engine = create_engine(url)
         with engine.begin() as conn:
@@ -118,10 +115,6 @@ def main() -> None:
                 print(f"{what} ({user_id}): {found} events shown, median {median:.0f} ms")
         finally:
             db.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

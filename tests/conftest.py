@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.processes import flush_redis, temporary_database
+from worker.storage.database import Database
+from worker.storage.migrations import upgrade_to_head
+
 pytest_plugins = ["tests.fakes.pytest_plugin", "tests.fakes.stream_api_plugin"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -53,18 +57,8 @@ def postgres_admin_url() -> str:
 @pytest.fixture
 def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    from sqlalchemy import create_engine, make_url, text
-
-    name = f"callpush_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(postgres_admin_url, f"callpush_test_{uuid.uuid4().hex[:12]}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -84,21 +78,32 @@ def redis_server_url() -> str:
 def redis_url(redis_server_url: str) -> Iterator[str]:
     """The suite's own Redis database (``CALLPUSH_TEST_REDIS_URL``), emptied before and after
     the test."""
-    import redis
-
-    url = redis_server_url
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+    flush_redis(redis_server_url)
     try:
-        yield url
+        yield redis_server_url
     finally:
-        client.flushdb()
-        client.close()
+        flush_redis(redis_server_url)
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'callpush.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The same test on each database callpush supports: a fresh SQLite file, then a fresh
+    PostgreSQL database (marked ``services``, so a missing server fails it under CI=true)."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """``database_url`` migrated to the newest schema."""
+    upgrade_to_head(database_url)
+    database = Database(database_url)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

@@ -6,30 +6,12 @@ and the real clients (aioapns over TLS/HTTP/2, pyfcm, StreamApi) against the fak
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
 
-import jwt
 import pytest
-import requests
-from sqlalchemy import insert, select
-from waitress.server import create_server
 
-from tests.e2e.processes import free_port, wait_until
 from tests.fakes.fake_stream_api import device
 from tests.fakes.pytest_plugin import APNS_BUNDLE_ID, apns_settings_for
-from tests.fakes.stream_api_plugin import stream_app_for
-from webhook_app import create_app
-from worker.foundation.settings import Settings, load_settings
-from worker.runtime.celery_app import create_celery
-from worker.runtime.inprocess_worker import inprocess_worker
-from worker.storage.database import Database
-from worker.storage.migrations import upgrade_to_head
-from worker.storage.models import Delivery, Device, WebhookEvent
 from worker.stream import samples as sample_events
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
@@ -37,120 +19,19 @@ pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
 DEBUG_BUNDLE = "com.example.callpush.debug"
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    db: Database
-    port: int
-    api_key: str
-    secret: str
-
-    def post(self, event: dict) -> int:
-        body, headers = sample_events.signed_request(
-            event, api_key=self.api_key, secret=self.secret
-        )
-        response = requests.post(
-            f"http://127.0.0.1:{self.port}/webhooks/stream", data=body, headers=headers, timeout=10
-        )
-        assert response.status_code == 202, response.text
-        return int(response.json()["event_id"])
-
-    def status(self, event_id: int) -> str:
-        with self.db.transaction() as session:
-            return session.get(WebhookEvent, event_id).status
-
-    def finished(self, event_id: int) -> str:
-        wait_until(
-            lambda: self.status(event_id) not in ("received", "processing"),
-            60,
-            message=f"event {event_id} finished",
-        )
-        return self.status(event_id)
-
-    def deliveries(self, event_id: int) -> list[Delivery]:
-        with self.db.transaction() as session:
-            rows = session.scalars(select(Delivery).where(Delivery.event_id == event_id))
-            return list(rows)
-
-    def device(self, token: str) -> Device:
-        with self.db.transaction() as session:
-            return session.scalars(select(Device).where(Device.token == token)).one()
-
-    def register(self, body: dict[str, Any]) -> requests.Response:
-        server_token = jwt.encode({"server": True}, self.secret, algorithm="HS256")
-        return requests.post(
-            f"http://127.0.0.1:{self.port}/devices",
-            json=body,
-            headers={"Authorization": f"Bearer {server_token}"},
-            timeout=10,
-        )
-
-
-@contextmanager
-def running_stack(postgres_url, redis_url, fake_stream_api, **settings: Any) -> Iterator[Stack]:
-    app = stream_app_for(fake_stream_api)
-    secret = app.signing_secret
-    apps_options = settings.pop("app", {})
-    config = load_settings(
-        database_url=postgres_url,
-        broker_url=redis_url,
-        apps=[
-            {
-                "api_key": app.api_key,
-                "api_secrets": [secret],
-                "base_url": app.base_url,
-                **apps_options,
-            }
-        ],
-        **settings,
-    )
-    upgrade_to_head(postgres_url)
-    db = Database(postgres_url)
-    celery = create_celery(config)
-    port = free_port()
-    server = create_server(create_app(config, db=db, celery=celery), host="127.0.0.1", port=port)
-    threading.Thread(target=server.run, daemon=True).start()
-    try:
-        with inprocess_worker(celery, concurrency=2):
-            yield Stack(config, db, port, app.api_key, secret)
-    finally:
-        server.close()
-        db.dispose()
-
-
-@pytest.fixture(autouse=True)
-def _no_config_file(monkeypatch):
-    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
-
-
-def add_devices(stack: Stack, rows: list[dict]) -> None:
-    with stack.db.transaction() as session:
-        session.execute(
-            insert(Device),
-            [{"api_key": stack.api_key, "source": "local", "voip": False} | r for r in rows],
-        )
-
-
 def apns_token(name: str) -> str:
     return name.encode().hex().ljust(64, "0")
 
 
 def test_fcm_priority_follows_what_the_sdk_shows_and_iphones_without_voip_ring_by_alert(
-    postgres_url, redis_url, apns_settings, fcm_settings, fake_stream_api, fake_apns, fake_fcm
+    start_stack, fake_stream_api, fake_apns, fake_fcm
 ):
     """A ring goes out at FCM high priority, call.session_started at normal (no Android SDK
     shows it), call.missed at high.  An iPhone with only a regular token gets the ring as a
     time-sensitive alert; a user with a VoIP and a regular token gets the VoIP push only."""
     dan_plain, erin_voip, erin_plain = apns_token("dan"), apns_token("erinv"), apns_token("erinp")
-    with running_stack(
-        postgres_url,
-        redis_url,
-        fake_stream_api,
-        apns=apns_settings.model_dump(),
-        fcm=fcm_settings.model_dump(),
-    ) as stack:
-        add_devices(
-            stack,
+    with start_stack() as stack:
+        stack.add_devices(
             [
                 {"user_id": "bob", "platform": "fcm", "token": "bob-android"},
                 {"user_id": "dan", "platform": "apns", "token": dan_plain},
@@ -161,7 +42,7 @@ def test_fcm_priority_follows_what_the_sdk_shows_and_iphones_without_voip_ring_b
         ring = sample_events.ring_event("alice", ["bob", "dan", "erin"], ring_timeout_ms=30_000)
         sent_at = time.time()
         ring_id = stack.post(ring)
-        assert stack.finished(ring_id) == "processed"
+        assert stack.wait_finished(ring_id).status == "processed"
 
         fake_stream_api.set_members(ring["call_cid"], ["alice", "bob"])
         started = sample_events.member_event(
@@ -171,9 +52,9 @@ def test_fcm_priority_follows_what_the_sdk_shows_and_iphones_without_voip_ring_b
             call_id=ring["call_cid"].split(":", 1)[1],
             created_by="alice",
         )
-        assert stack.finished(stack.post(started)) == "processed"
+        assert stack.wait_finished(stack.post(started)).status == "processed"
         missed = sample_events.member_event("call.missed", "alice", ["bob"])
-        assert stack.finished(stack.post(missed)) == "processed"
+        assert stack.wait_finished(stack.post(missed)).status == "processed"
         rows = {d.user_id: d for d in stack.deliveries(ring_id) if d.platform == "apns"}
 
     priorities = {
@@ -209,13 +90,7 @@ def test_fcm_priority_follows_what_the_sdk_shows_and_iphones_without_voip_ring_b
 
 
 def test_stream_devices_go_through_their_named_provider(
-    postgres_url,
-    redis_url,
-    fake_apns_factory,
-    push_credentials,
-    fcm_settings,
-    fake_stream_api,
-    fake_fcm,
+    start_stack, fake_apns_factory, push_credentials, fake_stream_api, fake_fcm
 ):
     """Two provider names reach two APNs environments (a production and a sandbox fake, each
     with its own topic); a name the app does not configure is recorded as failed and its token
@@ -236,12 +111,8 @@ def test_stream_devices_go_through_their_named_provider(
         ],
     )
     apns = apns_settings_for(production, push_credentials, use_sandbox=False)
-    with running_stack(
-        postgres_url,
-        redis_url,
-        fake_stream_api,
+    with start_stack(
         apns=apns.model_dump(),
-        fcm=fcm_settings.model_dump(),
         devices={"source": "stream"},
         app={
             "apns_providers": {
@@ -256,7 +127,8 @@ def test_stream_devices_go_through_their_named_provider(
     ) as stack:
         for _ in range(2):  # the second ring: the unknown name still disables nothing
             ring_id = stack.post(sample_events.ring_event("alice", ["bob", "carol", "dave"]))
-            assert stack.finished(ring_id) == "failed"  # dave's iPhone could not be rung
+            # dave's iPhone could not be rung
+            assert stack.wait_finished(ring_id).status == "failed"
         rows = {(d.user_id, d.platform): d for d in stack.deliveries(ring_id)}
         dave_row = stack.device(dave)
 
@@ -281,21 +153,12 @@ def test_stream_devices_go_through_their_named_provider(
 
 
 def test_local_registrations_name_their_provider_and_a_voip_app_id_is_refused(
-    postgres_url,
-    redis_url,
-    fake_apns_factory,
-    push_credentials,
-    fcm_settings,
-    fake_stream_api,
+    start_stack, fake_apns_factory, push_credentials
 ):
     production, sandbox = fake_apns_factory(), fake_apns_factory()
     apns = apns_settings_for(production, push_credentials, use_sandbox=False)
-    with running_stack(
-        postgres_url,
-        redis_url,
-        fake_stream_api,
+    with start_stack(
         apns=apns.model_dump(),
-        fcm=fcm_settings.model_dump(),
         app={
             "apns_providers": {
                 "ios-voip-debug": {
@@ -343,7 +206,7 @@ def test_local_registrations_name_their_provider_and_a_voip_app_id_is_refused(
         )
         assert plain.status_code == 201 and plain.json()["push_provider_name"] is None
         ring_id = stack.post(sample_events.ring_event("alice", ["bob", "carol"]))
-        assert stack.finished(ring_id) == "processed"
+        assert stack.wait_finished(ring_id).status == "processed"
 
     assert [(r["token"], r["headers"]["apns-topic"]) for r in sandbox.received] == [
         (apns_token("bob"), f"{DEBUG_BUNDLE}.voip")

@@ -8,27 +8,11 @@ last good copy."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import pytest
-import requests
-from celery import Celery
-from sqlalchemy import insert
-from waitress.server import create_server
 
-from tests.e2e.processes import free_port, wait_until
+from tests.e2e.processes import wait_until
 from tests.fakes.fake_stream_api import CALL_TYPE, CALL_TYPES, FakeStreamApi, notification_settings
-from tests.fakes.stream_api_plugin import stream_app_for
-from webhook_app import create_app
 from worker.delivery.call_type_settings import CallTypeSettingsCache
-from worker.foundation.settings import load_settings
-from worker.runtime.celery_app import create_celery
-from worker.runtime.inprocess_worker import inprocess_worker
-from worker.storage.database import Database
-from worker.storage.migrations import upgrade_to_head
-from worker.storage.models import Device, WebhookEvent
 from worker.stream import samples as sample_events
 from worker.stream.events import parse_call_event
 
@@ -48,37 +32,6 @@ def dashboard(ring_title: str = RING_TITLE) -> dict:
             "call_live_started": ("{{ user.display_name }} went live (from Stream)", "Join!"),
         },
     )
-
-
-@dataclass
-class Stack:
-    db: Database
-    celery: Celery
-    port: int
-    api_key: str
-    secret: str
-
-    def post(self, event: dict) -> int:
-        body, headers = sample_events.signed_request(
-            event, api_key=self.api_key, secret=self.secret
-        )
-        response = requests.post(
-            f"http://127.0.0.1:{self.port}/webhooks/stream", data=body, headers=headers, timeout=10
-        )
-        assert response.status_code == 202, response.text
-        return int(response.json()["event_id"])
-
-    def finished(self, event_id: int) -> tuple[str, str | None]:
-        def row() -> WebhookEvent:
-            with self.db.transaction() as session:
-                found = session.get(WebhookEvent, event_id)
-                assert found is not None
-                session.expunge(found)
-                return found
-
-        wait_until(lambda: row().status not in ("received", "processing"), 60, message="event")
-        done = row()
-        return done.status, done.status_reason
 
 
 @pytest.fixture
@@ -101,53 +54,20 @@ def phones(users: tuple[str, ...]) -> list[dict]:
             },
             {"user_id": user, "platform": "fcm", "voip": False, "token": f"{user}-android"},
         ]
-    return [{"source": "local", **row} for row in rows]
+    return rows
 
 
 @pytest.fixture
-def stack(
-    postgres_url,
-    redis_url,
-    apns_settings,
-    fcm_settings,
-    fake_stream_api,
-    monkeypatch,
-    refresh_seconds,
-) -> Iterator[Stack]:
-    monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
+def stack(start_stack, fake_stream_api, refresh_seconds):
     # Set in the dashboard before callpush starts.
     fake_stream_api.set_call_type("default", dashboard())
-    app = stream_app_for(fake_stream_api)
-    settings = load_settings(
-        database_url=postgres_url,
-        broker_url=redis_url,
-        apps=[
-            {
-                "api_key": app.api_key,
-                "api_secrets": [app.signing_secret],
-                "base_url": app.base_url,
-                "push_settings_source": "stream",
-            }
-        ],
-        apns=apns_settings.model_dump(),
-        fcm=fcm_settings.model_dump(),
+    with start_stack(
+        concurrency=4,
+        app={"push_settings_source": "stream"},
         push_settings={"refresh_seconds": refresh_seconds, "retry_seconds": 0.2},
-    )
-    upgrade_to_head(postgres_url)
-    db = Database(postgres_url)
-    with db.transaction() as session:
-        session.execute(
-            insert(Device), [{"api_key": app.api_key} | row for row in phones(("bob", "carol"))]
-        )
-    celery = create_celery(settings)
-    port = free_port()
-    server = create_server(create_app(settings, db=db, celery=celery), host="127.0.0.1", port=port)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    with inprocess_worker(celery, concurrency=4):
-        yield Stack(db, celery, port, app.api_key, app.signing_secret)
-    server.close()
-    db.dispose()
+    ) as running:
+        running.add_devices(phones(("bob", "carol")))
+        yield running
 
 
 def settings_requests(fake: FakeStreamApi) -> int:
@@ -155,7 +75,7 @@ def settings_requests(fake: FakeStreamApi) -> int:
 
 
 def test_streams_dashboard_decides_what_is_pushed_and_its_wording(
-    stack: Stack, fake_apns, fake_fcm, fake_stream_api: FakeStreamApi
+    stack, fake_apns, fake_fcm, fake_stream_api: FakeStreamApi
 ) -> None:
     # The worker fetches every call type as it starts, before any webhook (nothing here has
     # touched its services yet).
@@ -166,7 +86,7 @@ def test_streams_dashboard_decides_what_is_pushed_and_its_wording(
 
     ring = sample_events.ring_event("alice", ["bob", "carol"], display_name="Team sync")
     before = settings_requests(fake_stream_api)
-    status, _ = stack.finished(stack.post(ring))
+    status = stack.wait_finished(stack.post(ring)).status
     during = settings_requests(fake_stream_api) - before
     assert status == "processed"
     voip = [r for r in fake_apns.received if r["headers"]["apns-push-type"] == "voip"]
@@ -185,7 +105,8 @@ def test_streams_dashboard_decides_what_is_pushed_and_its_wording(
     apns_mark, fcm_mark = fake_apns.count, len(fake_fcm.received)
     for event_type in ("call.missed", "call.notification"):
         event = sample_events.member_event(event_type, "alice", ["alice", "bob", "carol"])
-        assert stack.finished(stack.post(event)) == (
+        row = stack.wait_finished(stack.post(event))
+        assert (row.status, row.status_reason) == (
             "ignored",
             "switched off in Stream's call type settings",
         )
@@ -194,7 +115,7 @@ def test_streams_dashboard_decides_what_is_pushed_and_its_wording(
     # On, with the team's wording, as an alert to the regular APNs tokens.
     live = sample_events.member_event("call.live_started", None, [], created_by="alice")
     fake_stream_api.set_members(live["call_cid"], ["alice", "bob"])
-    assert stack.finished(stack.post(live))[0] == "processed"
+    assert stack.wait_finished(stack.post(live)).status == "processed"
     (alert,) = fake_apns.received[apns_mark:]
     assert alert["headers"]["apns-push-type"] == "alert"
     assert alert["payload"]["aps"]["alert"] == {
@@ -205,7 +126,7 @@ def test_streams_dashboard_decides_what_is_pushed_and_its_wording(
 
 @pytest.mark.parametrize("refresh_seconds", [0.3])
 def test_a_stream_outage_keeps_the_last_good_settings(
-    stack: Stack, fake_apns, fake_stream_api: FakeStreamApi
+    stack, fake_apns, fake_stream_api: FakeStreamApi
 ) -> None:
     cache = stack.celery.services.call_type_settings(stack.api_key)
     assert cache is not None and cache.wait_warm(10)
@@ -219,19 +140,19 @@ def test_a_stream_outage_keeps_the_last_good_settings(
         10,
         message="refreshes during the outage",
     )
-    assert stack.finished(stack.post(sample_events.ring_event("alice", ["bob"])))[0] == (
-        "processed"
-    )
+    ring = sample_events.ring_event("alice", ["bob"])
+    assert stack.wait_finished(stack.post(ring)).status == "processed"
     assert voip_titles(fake_apns, 0) == ["Alice is ringing you on"]
     missed = sample_events.member_event("call.missed", "alice", ["bob"])
-    assert stack.finished(stack.post(missed))[1] == "switched off in Stream's call type settings"
+    assert stack.wait_finished(stack.post(missed)).status_reason == (
+        "switched off in Stream's call type settings"
+    )
 
     fake_stream_api.outage = False
     wait_until(lambda: "new wording" in cached_ring_title(cache), 10, message="a refresh after it")
     mark = fake_apns.count
-    assert stack.finished(stack.post(sample_events.ring_event("alice", ["bob"])))[0] == (
-        "processed"
-    )
+    ring = sample_events.ring_event("alice", ["bob"])
+    assert stack.wait_finished(stack.post(ring)).status == "processed"
     assert voip_titles(fake_apns, mark) == ["Alice (new wording)"]
 
 

@@ -31,9 +31,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
+from tests.e2e.processes import temporary_database
 from tests.fuzz._counts import count
 from tests.ops_data import ADMIN_TOKEN, Seeder, notification_body, ring_body
 from webhook_app import admin_auth
@@ -86,51 +87,45 @@ class World:
 def world(postgres_admin_url: str, redis_server_url: str) -> Iterator[World]:
     os.environ.pop("CALLPUSH_CONFIG", None)
     name = f"callpush_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
     broker = redis.Redis.from_url(redis_server_url)
     broker.flushdb()
     try:
-        from webhook_app import create_app
-        from worker.runtime.celery_app import create_celery
+        with temporary_database(postgres_admin_url, name) as url:
+            from webhook_app import create_app
+            from worker.runtime.celery_app import create_celery
 
-        app_settings = load_settings(
-            database_url=url,
-            broker_url=redis_server_url,
-            apps=APPS,
-            admin_token=ADMIN_TOKEN,
-            # Every request carries valid credentials; the throttle has its own tests.
-            admin_throttle={"max_failures": 1_000_000},
-        )
-        upgrade_to_head(url)
-        db = Database(url)
-        seed = Seeder(db)
-        device = seed.device(USER, "fcm", "alice-fcm-" + "a" * 40)
-        ring = seed.event(ring_body("default:c1", "bob", [USER]), status="failed", reason="x")
-        seed.delivery(ring, device, "failed", user_id=USER, platform="fcm", kind="data")
-        seed.event(notification_body("default:c2", "bob", [USER]))
-        # A ring that rang nobody: a recipient's own row (no device) and the event's reach.
-        nobody = seed.event(ring_body("default:c3", "bob", [USER]), reason="rang nobody")
-        seed.skipped_recipient(nobody, USER, "call pushes muted")
-        app = create_app(app_settings, db=db, celery=create_celery(app_settings))
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        try:
-            base_url = f"http://127.0.0.1:{server.server_port}"
-            yield World(app=app, db=db, broker=broker, base_url=base_url)
-        finally:
-            server.shutdown()
-            thread.join(10)
-        db.dispose()
+            app_settings = load_settings(
+                database_url=url,
+                broker_url=redis_server_url,
+                apps=APPS,
+                admin_token=ADMIN_TOKEN,
+                # Every request carries valid credentials; the throttle has its own tests.
+                admin_throttle={"max_failures": 1_000_000},
+            )
+            upgrade_to_head(url)
+            db = Database(url)
+            seed = Seeder(db)
+            device = seed.device(USER, "fcm", "alice-fcm-" + "a" * 40)
+            ring = seed.event(ring_body("default:c1", "bob", [USER]), status="failed", reason="x")
+            seed.delivery(ring, device, "failed", user_id=USER, platform="fcm", kind="data")
+            seed.event(notification_body("default:c2", "bob", [USER]))
+            # A ring that rang nobody: a recipient's own row (no device) and the event's reach.
+            nobody = seed.event(ring_body("default:c3", "bob", [USER]), reason="rang nobody")
+            seed.skipped_recipient(nobody, USER, "call pushes muted")
+            app = create_app(app_settings, db=db, celery=create_celery(app_settings))
+            server = make_server("127.0.0.1", 0, app, threaded=True)
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+            thread.start()
+            try:
+                base_url = f"http://127.0.0.1:{server.server_port}"
+                yield World(app=app, db=db, broker=broker, base_url=base_url)
+            finally:
+                server.shutdown()
+                thread.join(10)
+            db.dispose()
     finally:
         broker.flushdb()
         broker.close()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _schema() -> Any:

@@ -18,8 +18,9 @@ from urllib.parse import quote_from_bytes
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import func, select
 
+from tests.e2e.processes import temporary_database
 from tests.fuzz._counts import count
 from tests.fuzz.strategies import JSON
 from tests.ops_data import ADMIN_TOKEN, Seeder, ring_body
@@ -38,11 +39,7 @@ pytestmark = pytest.mark.services
 def site(postgres_admin_url: str) -> Iterator[tuple[object, Database]]:
     os.environ.pop("CALLPUSH_CONFIG", None)
     name = f"callpush_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with temporary_database(postgres_admin_url, name) as url:
         settings = load_settings(
             database_url=url,
             admin_token=ADMIN_TOKEN,
@@ -55,10 +52,6 @@ def site(postgres_admin_url: str) -> Iterator[tuple[object, Database]]:
         # No broker: replays go to kombu's in-memory transport, which nothing consumes.
         yield create_app(settings, db=db, celery=create_celery(settings)), db
         db.dispose()
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def stored(db: Database) -> tuple[int, ...]:

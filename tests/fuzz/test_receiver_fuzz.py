@@ -27,8 +27,9 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import func, select
 
+from tests.e2e.processes import temporary_database
 from tests.fuzz._counts import count
 from tests.fuzz.strategies import JSON, dumps, nested, paths, replaced
 from webhook_app import create_app
@@ -135,20 +136,12 @@ def sqlite_receiver(tmp_path_factory: pytest.TempPathFactory) -> Receiver:
 def postgres_receiver(postgres_admin_url: str) -> Receiver:
     """One PostgreSQL database for the module (the hypothesis examples share it)."""
     name = f"callpush_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    made = None
-    try:
-        url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    with temporary_database(postgres_admin_url, name) as url:
         made = Receiver(url)
-        yield made
-    finally:
-        if made is not None:
+        try:
+            yield made
+        finally:
             made.db.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(

@@ -55,13 +55,6 @@ BOB = bearer({"user_id": "bob"})
 CAROL = bearer({"user_id": "carol"})
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request):
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def world(database_url, monkeypatch):
     """The web app and a worker's services on one database; bob and carol have phones in

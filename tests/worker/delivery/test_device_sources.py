@@ -26,7 +26,6 @@ from worker.push.sender import PushSender
 from worker.storage import devices
 from worker.storage.database import Database
 from worker.storage.devices import DeviceTarget
-from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Device
 from worker.stream.api import StreamApi, StreamApiError
 
@@ -35,15 +34,6 @@ APP = STREAM_API_KEY
 VOIP = "a11ce" + "1" * 59
 APNS = "a11ce" + "2" * 59
 FCM = "alice-fcm"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest) -> Iterator[Database]:
-    url = request.getfixturevalue(f"{request.param}_url")
-    upgrade_to_head(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 class Clock:

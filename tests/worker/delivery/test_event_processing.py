@@ -42,10 +42,10 @@ class Boom(RuntimeError):
     pass
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def world(request, monkeypatch):
+@pytest.fixture
+def world(database_url, monkeypatch):
     monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    url = database_url
     upgrade_to_head(url)
     settings = load_settings(
         database_url=url,

@@ -39,13 +39,6 @@ ALICE_ANDROID = "alice-fcm-token"
 DAN_APNS = "da0" + "3" * 61
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request):
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def world(database_url, monkeypatch):
     monkeypatch.delenv("CALLPUSH_CONFIG", raising=False)

@@ -21,13 +21,6 @@ BOB_FCM = "bob-fcm-" + "x" * 40
 CAROL_FCM = "carol-fcm-" + "y" * 40
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
-def database_url(request):
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def world(database_url):
     upgrade_to_head(database_url)

@@ -14,7 +14,6 @@ from tests.ops_data import API_KEY, Seeder, notification_body, now, ring_body, s
 from worker.ops import user_activity, user_events
 from worker.storage import preferences
 from worker.storage.database import Database
-from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import WebhookEvent
 
 OTHER_APP = "other-app-key"
@@ -71,15 +70,6 @@ def seed_bob(db: Database) -> dict[str, int]:
         ring_body("default:bob", "alice", ["carol"]), received_at=t0 + timedelta(minutes=20)
     )
     return ids
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
-def db(request):
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    upgrade_to_head(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def activity(db: Database, user_id: str = "bob", **kwargs):

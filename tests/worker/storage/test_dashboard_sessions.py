@@ -10,21 +10,11 @@ from sqlalchemy import func, select
 
 from worker.storage import dashboard_sessions
 from worker.storage.database import Database
-from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import DashboardSession
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 LIFETIME = timedelta(hours=12)
 FINGERPRINT = "f" * 64
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
-def db(request):
-    url = request.getfixturevalue(f"{request.param}_url")
-    upgrade_to_head(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def start(db: Database, now: datetime = NOW, fingerprint: str = FINGERPRINT) -> str:

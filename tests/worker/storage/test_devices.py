@@ -5,7 +5,6 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,15 +19,6 @@ from worker.storage.models import Device, utcnow
 PROD, DEV = "prod-key", "dev-key"
 PHONE = "ab" * 32
 OTHER = "cd" * 32
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
-def db(request: pytest.FixtureRequest) -> Iterator[Database]:
-    url = request.getfixturevalue(f"{request.param}_url")
-    upgrade_to_head(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def register(db: Database, api_key: str, user: str, token: str = PHONE, **kwargs) -> int:

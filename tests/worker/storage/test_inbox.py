@@ -21,15 +21,6 @@ BODY = '{"type":"call.missed","call_cid":"default:c1","created_at":1}'
 WINDOW = timedelta(days=1)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request):
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    upgrade_to_head(url)
-    database = Database(url)
-    yield database
-    database.dispose()
-
-
 def webhook(webhook_id: str, body: str = BODY, api_key: str = "k") -> NewWebhook:
     return NewWebhook(
         webhook_id=webhook_id,

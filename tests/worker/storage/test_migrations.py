@@ -170,43 +170,38 @@ def _owned_by(url: str) -> tuple[set[str], set[str], set[tuple[str, str]]]:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
-def any_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue(f"{request.param}_url"))
-
-
-def test_existing_rows_go_to_the_owner_app(any_url: str) -> None:
-    _at_0001_with_rows(any_url)
-    upgrade_to_head(any_url, owner_app="prod-key")
-    assert current_revision(any_url) == head_revision()
-    assert schema_differences(any_url) == []
-    devices, prefs, registered = _owned_by(any_url)
+def test_existing_rows_go_to_the_owner_app(database_url: str) -> None:
+    _at_0001_with_rows(database_url)
+    upgrade_to_head(database_url, owner_app="prod-key")
+    assert current_revision(database_url) == head_revision()
+    assert schema_differences(database_url) == []
+    devices, prefs, registered = _owned_by(database_url)
     assert devices == prefs == {"prod-key"}
     assert registered == {("bob", "True"), ("carol", "True")}  # registered_at = created_at
 
 
-def test_existing_rows_without_an_owner_are_refused_and_nothing_changes(any_url: str) -> None:
-    _at_0001_with_rows(any_url)
+def test_existing_rows_without_an_owner_are_refused_and_nothing_changes(database_url: str) -> None:
+    _at_0001_with_rows(database_url)
     with pytest.raises(migrations.UpgradeRefused) as refused:
-        upgrade_to_head(any_url)
+        upgrade_to_head(database_url)
     message = str(refused.value)
     assert "2 device(s) and 1 push preference(s)" in message
     assert "callpush db upgrade --owner-app <api key>" in message
-    assert current_revision(any_url) == "0001"
-    engine = create_engine(any_url)
+    assert current_revision(database_url) == "0001"
+    engine = create_engine(database_url)
     try:
         columns = {c["name"] for c in inspect(engine).get_columns("devices")}
     finally:
         engine.dispose()
     assert "api_key" not in columns
     # Told which app owns them, the same database upgrades.
-    upgrade_to_head(any_url, owner_app="dev-key")
-    assert _owned_by(any_url)[:2] == ({"dev-key"}, {"dev-key"})
+    upgrade_to_head(database_url, owner_app="dev-key")
+    assert _owned_by(database_url)[:2] == ({"dev-key"}, {"dev-key"})
 
 
-def test_preferences_are_keyed_by_app_and_user(any_url: str) -> None:
-    upgrade_to_head(any_url)
-    engine = create_engine(any_url)
+def test_preferences_are_keyed_by_app_and_user(database_url: str) -> None:
+    upgrade_to_head(database_url)
+    engine = create_engine(database_url)
     try:
         primary_key = inspect(engine).get_pk_constraint("user_preferences")
         indexes = {i["name"]: i for i in inspect(engine).get_indexes("devices")}

@@ -6,8 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from worker.storage.database import Database
-from worker.storage.migrations import upgrade_to_head
 from worker.storage.preferences import (
     get_preference,
     is_muted,
@@ -18,15 +16,6 @@ from worker.storage.preferences import (
 
 APP = "app-key"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
-def db(request):
-    url = request.getfixturevalue(f"{request.param}_url")
-    upgrade_to_head(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def test_no_row_means_on(db):

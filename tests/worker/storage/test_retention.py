@@ -15,13 +15,6 @@ from worker.storage.migrations import upgrade_to_head
 from worker.storage.models import Delivery, Device, FanoutChunk, WebhookEvent
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
-def database_url(request):
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def world(database_url):
     upgrade_to_head(database_url)
