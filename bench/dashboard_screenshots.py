@@ -1,5 +1,6 @@
-"""Screenshots of the dashboard's user page and a call trace for the README, taken in headless
-Chromium (Debian's /usr/bin/chromium through Playwright) from a throw-away SQLite world.
+"""Screenshots of the dashboard's home page (its charts), user page and a call trace for the
+README, taken in headless Chromium (Debian's /usr/bin/chromium through Playwright) from a
+throw-away SQLite world.
 
     python -m bench.dashboard_screenshots [--out docs/screenshots]
 
@@ -9,11 +10,14 @@ Not part of the test suite: the pictures are documentation, regenerated when the
 from __future__ import annotations
 
 import argparse
+import math
+import random
 import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import update
 from werkzeug.serving import make_server
 
 from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, Seeder, notification_body, ops_app
@@ -23,6 +27,7 @@ from worker.runtime.celery_app import create_celery
 from worker.storage import preferences
 from worker.storage.database import Database
 from worker.storage.migrations import upgrade_to_head
+from worker.storage.models import Delivery
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
@@ -96,6 +101,73 @@ def seed(db: Database) -> None:
         preferences.set_preference(session, API_KEY, "carol", True, now + timedelta(hours=1))
 
 
+def seed_traffic(db: Database, rings: int = 1500) -> None:
+    """A day of other users' rings for the home page's charts: busier in the afternoon (UTC),
+    an FCM outage five hours ago (failures, slow answers) while the workers fell behind (a
+    backlog that drained when they caught up), a slow patch twenty minutes ago, receipts from
+    most phones, and a few events still waiting now.  Random with a fixed seed, so the pictures
+    are repeatable in shape."""
+    s = Seeder(db)
+    rng = random.Random(14)
+    now = datetime.now(UTC)
+    apple = s.device("user-a", "apns", "a1a1" * 16, voip=True)
+    android = s.device("user-b", "fcm", "user-b-fcm-" + "z" * 40)
+    outage = (now - timedelta(hours=5, minutes=20), now - timedelta(hours=4, minutes=40))
+    slow = (now - timedelta(minutes=25), now - timedelta(minutes=15))
+    made = 0
+    while made < rings:
+        at = now - timedelta(minutes=rng.uniform(0, 24 * 60))
+        # Twice as many calls at 15:00 UTC as at 03:00.
+        if rng.random() > 0.5 + 0.5 * math.cos((at.hour + at.minute / 60 - 15) / 24 * math.tau):
+            continue
+        made += 1
+        in_outage = outage[0] < at < outage[1]
+        waiting = now - at < timedelta(minutes=3) and made % 4 == 0
+        if in_outage:  # the workers caught up at the outage's end
+            done = outage[1] + timedelta(seconds=rng.uniform(5, 120))
+        elif slow[0] < at < slow[1]:
+            done = at + timedelta(seconds=rng.uniform(20, 240))
+        else:
+            done = at + timedelta(milliseconds=rng.uniform(40, 400))
+        event = s.event(
+            ring(f"default:t{made}", "user-c", ["user-a", "user-b", "user-d"]),
+            status="received" if waiting else "processed",
+            received_at=at,
+            processed_at=None if waiting else done,
+        )
+        if waiting:
+            continue
+        latency = (done - at).total_seconds() * 1000 + rng.lognormvariate(3.7, 0.4)
+        fcm_status = "failed" if in_outage and rng.random() < 0.6 else "sent"
+        if not in_outage and rng.random() < 0.03:
+            fcm_status = rng.choice(["token_invalid", "expired", "unconfirmed"])
+        for device, status, platform in ((apple, "sent", "apns"), (android, fcm_status, "fcm")):
+            delivery = s.delivery(
+                event,
+                device,
+                status,
+                user_id=f"user-{platform}",
+                platform=platform,
+                kind="voip" if platform == "apns" else "data",
+                created_at=at,
+                latency_ms=latency,
+            )
+            if status == "sent" and rng.random() < 0.8:
+                with db.transaction() as session:
+                    row = session.get(Delivery, delivery)
+                    assert row is not None
+                    row.phone_latency_ms = latency + rng.lognormvariate(5.8, 0.5)  # ~330 ms on
+                    row.phone_received_at = at + timedelta(milliseconds=row.phone_latency_ms)
+        if made % 11 == 0:
+            s.skipped_recipient(event, "user-d", "call pushes muted")
+            with db.transaction() as session:  # recorded now: put it at the ring's time
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.event_id == event, Delivery.user_id == "user-d")
+                    .values(created_at=at, claimed_at=at, finished_at=at)
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
@@ -111,6 +183,7 @@ def main() -> None:
         upgrade_to_head(url)
         db = Database(url)
         seed(db)
+        seed_traffic(db)
         server = make_server("127.0.0.1", 0, ops_app(settings, db, create_celery(settings)))
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
         thread.start()
@@ -127,6 +200,18 @@ def main() -> None:
                     page.goto(f"{base}/login")
                     page.fill("input[name=token]", ADMIN_TOKEN)
                     page.click("button[type=submit]")
+                    page.wait_for_url(f"{base}/")
+                    # The home page down to its charts (the events list below them is long).
+                    box = page.locator("#charts").bounding_box()
+                    assert box is not None
+                    height = box["y"] + box["height"] + 16
+                    shot = args.out / f"dashboard-home{name}.png"
+                    page.screenshot(
+                        path=str(shot),
+                        full_page=True,
+                        clip={"x": 0, "y": 0, "width": viewport[0], "height": height},
+                    )
+                    print(shot)
                     page.fill("header input[name=q]", "bob")
                     page.click("header form.search button")
                     page.wait_for_url(f"{base}/users/bob")

@@ -3,7 +3,9 @@
     /dashboard/login            the token, once; sets an HttpOnly, SameSite=Strict cookie (Secure
                                 over https, also behind a trusted proxy); failures throttled
     /dashboard/logout    POST   revokes the session server-side
-    /dashboard/                 recent events with filters, pushes by result over the last hour
+    /dashboard/                 recent events with filters, pushes by result over the last hour,
+                                charts (webhook_app.svg_charts): pushes by result, ring latency,
+                                queue depth, each over the last hour and the last day
     /dashboard/events/<id>      one event, its recipients and deliveries, a replay button
     /dashboard/replay    POST   a dry run first (what would be re-sent), then the replay
     /dashboard/calls/<cid>      one call's timeline
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -29,7 +32,7 @@ from flask import Blueprint, Response, g, redirect, render_template, request, ur
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_app import admin_auth
+from webhook_app import admin_auth, svg_charts
 from webhook_app.operator_input import (
     InvalidInput,
     bounded_int,
@@ -38,7 +41,7 @@ from webhook_app.operator_input import (
     user_id_text,
 )
 from webhook_app.receiver import receiver
-from worker.ops import event_log, user_activity
+from worker.ops import dashboard_charts, event_log, user_activity
 from worker.ops.replay_jobs import MAX_SELECTED, describe_replay, failed_event_ids, replay_events
 from worker.storage import dashboard_sessions
 from worker.storage.models import WebhookEvent, utcnow
@@ -230,6 +233,7 @@ def index() -> ResponseReturnValue:
             user_id=filters["user"] or None,
         )
         counts = event_log.push_counts(session, utcnow() - timedelta(hours=1), api_key)
+        charts = _home_charts(session, api_key)
     return _page(
         "dashboard/events.html",
         events=found,
@@ -237,9 +241,11 @@ def index() -> ResponseReturnValue:
         apps=_app_keys(),
         statuses=event_log.EVENT_STATUSES,
         counts=counts,
+        charts=charts,
         problems=problems,
         notice=_notice(),
         format_pushes=event_log.format_pushes,
+        format_latency=event_log.format_latency,
     )
 
 
@@ -391,6 +397,41 @@ def replay() -> ResponseReturnValue:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChartPanel:
+    """One chart of the home page: its numbers (for the table under it) and its SVG."""
+
+    window: str  # "hour" | "day"
+    data: Any
+    svg: str
+
+
+def _home_charts(session: Any, api_key: str | None) -> dict[str, list[ChartPanel]]:
+    """Pushes by result, ring latency and queue depth, each over the last hour and the last
+    day, for one app (``api_key``) or all."""
+    now = utcnow()
+    charts: dict[str, list[ChartPanel]] = {"pushes": [], "latency": [], "queue": []}
+    for window, (span, step) in (
+        ("hour", dashboard_charts.LAST_HOUR),
+        ("day", dashboard_charts.LAST_DAY),
+    ):
+        buckets = dashboard_charts.buckets_until(now, span, step)
+        last = f"the last {window}"
+        pushes = dashboard_charts.pushes_by_result(session, buckets, api_key)
+        title = f"Pushes by result, {last}"
+        svg = svg_charts.pushes_chart(pushes, title=title, chart_id=f"pushes-{window}")
+        charts["pushes"].append(ChartPanel(window, pushes, svg))
+        latency = dashboard_charts.ring_latency(session, buckets, api_key)
+        title = f"Ring latency p50 and p99, {last}"
+        svg = svg_charts.latency_chart(latency, title=title, chart_id=f"latency-{window}")
+        charts["latency"].append(ChartPanel(window, latency, svg))
+        queue = dashboard_charts.queue_depth(session, buckets, api_key)
+        title = f"Queue depth, {last}"
+        svg = svg_charts.queue_chart(queue, title=title, chart_id=f"queue-{window}")
+        charts["queue"].append(ChartPanel(window, queue, svg))
+    return charts
 
 
 def _session() -> str | None:
