@@ -320,6 +320,7 @@ def test_replay_lists_a_poison_ring_and_says_why_a_stale_event_is_not_pushed(adm
         ({}, 'give "event_ids", or "failed": true'),
         ({"event_ids": [1], "failed": True, "since": "1h"}, "not both"),
         ({"event_ids": []}, "event_ids must be a non-empty list of integers"),
+        ({"event_ids": None}, "event_ids must be a non-empty list of integers"),
         ({"event_ids": ["1"]}, "event_ids must be a non-empty list of integers"),
         ({"event_ids": [True]}, "event_ids must be a non-empty list of integers"),
         ({"event_ids": [1], "since": "1h"}, 'for "failed": true only'),
