@@ -21,17 +21,16 @@ is in worker.ops.event_log and worker.ops.replay_jobs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_app import admin_auth
+from webhook_app import admin_auth, api_errors
+from webhook_app.api_errors import ApiError
+from webhook_app.api_models import ReplayRequest, event_log_time, validated
 from webhook_app.operator_input import (
-    InvalidInput,
     bounded_int,
     check_query,
     json_body,
@@ -42,7 +41,6 @@ from webhook_app.operator_input import (
 from webhook_app.receiver import receiver
 from worker.ops import event_log, user_activity
 from worker.ops.replay_jobs import (
-    MAX_SELECTED,
     ReplayPlan,
     describe_replay,
     failed_event_ids,
@@ -52,63 +50,23 @@ from worker.storage.models import utcnow
 
 log = logging.getLogger("callpush.admin")
 blueprint = Blueprint("admin_api", __name__, url_prefix="/admin")
-
-REPLAY_FIELDS = frozenset(
-    {"event_ids", "failed", "since", "until", "type", "app", "dry_run", "force", "allow_stale"}
-)
-
-
-class AdminError(Exception):
-    def __init__(
-        self, status: int, message: str, *, field: str | None = None, retry_after: int = 0
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-        self.retry_after = retry_after
-
-
-@blueprint.errorhandler(AdminError)
-def _admin_error(error: AdminError) -> ResponseReturnValue:
-    body: dict[str, Any] = {"error": error.message}
-    if error.field is not None:
-        body["field"] = error.field
-    response = jsonify(body)
-    response.status_code = error.status
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="callpush-admin"'
-    if error.retry_after:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
-
-
-@blueprint.errorhandler(InvalidInput)
-def _invalid_input(error: InvalidInput) -> ResponseReturnValue:
-    return _admin_error(AdminError(400, error.message, field=error.field))
-
-
-@blueprint.errorhandler(SQLAlchemyError)
-def _storage_error(error: SQLAlchemyError) -> ResponseReturnValue:
-    # Only the class: the message may carry a statement's parameters.
-    log.error("admin %s: storage error %s", request.path, type(error).__name__)
-    return jsonify(error="storage unavailable, retry later"), 503
+api_errors.register(blueprint, log=log, challenge='Bearer realm="callpush-admin"')
 
 
 @blueprint.before_request
 def _authenticate() -> None:
     expected = admin_auth.configured_token()
     if expected is None:
-        raise AdminError(404, "the admin API is off: no admin token is configured")
+        raise ApiError(404, "the admin API is off: no admin token is configured")
     throttle, client = admin_auth.throttle(), admin_auth.client()
     wait = throttle.retry_after(client)
     if wait:
-        raise AdminError(429, "too many failed attempts: retry later", retry_after=wait)
+        raise ApiError(429, "too many failed attempts: retry later", retry_after=wait)
     presented = admin_auth.bearer_token(request.headers.get("Authorization"))
     if not presented or not admin_auth.token_matches(presented, expected):
         throttle.record_failure(client)
         log.warning("admin API: missing or invalid admin token from %s", client)
-        raise AdminError(401, "missing or invalid admin token")
+        raise ApiError(401, "missing or invalid admin token")
     check_query()
 
 
@@ -123,11 +81,11 @@ def list_events() -> ResponseReturnValue:
     args = request.args
     status = args.get("status")
     if status is not None and status not in event_log.EVENT_STATUSES:
-        raise AdminError(
+        raise ApiError(
             400, f"status must be one of {', '.join(event_log.EVENT_STATUSES)}", field="status"
         )
     user_id = user_id_text(args.get("user", ""), "user") or None
-    since = _time(args.get("since"), "since")
+    since = event_log_time(args.get("since"), "since")
     if user_id is not None and since is None:
         # The search by user reads the window's stored bodies: always a bounded window.
         since = utcnow() - user_activity.DEFAULT_WINDOW
@@ -138,7 +96,7 @@ def list_events() -> ResponseReturnValue:
             event_type=stored_text(args.get("type", ""), "type") or None,
             call_cid=stored_text(args.get("call", ""), "call") or None,
             since=since,
-            until=_time(args.get("until"), "until"),
+            until=event_log_time(args.get("until"), "until"),
             limit=_limit(args.get("limit"), default=100),
             api_key=_app(args.get("app")),
             user_id=user_id,
@@ -153,7 +111,7 @@ def user(user_id: str) -> ResponseReturnValue:
     user_id_text(user_id, "user_id")
     args = request.args
     api_key = _app(args.get("app"))
-    since = _time(args.get("since"), "since") or utcnow() - user_activity.DEFAULT_WINDOW
+    since = event_log_time(args.get("since"), "since") or utcnow() - user_activity.DEFAULT_WINDOW
     before_text = args.get("before")
     before = (
         bounded_int(before_text, "before", 1, event_log.MAX_ID) if before_text is not None else None
@@ -163,7 +121,7 @@ def user(user_id: str) -> ResponseReturnValue:
             session,
             user_id,
             since,
-            _time(args.get("until"), "until"),
+            event_log_time(args.get("until"), "until"),
             api_key,
             limit=_limit(args.get("limit"), default=user_activity.DEFAULT_LIMIT),
             before=before,
@@ -176,7 +134,7 @@ def show_event(event_id: int) -> ResponseReturnValue:
     with receiver().db.transaction() as session:
         detail = event_log.event_detail(session, event_id)
     if detail is None:
-        raise AdminError(404, f"no event {event_id}")
+        raise ApiError(404, f"no event {event_id}")
     return jsonify(event_log.as_json(detail))
 
 
@@ -184,18 +142,20 @@ def show_event(event_id: int) -> ResponseReturnValue:
 def replay() -> ResponseReturnValue:
     body = json_body()
     if not isinstance(body, dict):
-        raise AdminError(400, "the body must be a JSON object")
+        raise ApiError(400, "the body must be a JSON object")
     problem = json_text_problem(body)
     if problem is not None:
         raise problem
-    unknown = sorted(set(body) - REPLAY_FIELDS)
-    if unknown:
-        raise AdminError(400, f"unknown field {unknown[0]!r}", field=unknown[0])
-    dry_run, force = _flag(body, "dry_run"), _flag(body, "force")
-    allow_stale = _flag(body, "allow_stale")
+    asked = validated(ReplayRequest, body)
+    dry_run, force, allow_stale = asked.dry_run, asked.force, asked.allow_stale
+    api_key = _app(asked.app)
     ctx = receiver()
     with ctx.db.transaction() as session:
-        ids = _selected_ids(session, body)
+        if asked.event_ids is not None:
+            ids = asked.event_ids
+        else:
+            assert asked.since is not None  # ReplayRequest: "failed" needs "since"
+            ids = failed_event_ids(session, asked.since, asked.until, asked.type, api_key)
         plan = describe_replay(
             session,
             ids,
@@ -269,56 +229,6 @@ def plan_json(plan: ReplayPlan) -> dict[str, Any]:
 # --- argument parsing -------------------------------------------------------------------------
 
 
-def _selected_ids(session: Any, body: Mapping[str, Any]) -> list[int]:
-    failed = _flag(body, "failed")
-    if failed == ("event_ids" in body):
-        raise AdminError(400, 'give "event_ids", or "failed": true with "since" (not both)')
-    if not failed:
-        if any(k in body for k in ("since", "until", "type", "app")):
-            raise AdminError(400, 'since/until/type/app select events for "failed": true only')
-        ids = body["event_ids"]
-        wrong = AdminError(
-            400,
-            f"event_ids must be a non-empty list of integers from 1 to {event_log.MAX_ID}",
-            field="event_ids",
-        )
-        # JSON numbers only ("1" is text); 2.0 is an integer to JSON Schema, and here.
-        if not isinstance(ids, list) or not ids or any(isinstance(i, str | bool) for i in ids):
-            raise wrong
-        if len(ids) > MAX_SELECTED:
-            raise AdminError(400, f"at most {MAX_SELECTED} event_ids at a time", field="event_ids")
-        try:
-            return [bounded_int(i, "event_ids", 1, event_log.MAX_ID) for i in ids]
-        except InvalidInput:
-            raise wrong from None
-    since = _time(body.get("since"), "since")
-    if since is None:
-        raise AdminError(400, '"failed": true needs "since" (e.g. "12h")', field="since")
-    event_type = body.get("type")
-    if event_type is not None and not isinstance(event_type, str):
-        raise AdminError(400, "type must be a string", field="type")
-    api_key = _app(body.get("app"))
-    return failed_event_ids(session, since, _time(body.get("until"), "until"), event_type, api_key)
-
-
-def _flag(body: Mapping[str, Any], name: str) -> bool:
-    value = body.get(name, False)
-    if not isinstance(value, bool):
-        raise AdminError(400, f"{name} must be true or false", field=name)
-    return value
-
-
-def _time(value: Any, name: str) -> datetime | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise AdminError(400, f"{name} must be a string: 1h, 2d or an ISO 8601 time", field=name)
-    try:
-        return event_log.parse_time(value)
-    except ValueError as error:
-        raise AdminError(400, f"{name}: {error}", field=name) from None
-
-
 def _app(value: Any) -> str | None:
     """The ``app`` filter: unset, or the API key of a configured Stream app.
 
@@ -328,9 +238,9 @@ def _app(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise AdminError(400, "app must be a string", field="app")
+        raise ApiError(400, "app must be a string", field="app")
     if receiver().settings.app_for_key(value) is None:
-        raise AdminError(404, "no configured Stream app has this API key", field="app")
+        raise ApiError(404, "no configured Stream app has this API key", field="app")
     return value
 
 

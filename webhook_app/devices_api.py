@@ -18,20 +18,23 @@ plus ``"field"`` for a bad body or query.  Device tokens are never logged whole.
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy.exc import SQLAlchemyError
 
+from webhook_app import api_errors
+from webhook_app.api_errors import ApiError
+from webhook_app.api_models import (
+    MAX_API_KEY,
+    MAX_USER_ID,
+    DeviceRegistration,
+    PreferenceChange,
+    validated,
+)
 from webhook_app.receiver import receiver
-from worker.delivery.push_tokens import token_problem
-from worker.foundation.apns_topics import bundle_id_problem
 from worker.foundation.logging_setup import redact_token
-from worker.foundation.settings import MAX_PROVIDER_NAME
 from worker.foundation.text_escaping import unstorable_reason
 from worker.push.base import Platform
 from worker.storage import devices as registry
@@ -41,44 +44,9 @@ from worker.stream.user_tokens import Caller, TokenRejected, verify_authorizatio
 
 log = logging.getLogger("callpush.api")
 blueprint = Blueprint("devices_api", __name__)
-
-# The column sizes in worker/storage/models.py.
-MAX_USER_ID = 255
-MAX_DEVICE_TOKEN = 512
-MAX_APP_ID = 255
-MAX_API_KEY = 64
-
-_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
-
-DEVICE_FIELDS = frozenset({"token", "platform", "voip", "app_id", "push_provider_name", "user_id"})
-PREFERENCE_FIELDS = frozenset({"call_pushes", "until", "user_id"})
-
-
-@dataclass
-class ApiError(Exception):
-    status: int
-    message: str
-    field: str | None = None
-
-
-@blueprint.errorhandler(ApiError)
-def api_error_response(error: ApiError) -> ResponseReturnValue:
-    body: dict[str, Any] = {"error": error.message}
-    if error.field is not None:
-        body["field"] = error.field
-    response = jsonify(body)
-    response.status_code = error.status
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="callpush", error="invalid_token"'
-    return response
-
-
-@blueprint.errorhandler(SQLAlchemyError)
-def storage_error_response(error: SQLAlchemyError) -> ResponseReturnValue:
-    # Only the class: SQLAlchemy's message carries the statement's parameters (device tokens).
-    rule = request.url_rule.rule if request.url_rule is not None else "?"
-    log.error("%s %s: storage error %s", request.method, rule, type(error).__name__)
-    return jsonify(error="storage unavailable, retry later"), 503
+# A Stream token's 401 (RFC 6750 §3); webhook_app.receipts_api answers the same way.
+CHALLENGE = 'Bearer realm="callpush", error="invalid_token"'
+api_errors.register(blueprint, log=log, challenge=CHALLENGE)
 
 
 # --- devices ----------------------------------------------------------------------------------
@@ -87,25 +55,10 @@ def storage_error_response(error: SQLAlchemyError) -> ResponseReturnValue:
 @blueprint.post("/devices")
 def register_device() -> ResponseReturnValue:
     caller = authenticate()
-    body = json_object(DEVICE_FIELDS)
-    user_id = _subject(caller, body.get("user_id"), where="body")
-    token = _string(body, "token", MAX_DEVICE_TOKEN, required=True)
-    assert token is not None
-    platform = _platform(body.get("platform"))
-    problem = token_problem(platform, token)
-    if problem is not None:
-        raise ApiError(400, f"token: {problem}", "token")
-    voip = body.get("voip", False)
-    if not isinstance(voip, bool):
-        raise ApiError(400, "voip must be true or false", "voip")
-    if voip and platform != Platform.APNS:
-        raise ApiError(400, "voip is for APNs (PushKit) tokens only", "voip")
-    app_id = _string(body, "app_id", MAX_APP_ID, required=False)
-    if app_id is not None and platform is Platform.APNS:
-        problem = bundle_id_problem(app_id)
-        if problem:
-            raise ApiError(400, f"app_id (the app's bundle id) {problem}", "app_id")
-    provider_name = _string(body, "push_provider_name", MAX_PROVIDER_NAME, required=False)
+    registration = validated(DeviceRegistration, json_object())
+    user_id = _subject(caller, registration.user_id, where="body")
+    token, platform, voip = registration.token, registration.platform, registration.voip
+    app_id, provider_name = registration.app_id, registration.push_provider_name
     if provider_name is not None:
         _check_provider_name(caller.api_key, platform, provider_name)
 
@@ -181,12 +134,9 @@ def get_preferences() -> ResponseReturnValue:
 @blueprint.put("/preferences")
 def put_preferences() -> ResponseReturnValue:
     caller = authenticate()
-    body = json_object(PREFERENCE_FIELDS)
-    user_id = _subject(caller, body.get("user_id"), where="body")
-    call_pushes = body.get("call_pushes")
-    if call_pushes not in ("on", "off"):
-        raise ApiError(400, 'call_pushes must be "on" or "off"', "call_pushes")
-    until = _until(body.get("until"), muting=call_pushes == "off")
+    change = validated(PreferenceChange, json_object())
+    user_id = _subject(caller, change.user_id, where="body")
+    call_pushes, until = change.call_pushes, change.until
 
     with receiver().db.transaction() as session:
         preference = preferences.set_preference(
@@ -291,7 +241,9 @@ def _subject(caller: Caller, requested: Any, *, where: str) -> str:
     return user_id
 
 
-def json_object(allowed: frozenset[str]) -> dict[str, Any]:
+def json_object() -> dict[str, Any]:
+    """The request's JSON object, with text the database can store (its fields are then
+    checked by a model of webhook_app.api_models)."""
     try:
         body = request.get_json(force=True, silent=True)
     except RecursionError:  # nested deeper than Python's JSON parser goes
@@ -302,27 +254,7 @@ def json_object(allowed: frozenset[str]) -> dict[str, Any]:
         field = _shown_field(key)
         _refuse_unstorable(key, field)
         _refuse_unstorable_json(value, field)
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        # Rejected rather than ignored: e.g. Stream's "voip_token" would silently mean voip=false.
-        raise ApiError(400, f"unknown field {unknown[0]!r}", unknown[0])
     return body
-
-
-def _string(body: dict[str, Any], name: str, max_length: int, *, required: bool) -> str | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise ApiError(400, f"{name} is required", name)
-        return None
-    # Push tokens and bundle ids are printable ASCII (openapi.py documents this pattern).
-    if not isinstance(value, str) or not _PRINTABLE_ASCII.fullmatch(value):
-        raise ApiError(
-            400, f"{name} must be a non-empty string of printable ASCII without spaces", name
-        )
-    if len(value) > max_length:
-        raise ApiError(400, f"{name} is longer than {max_length} characters", name)
-    return value
 
 
 def _check_provider_name(api_key: str, platform: Platform, name: str) -> None:
@@ -338,30 +270,6 @@ def _check_provider_name(api_key: str, platform: Platform, name: str) -> None:
             f"({platform.value} providers: {configured})",
             "push_provider_name",
         )
-
-
-def _platform(value: Any) -> Platform:
-    try:
-        return Platform(value)
-    except ValueError:
-        choices = " or ".join(f'"{p.value}"' for p in Platform)
-        raise ApiError(400, f"platform must be {choices}", "platform") from None
-
-
-def _until(value: Any, *, muting: bool) -> datetime | None:
-    if value is None:
-        return None
-    if not muting:
-        raise ApiError(400, 'until is only allowed with "call_pushes": "off"', "until")
-    if not isinstance(value, str):
-        raise ApiError(400, "until must be an RFC 3339 timestamp string", "until")
-    try:
-        until = preferences.parse_rfc3339(value)
-    except ValueError as error:
-        raise ApiError(400, f"until: {error}", "until") from None
-    if until <= utcnow():
-        raise ApiError(400, "until must be in the future", "until")
-    return until
 
 
 def _device_json(device: Device) -> dict[str, Any]:

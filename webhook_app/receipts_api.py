@@ -13,32 +13,23 @@ first time.  Errors are JSON as for /devices (webhook_app/devices_api.py).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_app.devices_api import (
-    ApiError,
-    api_error_response,
-    authenticate,
-    json_object,
-    storage_error_response,
-)
+from webhook_app import api_errors
+from webhook_app.api_errors import ApiError
+from webhook_app.api_models import ReceiptConfirmation, validated
+from webhook_app.devices_api import CHALLENGE, authenticate, json_object
 from webhook_app.receiver import receiver
 from worker.foundation import metrics
 from worker.storage.models import utcnow
-from worker.storage.receipts import RECEIPT_ID_LENGTH, Receipt, ReceiptAnswer, record_receipt
+from worker.storage.receipts import Receipt, ReceiptAnswer, record_receipt
 
 log = logging.getLogger("callpush.api")
 blueprint = Blueprint("receipts_api", __name__)
-blueprint.register_error_handler(ApiError, api_error_response)
-blueprint.register_error_handler(SQLAlchemyError, storage_error_response)
-
-RECEIPT_FIELDS = frozenset({"receipt_id"})
-_RECEIPT_ID = re.compile(f"[0-9a-f]{{{RECEIPT_ID_LENGTH}}}")
+api_errors.register(blueprint, log=log, challenge=CHALLENGE)
 
 
 @blueprint.post("/receipts")
@@ -48,15 +39,7 @@ def post_receipt() -> ResponseReturnValue:
         # The receipt is the phone's word: a server saying so would be a guess.
         raise ApiError(403, "a receipt comes from the user's phone: use the user's token")
     assert caller.user_id is not None
-    body = json_object(RECEIPT_FIELDS)
-    receipt_id = body.get("receipt_id")
-    if not isinstance(receipt_id, str) or not _RECEIPT_ID.fullmatch(receipt_id):
-        raise ApiError(
-            400,
-            f"receipt_id must be the push's callpush_receipt_id ({RECEIPT_ID_LENGTH} lowercase "
-            "hex digits)",
-            "receipt_id",
-        )
+    receipt_id = validated(ReceiptConfirmation, json_object()).receipt_id
     with receiver().db.transaction() as session:
         receipt = record_receipt(session, caller.api_key, caller.user_id, receipt_id, utcnow())
     if receipt.answer is ReceiptAnswer.NOT_FOUND:
