@@ -8,8 +8,9 @@ body that does not validate is an :class:`~webhook_app.api_errors.ApiError` 400 
 What JSON Schema cannot say is checked here too, in the model validators, and stated in the
 schema with ``if``/``then`` and ``oneOf``: the token's format per platform
 (worker.delivery.push_tokens), the APNs bundle id rules (worker.foundation.apns_topics), VoIP for
-APNs only, ``until`` only when muting, and a replay's two ways of choosing events.  Rules that need the deployment (a provider name,
-an ``app``) or the caller (``user_id``) stay in the handlers.
+APNs only, ``until`` only when muting, and a replay's two ways of choosing events.  Rules that
+need the deployment (a provider name, an ``app``) or the caller (``user_id``) stay in the
+handlers.
 """
 
 from __future__ import annotations
