@@ -147,7 +147,7 @@ def test_override_per_call_type_then_star_then_default():
 
 
 def test_the_shipped_example_configuration_is_valid():
-    example = Path(__file__).parents[2] / "config" / "callpush.example.toml"
+    example = Path(__file__).parents[3] / "config" / "callpush.example.toml"
     call_types = tomllib.loads(example.read_text())["call_types"]
     book = _book(call_types)
     assert book.render(_event("call.missed"), "bob") == RenderedText(

@@ -478,7 +478,7 @@ def test_a_file_callpush_may_not_read(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CALLPUSH_")}
     env["CALLPUSH_ADMIN_TOKEN_FILE"] = str(path)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
     result = subprocess.run(
         [sys.executable, "-c", code],
         env=env,

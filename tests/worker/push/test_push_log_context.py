@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from tests.fakes.credentials import PushCredentials, make_apns_key
 from tests.fakes.fake_apns import FakeApns
 from tests.fakes.pytest_plugin import apns_settings_for
+from worker.delivery.push_outcomes import push_answer
 from worker.foundation import metrics
 from worker.foundation.logging_setup import configure_logging, log_context
 from worker.foundation.settings import ApnsSettings, FcmSettings
@@ -120,7 +121,7 @@ def test_a_key_apns_refuses_counts_as_an_authentication_failure(
         provider.close()
     assert (outcomes[0].result, outcomes[0].reason) == (PushResult.FAILED, "InvalidProviderToken")
 
-    metrics.record_push_answers([("apns", "apns", outcomes[0])], utcnow())
+    metrics.record_push_answers([push_answer("apns", "apns", outcomes[0])], utcnow())
     assert REGISTRY.get_sample_value("callpush_push_auth_failures_total", labels) == before + 1
     refused = [e for e in lines(json_log) if "rejected our provider token" in e["message"]]
     assert refused and refused[0].get("event_id") == EVENT_ID
