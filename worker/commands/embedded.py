@@ -50,7 +50,7 @@ def run_embedded(settings: Settings, *, host: str, port: int, concurrency: int =
     signal.signal(signal.SIGINT, _stop)
     with inprocess_worker(celery, concurrency=concurrency):
         recovered = requeue_unfinished(
-            db, celery, older_than=None, max_attempts=settings.sweeper.max_attempts
+            db, celery.handoff, older_than=None, max_attempts=settings.sweeper.max_attempts
         )
         log.info(
             "callpush listening on http://%s:%s/webhooks/stream (embedded, %d recovered events)",
