@@ -125,7 +125,7 @@ def _ping_broker(broker_url: str) -> None:
     from kombu import Connection
 
     with Connection(broker_url, connect_timeout=BROKER_TIMEOUT) as connection:
-        connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
+        connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)  # type: ignore[arg-type]  # celery-types says int; kombu takes seconds as a float
 
 
 _HEALTH_LOCK = threading.Lock()

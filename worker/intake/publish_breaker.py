@@ -209,7 +209,7 @@ class PublishBreaker:
         timeout = self._settings.publish_timeout_seconds
         try:
             with self._celery.connection_for_write() as connection:
-                connection.ensure_connection(max_retries=1, timeout=timeout)
+                connection.ensure_connection(max_retries=1, timeout=timeout)  # type: ignore[arg-type]  # celery-types says int; kombu takes seconds as a float
                 connection.default_channel  # noqa: B018  (opening it is the round trip)
         except Exception as error:
             log.info("broker probe failed: %s: %s", type(error).__name__, error)

@@ -102,12 +102,14 @@ def queue_depths(broker_url: str, names: Sequence[str], timeout: float) -> dict[
 
     depths: dict[str, int | None] = {}
     with short_connection(broker_url, timeout) as connection:
-        connection.ensure_connection(max_retries=1, timeout=timeout)
+        connection.ensure_connection(max_retries=1, timeout=timeout)  # type: ignore[arg-type]  # celery-types says int; kombu takes seconds as a float
         for name in names:
             # A 404 closes the channel, so each queue is asked on a channel of its own.
             channel = connection.channel()
             try:
-                depths[name] = channel.queue_declare(name, passive=True).message_count
+                # An amqp channel (the stubs type it as kombu's abstract StdChannel).
+                declared = channel.queue_declare(name, passive=True)  # type: ignore[attr-defined]
+                depths[name] = declared.message_count
             except NotFound:
                 depths[name] = None
             finally:

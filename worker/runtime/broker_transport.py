@@ -38,7 +38,8 @@ class Channel(redis.Channel):
         transport = self.connection
         if transport is None or transport.client is None:
             raise DetachedChannel("the channel's broker connection was closed")
-        return super()._connparams(asynchronous=asynchronous)
+        # A private method of kombu's Redis channel, absent from celery-types' stubs.
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
 
 
 class Transport(redis.Transport):

@@ -27,7 +27,7 @@ class _ReadyWorkController(WorkController):
         if self.hub is not None and is_amqp(self.app.conf.broker_url):
             # In the worker's thread, before its loop: the loop wakes this often, so it sees
             # a stop request (_stop_from_its_own_thread) at once, not at its next message.
-            self.hub.call_repeatedly(STOP_CHECK_SECONDS, _nothing)
+            self.hub.call_repeatedly(STOP_CHECK_SECONDS, _nothing)  # type: ignore[attr-defined]
         self.ready.set()
 
 
@@ -83,7 +83,7 @@ def _stop_from_its_own_thread(thread: threading.Thread, timeout: float) -> None:
     (celery/apps/worker.py: ``state.should_stop``), and its own loop shuts it down."""
     from celery.worker import state
 
-    state.should_stop = 0  # EX_OK: a warm shutdown
+    state.should_stop = 0  # type: ignore[assignment]  # EX_OK: a warm shutdown
     try:
         thread.join(timeout)
     finally:

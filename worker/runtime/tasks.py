@@ -55,7 +55,9 @@ def _run_again_later(task: Task, later: RetryLater) -> NoReturn:
     # "processing".)  A fresh stamp: the queue's age counts from when the retry is due
     # (worker/runtime/queue_metrics.py).
     delay = countdown_for(task.app.conf.broker_url, later.delay)
-    raise task.retry(countdown=delay, headers=enqueue_headers(delay)) from later
+    # Message headers are any JSON values (celery-types narrows them to strings).
+    headers: Any = enqueue_headers(delay)
+    raise task.retry(countdown=delay, headers=headers) from later
 
 
 def process_ring_event(self: Task, event_id: int) -> str:
