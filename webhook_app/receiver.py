@@ -5,13 +5,18 @@ app by the factory (webhook_app/app.py) and reached inside a request as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
 from worker.foundation.settings import Settings
 from worker.intake.publish_breaker import PublishBreaker
-from worker.runtime.celery_app import CallpushCelery
 from worker.storage.database import Database
+
+if TYPE_CHECKING:
+    # For the annotation only: a module that needs the receiver (the webhook endpoint) does not
+    # load the Celery app's tasks and the delivery code with it (.importlinter).
+    from worker.runtime.celery_app import CallpushCelery
 
 
 @dataclass

@@ -17,12 +17,13 @@ from tests.worker.scripted_provider import ScriptedProvider
 from webhook_app import create_app
 from worker.commands.events import events
 from worker.commands.trace import trace
-from worker.delivery.event_processing import process_event, stored_status
+from worker.delivery.event_processing import process_event
 from worker.delivery.notifications import deliver_chunk
 from worker.delivery.payloads import RECEIPT_ID_KEY
 from worker.delivery.services import Services
 from worker.delivery.templates import TemplateBook
 from worker.foundation.settings import load_settings
+from worker.intake.webhooks import stored_status
 from worker.ops import event_log
 from worker.push.base import Platform, PushMessage
 from worker.push.sender import PushSender

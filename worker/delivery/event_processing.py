@@ -25,7 +25,6 @@ from worker.stream.events import (
     MISSED,
     NOTIFICATION,
     RING,
-    RING_STOPPERS,
     SESSION_STARTED,
     CallEvent,
     InvalidEvent,
@@ -38,7 +37,8 @@ log = logging.getLogger("callpush.events")
 # later (a fan-out's last chunk finishes it).
 Handler = Callable[[Services, StoredEvent, CallEvent], tuple[str, str] | None]
 
-# stream-protocol.md §6, the event -> action table.
+# docs/stream-protocol.md §6, the event -> action table.  Its keys are the types intake queues
+# (worker/intake/webhooks.py PROCESSED_TYPES; a test holds the two equal).
 HANDLERS: dict[str, Handler] = {
     RING: deliver_ring,
     NOTIFICATION: plan_fanout,
@@ -46,21 +46,6 @@ HANDLERS: dict[str, Handler] = {
     SESSION_STARTED: plan_fanout,
     LIVE_STARTED: plan_fanout,
 }
-
-
-def needs_processing(event_type: str) -> bool:
-    """Whether a webhook of this type is queued for the worker; others are stored as ignored.
-    Ring stoppers need no work of their own: the ring handler reads them from the inbox."""
-    return event_type in HANDLERS
-
-
-def stored_status(event_type: str) -> tuple[str, str | None]:
-    """The status a new webhook of this type is stored with."""
-    if needs_processing(event_type):
-        return EventStatus.RECEIVED, None
-    if event_type in RING_STOPPERS:
-        return EventStatus.PROCESSED, "stops pending ring pushes of the call"
-    return EventStatus.IGNORED, "no push for this event type"
 
 
 def process_event(services: Services, event_id: int) -> str:

@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from worker.delivery.event_processing import stored_status
 from worker.foundation.settings import IntakeSettings
 from worker.storage.inbox import NewWebhook
 from worker.storage.models import EventStatus, utcnow
 from worker.stream.event_age import stale_reason
 from worker.stream.events import (
+    LIVE_STARTED,
+    MISSED,
+    NOTIFICATION,
+    RING,
+    RING_STOPPERS,
+    SESSION_STARTED,
     InvalidEvent,
     parse_call_event,
     parse_event_type,
@@ -37,6 +42,25 @@ MAX_ATTEMPT = 2**31 - 1
 # Stream's ids are UUIDs; anything else printable that fits is kept as it is.
 _PLAIN_WEBHOOK_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_WEBHOOK_ID}}}")
 _ASCII_NUMBER = re.compile(r"[0-9]{1,20}")
+
+# The types a worker acts on (docs/stream-protocol.md §6): each is queued, and processed by its
+# handler (worker/delivery/event_processing.py HANDLERS).  Ring stoppers need no work of their
+# own: the ring handler reads them from the inbox.  Every other type is stored as ignored.
+PROCESSED_TYPES = frozenset({RING, NOTIFICATION, MISSED, SESSION_STARTED, LIVE_STARTED})
+
+
+def needs_processing(event_type: str) -> bool:
+    """Whether a webhook of this type is queued for the worker."""
+    return event_type in PROCESSED_TYPES
+
+
+def stored_status(event_type: str) -> tuple[str, str | None]:
+    """The status a new webhook of this type is stored with."""
+    if needs_processing(event_type):
+        return EventStatus.RECEIVED, None
+    if event_type in RING_STOPPERS:
+        return EventStatus.PROCESSED, "stops pending ring pushes of the call"
+    return EventStatus.IGNORED, "no push for this event type"
 
 
 @dataclass(frozen=True, slots=True)

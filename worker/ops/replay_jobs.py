@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from worker.delivery.event_processing import needs_processing
 from worker.delivery.ringing import ring_deadline
 from worker.foundation.handoff import Handoff
+from worker.intake.webhooks import needs_processing
 from worker.ops.replay import EventReplay, plan_replay, reopen_for_replay
 from worker.storage.database import Database
 from worker.storage.inbox import StoredEvent

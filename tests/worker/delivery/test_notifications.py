@@ -15,12 +15,13 @@ from tests.fakes.fake_stream_api import MEMBERS
 from tests.fakes.stream_api_plugin import stream_app_for
 from tests.worker.recording_handoff import RecordingHandoff
 from tests.worker.scripted_provider import ScriptedProvider
-from worker.delivery.event_processing import process_event, stored_status
+from worker.delivery.event_processing import process_event
 from worker.delivery.notifications import deliver_chunk
 from worker.delivery.services import Services
 from worker.delivery.templates import TemplateBook
 from worker.foundation.handoff import RetryLater
 from worker.foundation.settings import ApnsProviderSettings, load_settings
+from worker.intake.webhooks import stored_status
 from worker.ops.replay import reopen_for_replay
 from worker.push.base import Platform, ProviderRef, PushKind, PushOutcome, PushResult
 from worker.push.providers import ProviderSet

@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.worker.scripted_provider import ScriptedProvider
-from worker.delivery.event_processing import process_event, stored_status
+from worker.delivery.event_processing import process_event
 from worker.delivery.ringing import ring_targets
 from worker.delivery.services import Services
 from worker.delivery.templates import TemplateBook
 from worker.foundation.logging_setup import redact_token
 from worker.foundation.settings import load_settings
+from worker.intake.webhooks import stored_status
 from worker.ops.replay import reopen_for_replay
 from worker.push.base import Platform, ProviderRef, PushKind, PushOutcome, PushResult
 from worker.push.providers import ProviderSet

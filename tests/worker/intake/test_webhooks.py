@@ -180,3 +180,11 @@ def test_the_attempt_header_is_a_plain_number_within_the_column(header, attempt)
 def test_nan_and_infinity_are_not_json(text):
     with pytest.raises(ValueError, match="is not JSON"):
         load_event_json(text)
+
+
+def test_every_queued_type_has_a_handler_and_every_handler_is_queued():
+    """Intake decides what is queued without importing delivery; the two lists stay one."""
+    from worker.delivery.event_processing import HANDLERS
+    from worker.intake.webhooks import PROCESSED_TYPES
+
+    assert set(HANDLERS) == PROCESSED_TYPES
