@@ -5,12 +5,10 @@ delivered; screenshots go to the test's tmp directory (the paths are printed).""
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -26,6 +24,7 @@ from tests.ops_data import (
     ops_app,
     ring_body,
 )
+from tests.webhook_app.chromium import chromium_page
 from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
 from worker.runtime.inprocess_worker import inprocess_worker
@@ -35,35 +34,8 @@ from worker.storage.models import Delivery, WebhookEvent
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-IN_CI = os.environ.get("CI", "").lower() == "true"
 BOB_FCM = "bob-fcm-" + "b" * 40
 CAROL_FCM = "carol-fcm-" + "c" * 40
-
-
-def _browser_or_skip():
-    problem = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as error:
-        problem = f"Playwright is not installed ({error}): pip install playwright"
-    if problem is None and not CHROMIUM.exists():
-        problem = f"{CHROMIUM} is missing: apt-get install -y chromium"
-    if problem is not None:
-        if IN_CI:
-            pytest.fail(f"{problem}; under CI=true the browser test must run", pytrace=False)
-        pytest.skip(problem)
-    return sync_playwright
 
 
 @pytest.fixture
@@ -145,17 +117,11 @@ def event_state(db: Database, event_id: int) -> tuple[str, int, list[str]]:
 
 
 def test_dashboard_login_filter_detail_and_replay(site, tmp_path):
-    sync_playwright = _browser_or_skip()
     base, db, ids = site
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(15_000)
+    with chromium_page() as page:
+        context = page.context
 
         # Not logged in: the login form; a wrong token is refused.
         page.goto(f"{base}/dashboard/?status=failed")
@@ -246,6 +212,5 @@ def test_dashboard_login_filter_detail_and_replay(site, tmp_path):
         page.wait_for_url(f"{base}/dashboard/login")
         page.goto(f"{base}/dashboard/")
         assert page.url.startswith(f"{base}/dashboard/login")
-        browser.close()
     assert screenshot.stat().st_size > 10_000
     print(f"\ndashboard screenshots: {screenshot} and {shots}/")

@@ -14,7 +14,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, Seeder, now, ops_app, ring_body
-from tests.webhook_app.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _browser_or_skip
+from tests.webhook_app.chromium import chromium_page
 from tests.webhook_app.test_dashboard_user_browser import PHONE_WIDTH, WIDTHS
 from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
@@ -81,15 +81,8 @@ def site(sqlite_url, monkeypatch) -> Iterator[str]:
 
 
 def test_home_page_charts_in_chromium_with_no_csp_violation(site, tmp_path):
-    sync_playwright = _browser_or_skip()
     base = site
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(15_000)
+    with chromium_page() as page:
         console: list[str] = []
         # Chromium asks for /favicon.ico, which the app does not serve: its 404 is no fault.
         page.on(
@@ -156,7 +149,6 @@ def test_home_page_charts_in_chromium_with_no_csp_violation(site, tmp_path):
             box = page.locator(f"#chart-{chart}-day svg").bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE_WIDTH
         page.screenshot(path=str(tmp_path / "charts-phone.png"), full_page=True)
-        browser.close()
 
     # No script runs and no inline style is refused: the console stayed quiet.
     assert not [line for line in console if "Content Security Policy" in line], console

@@ -12,7 +12,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from tests.ops_data import ADMIN_TOKEN, API_KEY, SECRET, ops_app
-from tests.webhook_app.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _browser_or_skip
+from tests.webhook_app.chromium import chromium_page
 from tests.worker.ops.test_user_activity import OTHER_APP, seed_bob
 from worker.foundation.settings import load_settings
 from worker.runtime.celery_app import create_celery
@@ -82,14 +82,8 @@ def assert_bobs_answer(page, ids: dict[str, int]) -> None:
 
 
 def test_bob_in_three_clicks_at_desktop_width(site):
-    sync_playwright = _browser_or_skip()
     base, ids = site
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        page.set_default_timeout(15_000)
+    with chromium_page() as page:
         log_in_and_search_bob(page, base)
         assert_bobs_answer(page, ids)
 
@@ -107,21 +101,13 @@ def test_bob_in_three_clicks_at_desktop_width(site):
         page.fill("header input[name=q]", str(ids["calling"]))
         page.press("header input[name=q]", "Enter")
         page.wait_for_url(f"{base}/dashboard/events/{ids['calling']}")
-        browser.close()
 
 
 def test_bob_at_phone_width_without_sideways_scrolling(site):
-    sync_playwright = _browser_or_skip()
     base, ids = site
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        context = browser.new_context(
-            viewport={"width": PHONE_WIDTH, "height": 844}, device_scale_factor=3, is_mobile=True
-        )
-        page = context.new_page()
-        page.set_default_timeout(15_000)
+    with chromium_page(
+        {"width": PHONE_WIDTH, "height": 844}, device_scale_factor=3, is_mobile=True
+    ) as page:
         log_in_and_search_bob(page, base)
         assert_bobs_answer(page, ids)
         assert page.evaluate(WIDTHS) == [PHONE_WIDTH, PHONE_WIDTH], "the user page is too wide"
@@ -140,4 +126,3 @@ def test_bob_at_phone_width_without_sideways_scrolling(site):
             # The search box is on every page, and fits.
             box = page.locator("header input[name=q]").bounding_box()
             assert box is not None and box["x"] + box["width"] <= PHONE_WIDTH
-        browser.close()
