@@ -3,7 +3,8 @@
 options in the same run; then p50/p99 at a fixed offered rate of 500 webhooks/s.
 
 Load: wrk (C, closed loop, 16 connections = 2 gunicorn workers x 8 threads) for throughput,
-with pre-signed requests (wrk's Lua has no HMAC); bench.loadgen (open loop) for the fixed rate.
+with pre-signed requests (wrk's Lua has no HMAC), or, where wrk is not installed, bench.loadgen's
+closed loop on the same requests; bench.loadgen (open loop) for the fixed rate.
 No Celery worker runs: the queue is only filled, which isolates the receiver.
 """
 
@@ -46,6 +47,9 @@ def _requests_jsonl(path: Path, count: int) -> Path:
 
 
 def wrk(port: int, tsv: Path, seconds: int, connections: int = CONNECTIONS) -> dict[str, Any]:
+    """A closed-loop run: wrk when installed, else bench.loadgen's closed loop (same keys)."""
+    if shutil.which("wrk") is None:
+        return _python_closed_loop(port, tsv, seconds, connections)
     script = ROOT / "bench" / "wrk_signed.lua"
     done = subprocess.run(
         [
@@ -69,6 +73,52 @@ def wrk(port: int, tsv: Path, seconds: int, connections: int = CONNECTIONS) -> d
     found = re.search(r"WRKJSON (\{.*\})", done.stdout)
     if not found:
         raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
+    result = json.loads(found.group(1))
+    result["per_s"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def load_tool() -> str:
+    return "wrk" if shutil.which("wrk") else "bench.loadgen --closed-loop-seconds (no wrk)"
+
+
+def _python_closed_loop(port: int, tsv: Path, seconds: int, connections: int) -> dict[str, Any]:
+    jsonl = tsv.with_suffix(".jsonl")
+    if not jsonl.exists():  # the same pre-signed requests, in loadgen's format
+        items = []
+        for line in tsv.read_text().splitlines():
+            webhook_id, signature, body = line.split("\t", 2)
+            headers = {
+                "Content-Type": "application/json",
+                "X-Webhook-Id": webhook_id,
+                "X-Signature": signature,
+                "X-Api-Key": API_KEY,
+                "X-Webhook-Attempt": "1",
+            }
+            items.append({"body": body, "headers": headers})
+        write_jsonl(jsonl, items)
+    done = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "bench.loadgen",
+            "--url",
+            f"http://127.0.0.1:{port}/webhooks/stream",
+            "--requests",
+            str(jsonl),
+            "--closed-loop-seconds",
+            str(seconds),
+            "--connections",
+            str(connections),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=seconds + 120,
+    )
+    found = re.search(r"WRKJSON (\{.*\})", done.stdout)
+    if not found:
+        raise RuntimeError(f"bench.loadgen failed: {done.stdout}\n{done.stderr}")
     result = json.loads(found.group(1))
     result["per_s"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
@@ -116,8 +166,6 @@ def fixed_rate(port: int, jsonl: Path, rate: float, out: Path) -> dict[str, Any]
 
 
 def run(quick: bool) -> dict[str, Any]:
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed: apt-get install -y wrk")
     seconds = 3 if quick else 15
     rate_seconds = 3 if quick else 20
     rate = 500
@@ -133,19 +181,23 @@ def run(quick: bool) -> dict[str, Any]:
             "CALLPUSH_STREAM_API_KEY": API_KEY,
             "CALLPUSH_STREAM_API_SECRET": SECRET,
         }
-        details: dict[str, Any] = {"connections": CONNECTIONS, "wrk_seconds": seconds}
+        details: dict[str, Any] = {
+            "connections": CONNECTIONS,
+            "wrk_seconds": seconds,
+            "closed_loop_tool": load_tool(),
+        }
         with Stack(work, env) as stack:
             stack.cli("db", "upgrade")
             port = free_port()
             stack.web(port)
             log("ingest: callpush web, warm-up")
             wrk(port, warm_tsv, 2)
-            log(f"ingest: callpush web, wrk {seconds}s")
+            log(f"ingest: callpush web, closed loop ({load_tool()}) {seconds}s")
             details["callpush_wrk"] = wrk(port, tsv, seconds)
             log(f"ingest: callpush web, {rate}/s for {rate_seconds}s")
             details["callpush_fixed"] = fixed_rate(port, jsonl, rate, work / "fixed-out.jsonl")
             if not quick:
-                log("ingest: py-spy on callpush web during another wrk run")
+                log("ingest: py-spy on callpush web during another closed-loop run")
                 spy = PySpy([stack.processes["web"].pid], 8, work, rate=100).start()
                 wrk(port, tsv, 8)
                 details["profile"] = spy.join()
@@ -177,7 +229,7 @@ def run(quick: bool) -> dict[str, Any]:
             )
             log("ingest: bare Flask, warm-up")
             wrk(port, warm_tsv, 2)
-            log(f"ingest: bare Flask, wrk {seconds}s")
+            log(f"ingest: bare Flask, closed loop ({load_tool()}) {seconds}s")
             details["bare_wrk"] = wrk(port, tsv, seconds)
             details["bare_fixed"] = fixed_rate(port, jsonl, rate, work / "bare-out.jsonl")
         flush_redis()
