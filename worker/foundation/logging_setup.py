@@ -237,6 +237,14 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{context}]" if context else line
 
 
+# Loggers that never pass their records to the root logger, so they get the handler too: else
+# Python's last-resort handler writes their warnings to stderr as bare text.  billiard (Celery's
+# prefork pool) logs as "multiprocessing" with propagate off, e.g. "Process 'ForkPoolWorker-1'
+# pid:... exited with 'signal 15 (SIGTERM)'" when a worker stops
+# (https://github.com/celery/billiard/blob/v4.3.2/billiard/util.py, get_logger).
+NON_PROPAGATING_LOGGERS = ("multiprocessing",)
+
+
 def configure_logging(
     level: str | int,
     json: bool,
@@ -254,10 +262,11 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
     handler._callpush = True  # type: ignore[attr-defined]  # marks the handler as ours
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_callpush", False)]:
-        root.removeHandler(old)
-        old.close()
-    root.addHandler(handler)
+    for logger in (root, *(logging.getLogger(name) for name in NON_PROPAGATING_LOGGERS)):
+        for old in [h for h in logger.handlers if getattr(h, "_callpush", False)]:
+            logger.removeHandler(old)
+            old.close()
+        logger.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     # Warnings (Celery's "running as root", deprecations) as records too, not raw stderr text.
     logging.captureWarnings(True)

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from worker.foundation.logging_setup import (
+    NON_PROPAGATING_LOGGERS,
     bind_log_context,
     configure_logging,
     current_log_context,
@@ -38,10 +39,11 @@ def output():
         return buffer
 
     yield configure
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
+    for logger in (root, *(logging.getLogger(n) for n in NON_PROPAGATING_LOGGERS)):
+        for handler in logger.handlers:
+            if getattr(handler, "_callpush", False) and handler not in handlers:
+                logger.removeHandler(handler)
+                handler.close()
     root.setLevel(level)
 
 
@@ -154,6 +156,22 @@ def test_text_format_appends_the_context(output):
         log.info("ringing %s", APNS_TOKEN)
     line = buffer.getvalue().strip()
     assert line.endswith(f"ringing {redact_token(APNS_TOKEN)} [event_id=5 call_cid=default:abc]")
+
+
+def test_billiards_own_logger_writes_json_lines_too(output):
+    """Celery's prefork pool logs through billiard's "multiprocessing" logger, which does not
+    propagate: without our handler on it, Python's last resort printed bare text to stderr."""
+    from billiard.util import error, get_logger
+
+    buffer = output()
+    get_logger()  # billiard's set-up: propagate off, as in a worker
+    error("Process %r pid:%r exited with %r", "ForkPoolWorker-1", 10043, "signal 15 (SIGTERM)")
+    (record,) = lines(buffer)
+    assert record["logger"] == "multiprocessing" and record["level"] == "ERROR"
+    assert record["message"].startswith("Process 'ForkPoolWorker-1' pid:10043 exited")
+    output()  # configured again: still one handler of ours on that logger
+    ours = [h for h in logging.getLogger("multiprocessing").handlers if getattr(h, "_callpush", 0)]
+    assert len(ours) == 1
 
 
 def test_configuring_twice_replaces_the_handler(output):
