@@ -70,9 +70,15 @@ def wrk(port: int, tsv: Path, seconds: int, connections: int = CONNECTIONS) -> d
         text=True,
         timeout=seconds + 60,
     )
+    return _closed_loop_summary(done, "wrk")
+
+
+def _closed_loop_summary(done: subprocess.CompletedProcess[str], tool: str) -> dict[str, Any]:
+    """The WRKJSON line wrk_signed.lua and bench.loadgen's closed loop both print, with the
+    rate it implies."""
     found = re.search(r"WRKJSON (\{.*\})", done.stdout)
     if not found:
-        raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
+        raise RuntimeError(f"{tool} failed: {done.stdout}\n{done.stderr}")
     result = json.loads(found.group(1))
     result["per_s"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
@@ -116,12 +122,7 @@ def _python_closed_loop(port: int, tsv: Path, seconds: int, connections: int) ->
         cwd=ROOT,
         timeout=seconds + 120,
     )
-    found = re.search(r"WRKJSON (\{.*\})", done.stdout)
-    if not found:
-        raise RuntimeError(f"bench.loadgen failed: {done.stdout}\n{done.stderr}")
-    result = json.loads(found.group(1))
-    result["per_s"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
+    return _closed_loop_summary(done, "bench.loadgen")
 
 
 def fixed_rate(port: int, jsonl: Path, rate: float, out: Path) -> dict[str, Any]:
